@@ -1,0 +1,162 @@
+#include "agent/api/api_router.h"
+
+#include <fmt/format.h>
+
+#include "agent/rpc/json_response.h"
+#include "common/fs.h"
+#include "common/uuid.h"
+
+namespace kiln::api {
+
+using nlohmann::json;
+using rpc::errorResponse;
+using rpc::HttpRequest;
+using rpc::HttpResponse;
+using rpc::jsonResponse;
+
+namespace {
+
+constexpr std::uint64_t kConsoleTailBytes = 1024 * 1024;
+
+HttpResponse methodNotAllowed(const HttpRequest& req) {
+  return errorResponse(405, fmt::format("Method {} is not allowed on {}", req.method, req.path));
+}
+
+}  // namespace
+
+json instanceView(const state::InstanceRecord& record) {
+  json view = state::toJson(record);
+  view.erase("request_fingerprint");
+  return view;
+}
+
+ApiRouter::ApiRouter(lifecycle::InstanceManager& manager, drivers::ComputeDriver& driver,
+                     const config::FlavorCatalog& flavors, AuthSource auth, HostIdentity host)
+    : manager_(manager),
+      driver_(driver),
+      flavors_(flavors),
+      auth_(std::move(auth)),
+      host_(std::move(host)) {}
+
+HttpResponse ApiRouter::handle(const HttpRequest& req) {
+  if (req.path == "/healthz") {
+    if (req.method != "GET") return methodNotAllowed(req);
+    return health();
+  }
+  auto authenticator = auth_();
+  if (!authenticator) return errorResponse(401, "Authentication is not configured");
+  auto caller = authenticator->authenticate(req.authorization);
+  if (!caller) return errorResponse(caller.error());
+
+  if (req.path == "/v1/host") {
+    if (req.method != "GET") return methodNotAllowed(req);
+    return host();
+  }
+  if (req.path == "/v1/flavors") {
+    if (req.method != "GET") return methodNotAllowed(req);
+    return flavors();
+  }
+  if (req.path == "/v1/instances") return instances(req);
+  constexpr std::string_view kPrefix = "/v1/instances/";
+  if (req.path.starts_with(kPrefix)) {
+    std::string rest = req.path.substr(kPrefix.size());
+    std::string sub;
+    if (auto slash = rest.find('/'); slash != std::string::npos) {
+      sub = rest.substr(slash + 1);
+      rest = rest.substr(0, slash);
+    }
+    auto uuid = canonicalUuid(rest);
+    if (!uuid)
+      return errorResponse(400,
+                           fmt::format("'{}' is not a valid instance uuid", rest.substr(0, 64)));
+    return instance(req, *uuid, sub);
+  }
+  return errorResponse(404, fmt::format("No such resource: {}", req.path.substr(0, 256)));
+}
+
+HttpResponse ApiRouter::health() {
+  bool up = driver_.connected();
+  json body = {{"status", up ? "ok" : "degraded"}, {"libvirt", up ? "connected" : "disconnected"}};
+  return jsonResponse(up ? 200 : 503, body);
+}
+
+HttpResponse ApiRouter::host() {
+  auto hv = driver_.hypervisorInfo();
+  if (!hv) return errorResponse(hv.error());
+  auto usage = manager_.usage();
+  auto disk_total = fs::totalBytes(host_.state_path);
+  json body = {{"hostname", host_.hostname},
+               {"availability_zone", host_.availability_zone},
+               {"hypervisor_type", hv->type},
+               {"hypervisor_version", hv->version},
+               {"libvirt_version", hv->libvirt_version},
+               {"vcpus", {{"total", hv->cpus}, {"used", usage.vcpus}}},
+               {"memory_mb", {{"total", hv->memory_mb}, {"used", usage.memory_mb}}},
+               {"disk_gb",
+                {{"total", disk_total ? *disk_total / (1024ULL * 1024 * 1024) : 0},
+                 {"used", usage.disk_gb}}},
+               {"instances", usage.instances}};
+  return jsonResponse(200, body);
+}
+
+HttpResponse ApiRouter::flavors() {
+  json list = json::array();
+  for (const auto& f : flavors_.all()) {
+    list.push_back({{"name", f.name},
+                    {"vcpus", f.vcpus},
+                    {"memory_mb", f.memory_mb},
+                    {"root_gb", f.root_gb},
+                    {"ephemeral_gb", f.ephemeral_gb},
+                    {"extra_specs", f.extra_specs}});
+  }
+  return jsonResponse(200, {{"flavors", list}});
+}
+
+HttpResponse ApiRouter::instances(const HttpRequest& req) {
+  if (req.method == "GET") {
+    json list = json::array();
+    for (const auto& rec : manager_.list()) list.push_back(instanceView(rec));
+    return jsonResponse(200, {{"instances", list}});
+  }
+  if (req.method == "POST") {
+    if (!req.content_type.empty() && !req.content_type.starts_with("application/json")) {
+      return errorResponse(415, "The request body must be application/json");
+    }
+    auto parsed = parseLaunchRequest(req.body, flavors_);
+    if (!parsed) return errorResponse(parsed.error());
+    auto accepted = manager_.launch(*parsed);
+    if (!accepted) return errorResponse(accepted.error());
+    return jsonResponse(202, instanceView(*accepted));
+  }
+  return methodNotAllowed(req);
+}
+
+HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid,
+                                 const std::string& sub) {
+  if (sub.empty()) {
+    if (req.method == "GET") {
+      auto rec = manager_.get(uuid);
+      if (!rec) return errorResponse(rec.error());
+      return jsonResponse(200, instanceView(*rec));
+    }
+    if (req.method == "DELETE") {
+      auto rec = manager_.requestDelete(uuid);
+      if (!rec) return errorResponse(rec.error());
+      return jsonResponse(202, instanceView(*rec));
+    }
+    return methodNotAllowed(req);
+  }
+  if (sub == "console") {
+    if (req.method != "GET") return methodNotAllowed(req);
+    auto text = manager_.consoleLog(uuid, kConsoleTailBytes);
+    if (!text) return errorResponse(text.error());
+    HttpResponse resp;
+    resp.status = 200;
+    resp.content_type = "text/plain; charset=utf-8";
+    resp.body = std::move(text).value();
+    return resp;
+  }
+  return errorResponse(404, fmt::format("No such resource: {}", req.path.substr(0, 256)));
+}
+
+}  // namespace kiln::api

@@ -1,0 +1,454 @@
+#include "agent/lifecycle/instance_manager.h"
+
+#include <fmt/format.h>
+
+#include "common/failpoint.h"
+#include "common/fs.h"
+#include "common/log.h"
+
+namespace kiln::lifecycle {
+
+using state::InstanceRecord;
+using state::InstanceState;
+
+namespace {
+
+constexpr std::uint64_t kGiB = 1024ULL * 1024 * 1024;
+
+// Launches that kilnd's own restart interrupted are failed, not retried: the scheduler decides
+// whether to try again, and the fault says why.
+constexpr const char* kInterruptedLaunch =
+    "The launch was interrupted by a restart of kilnd; the instance was cleaned up";
+
+}  // namespace
+
+InstanceManager::InstanceManager(drivers::ComputeDriver& driver, imagecache::ImageCache& cache,
+                                 drivers::disk::DiskBuilder& disks, state::InstanceStore& store,
+                                 const Clock& clock, ManagerOptions options)
+    : driver_(driver),
+      cache_(cache),
+      disks_(disks),
+      store_(store),
+      clock_(clock),
+      options_(std::move(options)),
+      jobs_(options_.workers) {}
+
+InstanceManager::~InstanceManager() { shutdown(); }
+
+void InstanceManager::shutdown() {
+  shutting_down_ = true;
+  jobs_.shutdown();
+}
+
+std::string InstanceManager::instanceDir(const std::string& uuid) const {
+  return options_.instances_dir + "/" + uuid;
+}
+
+InstanceManager::EntryPtr InstanceManager::find(const std::string& uuid) const {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(uuid);
+  return it == entries_.end() ? nullptr : it->second;
+}
+
+Result<void> InstanceManager::saveLocked(Entry& entry) {
+  entry.record.updated_at = formatUtc(clock_.wallNow());
+  return store_.put(entry.record);
+}
+
+Result<void> InstanceManager::recover() {
+  if (auto r = fs::makeDirectories(options_.instances_dir, 0711); !r) return r;
+  auto records = store_.loadAll();
+  if (!records) return records.error();
+  std::vector<EntryPtr> interrupted_launches;
+  std::vector<EntryPtr> pending_deletes;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& rec : *records) {
+      auto entry = std::make_shared<Entry>();
+      entry->record = std::move(rec);
+      if (entry->record.state == InstanceState::kBuilding) interrupted_launches.push_back(entry);
+      if (entry->record.state == InstanceState::kDeleting) {
+        entry->delete_requested = true;
+        pending_deletes.push_back(entry);
+      }
+      entries_.emplace(entry->record.uuid, entry);
+    }
+  }
+  for (auto& entry : interrupted_launches) {
+    jobs_.post([this, entry] {
+      std::lock_guard job(entry->job);
+      const std::string uuid = entry->record.uuid;
+      // The launch may have got as far as a running domain before the restart: keep it then.
+      auto power = driver_.powerState(uuid);
+      if (power && *power && **power == drivers::PowerState::kRunning) {
+        std::lock_guard lock(entry->mu);
+        entry->record.state = InstanceState::kActive;
+        entry->record.power_state = "running";
+        entry->record.task_state.clear();
+        if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+        log::info("Instance '{}' was started before the restart; it is active", uuid);
+        return;
+      }
+      rollbackLaunch(uuid);
+      std::lock_guard lock(entry->mu);
+      if (entry->delete_requested) return;
+      entry->record.state = InstanceState::kError;
+      entry->record.task_state.clear();
+      entry->record.power_state = "nostate";
+      entry->record.fault = kInterruptedLaunch;
+      entry->record.disks.clear();
+      if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+      log::warn("Instance '{}': {}", uuid, kInterruptedLaunch);
+    });
+  }
+  for (auto& entry : pending_deletes) {
+    log::info("Resuming the delete of instance '{}'", entry->record.uuid);
+    jobs_.post([this, entry] { runDelete(entry); });
+  }
+  jobs_.post([this] { reconcileAll(); });
+  return success();
+}
+
+Result<InstanceRecord> InstanceManager::launch(const api::LaunchRequest& request) {
+  if (shutting_down_) return Error::unavailable("kilnd is shutting down");
+  EntryPtr entry;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(request.uuid);
+    if (it != entries_.end()) {
+      std::lock_guard entry_lock(it->second->mu);
+      const InstanceRecord& existing = it->second->record;
+      if (existing.request_fingerprint != request.fingerprint) {
+        return Error::conflict(
+            fmt::format("Instance '{}' already exists with a different request", request.uuid));
+      }
+      if (existing.state == InstanceState::kDeleting) {
+        return Error::conflict(fmt::format("Instance '{}' is being deleted", request.uuid));
+      }
+      return existing;
+    }
+    entry = std::make_shared<Entry>();
+    InstanceRecord& rec = entry->record;
+    rec.uuid = request.uuid;
+    rec.name = request.name;
+    rec.flavor = request.flavor;
+    rec.image_id = request.image_id;
+    rec.request_fingerprint = request.fingerprint;
+    rec.state = InstanceState::kBuilding;
+    rec.task_state = "spawning";
+    rec.created_at = formatUtc(clock_.wallNow());
+    rec.updated_at = rec.created_at;
+    entries_.emplace(rec.uuid, entry);
+  }
+  InstanceRecord accepted;
+  {
+    std::lock_guard entry_lock(entry->mu);
+    // Durable before it is acknowledged: an accepted instance is never forgotten.
+    if (auto w = store_.insertNew(entry->record); !w) {
+      std::lock_guard lock(mutex_);
+      entries_.erase(request.uuid);
+      return w.error();
+    }
+    accepted = entry->record;
+  }
+  config::Flavor flavor = request.flavor;
+  if (!jobs_.post([this, entry, flavor] { runLaunch(entry, flavor); })) {
+    return Error::unavailable("kilnd is shutting down");
+  }
+  return accepted;
+}
+
+void InstanceManager::runLaunch(const EntryPtr& entry, const config::Flavor& flavor) {
+  std::lock_guard job(entry->job);
+  const std::string uuid = entry->record.uuid;
+  {
+    std::lock_guard lock(entry->mu);
+    if (entry->delete_requested) return;  // the delete job cleans up
+  }
+  Timeline timeline(clock_);
+  auto result = launchSteps(entry, flavor, timeline);
+  std::lock_guard lock(entry->mu);
+  entry->record.timeline = timeline.steps();
+  if (entry->delete_requested) {
+    // A delete arrived during the launch; it runs next and removes whatever was made.
+    if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+    return;
+  }
+  if (result) {
+    entry->record.state = InstanceState::kActive;
+    entry->record.power_state = "running";
+    entry->record.task_state.clear();
+    log::info("Instance '{}' is active ({:.1f} ms)", uuid, timeline.totalMs());
+  } else {
+    entry->record.state = InstanceState::kError;
+    entry->record.power_state = "nostate";
+    entry->record.task_state.clear();
+    entry->record.fault = result.error().message;
+    entry->record.disks.clear();
+    log::warn("Instance '{}' failed to launch: {}", uuid, result.error().message);
+  }
+  if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+}
+
+Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const config::Flavor& flavor,
+                                          Timeline& timeline) {
+  const std::string uuid = entry->record.uuid;
+  const std::string image_id = entry->record.image_id;
+  auto failed = [&](Error e) -> Result<void> {
+    rollbackLaunch(uuid);
+    return e;
+  };
+  auto deleteRequested = [&] {
+    std::lock_guard lock(entry->mu);
+    return entry->delete_requested;
+  };
+
+  auto base = cache_.fetch(image_id, timeline);
+  if (!base) return failed(base.error());
+  if (auto fp = failpoint("launch.after_image"); !fp) return failed(fp.error());
+
+  std::uint64_t root_bytes = flavor.root_gb * kGiB;
+  if (flavor.root_gb == 0) {
+    root_bytes = base->virtual_size;  // nova's meaning of a 0 GB root disk: the image's size
+  } else if (base->virtual_size > root_bytes) {
+    return failed(Error::invalid(fmt::format(
+        "Image '{}' has a virtual size of {} bytes, larger than the flavor's root disk of {} GiB",
+        image_id, base->virtual_size, flavor.root_gb)));
+  }
+  if (base->record.min_disk_gb && flavor.root_gb != 0 &&
+      *base->record.min_disk_gb > flavor.root_gb) {
+    return failed(Error::invalid(fmt::format("Image '{}' needs a root disk of at least {} GiB",
+                                             image_id, *base->record.min_disk_gb)));
+  }
+  if (base->record.min_ram_mb && *base->record.min_ram_mb > flavor.memory_mb) {
+    return failed(Error::invalid(fmt::format("Image '{}' needs at least {} MB of memory", image_id,
+                                             *base->record.min_ram_mb)));
+  }
+
+  std::string dir = instanceDir(uuid);
+  // QEMU (another user) must traverse into the directory; nobody may list it.
+  if (auto r = fs::makeDirectories(dir, 0711); !r) return failed(r.error());
+  std::vector<state::DiskRecord> disks;
+  {
+    auto step = timeline.step("disk.root");
+    state::DiskRecord root{"vda", dir + "/disk", "qcow2", root_bytes, base->path, base->format};
+    if (auto r =
+            disks_.createOverlay(root.path, root.backing_path, root.backing_format, root_bytes);
+        !r) {
+      step.fail();
+      return failed(r.error());
+    }
+    disks.push_back(root);
+  }
+  if (flavor.ephemeral_gb > 0) {
+    auto step = timeline.step("disk.ephemeral");
+    state::DiskRecord eph{"vdb", dir + "/disk.local", "qcow2", flavor.ephemeral_gb * kGiB, "", ""};
+    if (auto r = disks_.createBlank(eph.path, eph.format, eph.virtual_size); !r) {
+      step.fail();
+      return failed(r.error());
+    }
+    disks.push_back(eph);
+  }
+  if (auto fp = failpoint("launch.after_disks"); !fp) return failed(fp.error());
+  if (deleteRequested()) return failed(Error::conflict("The instance was deleted during launch"));
+
+  drivers::InstanceSpec spec;
+  {
+    std::lock_guard lock(entry->mu);
+    entry->record.disks = disks;
+    entry->record.image_properties = base->record.properties;
+    // The disks are recorded before the domain exists, so a crash from here on leaves a record
+    // that names everything there is to clean up.
+    if (auto s = saveLocked(*entry); !s) return failed(s.error());
+    spec.uuid = uuid;
+    spec.display_name = entry->record.name;
+    spec.vcpus = flavor.vcpus;
+    spec.memory_mb = flavor.memory_mb;
+    spec.console_log_path = dir + "/console.log";
+    spec.image_id = image_id;
+    spec.flavor_name = flavor.name;
+    spec.created_at = entry->record.created_at;
+  }
+  for (const auto& d : disks) {
+    spec.disks.push_back({d.device, d.path, d.format, d.backing_path, d.backing_format});
+  }
+  if (auto r = driver_.spawn(spec, timeline); !r) return failed(r.error());
+  if (auto fp = failpoint("launch.after_start"); !fp) return failed(fp.error());
+  return success();
+}
+
+void InstanceManager::rollbackLaunch(const std::string& uuid) {
+  if (auto d = driver_.destroy(uuid); !d) {
+    log::error("Rolling back instance '{}': {}", uuid, d.error().message);
+  }
+  if (auto r = fs::removeTree(instanceDir(uuid)); !r) {
+    log::error("Rolling back instance '{}': {}", uuid, r.error().message);
+  }
+}
+
+Result<InstanceRecord> InstanceManager::requestDelete(const std::string& uuid) {
+  EntryPtr entry = find(uuid);
+  if (!entry) return Error::notFound(fmt::format("Instance '{}' does not exist", uuid));
+  InstanceRecord snapshot;
+  {
+    std::lock_guard lock(entry->mu);
+    if (entry->record.state == InstanceState::kDeleting) return entry->record;
+    entry->delete_requested = true;
+    entry->record.state = InstanceState::kDeleting;
+    entry->record.task_state = "deleting";
+    // The intent is durable before anything is removed: a crash resumes the delete.
+    if (auto s = saveLocked(*entry); !s) return s.error();
+    snapshot = entry->record;
+  }
+  if (!jobs_.post([this, entry] { runDelete(entry); })) {
+    return Error::unavailable("kilnd is shutting down; the delete resumes at its next start");
+  }
+  return snapshot;
+}
+
+void InstanceManager::runDelete(const EntryPtr& entry) {
+  std::lock_guard job(entry->job);
+  const std::string uuid = entry->record.uuid;
+  if (auto fp = failpoint("delete.before_destroy"); !fp) return;
+  if (auto d = driver_.destroy(uuid); !d) {
+    // Most likely libvirtd is away; the periodic reconcile retries the delete.
+    std::lock_guard lock(entry->mu);
+    entry->record.fault = fmt::format("Delete is waiting to be retried: {}", d.error().message);
+    if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+    log::warn("Instance '{}': {}", uuid, entry->record.fault);
+    return;
+  }
+  if (auto fp = failpoint("delete.after_destroy"); !fp) return;
+  if (auto r = fs::removeTree(instanceDir(uuid)); !r) {
+    std::lock_guard lock(entry->mu);
+    entry->record.fault = fmt::format("Delete is waiting to be retried: {}", r.error().message);
+    if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+    return;
+  }
+  if (auto fp = failpoint("delete.after_files"); !fp) return;
+  if (auto r = store_.remove(uuid); !r) {
+    log::error("Instance '{}': {}", uuid, r.error().message);
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    entries_.erase(uuid);
+  }
+  log::info("Instance '{}' is deleted", uuid);
+}
+
+Result<InstanceRecord> InstanceManager::get(const std::string& uuid) const {
+  EntryPtr entry = find(uuid);
+  if (!entry) return Error::notFound(fmt::format("Instance '{}' does not exist", uuid));
+  std::lock_guard lock(entry->mu);
+  return entry->record;
+}
+
+std::vector<InstanceRecord> InstanceManager::list() const {
+  std::vector<EntryPtr> all;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [uuid, entry] : entries_) all.push_back(entry);
+  }
+  std::vector<InstanceRecord> out;
+  out.reserve(all.size());
+  for (const auto& entry : all) {
+    std::lock_guard lock(entry->mu);
+    out.push_back(entry->record);
+  }
+  return out;
+}
+
+Result<std::string> InstanceManager::consoleLog(const std::string& uuid,
+                                                std::uint64_t max_bytes) const {
+  if (!find(uuid)) return Error::notFound(fmt::format("Instance '{}' does not exist", uuid));
+  auto text = fs::readFileTail(instanceDir(uuid) + "/console.log", max_bytes);
+  if (!text && text.error().code == ErrorCode::kNotFound) return std::string();
+  return text;
+}
+
+Usage InstanceManager::usage() const {
+  Usage u;
+  for (const auto& rec : list()) {
+    ++u.instances;
+    u.vcpus += rec.flavor.vcpus;
+    u.memory_mb += rec.flavor.memory_mb;
+    u.disk_gb += rec.flavor.root_gb + rec.flavor.ephemeral_gb;
+  }
+  return u;
+}
+
+void InstanceManager::reconcileAll() {
+  if (!driver_.connected()) return;
+  std::vector<EntryPtr> all;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [uuid, entry] : entries_) all.push_back(entry);
+  }
+  for (const auto& entry : all) {
+    bool retry_delete = false;
+    {
+      std::lock_guard lock(entry->mu);
+      retry_delete =
+          entry->record.state == InstanceState::kDeleting && !entry->record.fault.empty();
+    }
+    if (retry_delete) {
+      std::lock_guard lock(entry->mu);
+      entry->record.fault.clear();
+      jobs_.post([this, entry] { runDelete(entry); });
+      continue;
+    }
+    reconcileOne(entry);
+  }
+}
+
+void InstanceManager::reconcileOne(const EntryPtr& entry) {
+  // A job in progress owns the instance; reconcile only settled ones.
+  std::unique_lock job(entry->job, std::try_to_lock);
+  if (!job.owns_lock()) return;
+  std::string uuid;
+  {
+    std::lock_guard lock(entry->mu);
+    InstanceState s = entry->record.state;
+    if (s == InstanceState::kBuilding || s == InstanceState::kDeleting) return;
+    if (s == InstanceState::kError && entry->record.disks.empty()) return;  // nothing runs
+    uuid = entry->record.uuid;
+  }
+  auto power = driver_.powerState(uuid);
+  if (!power) return;  // libvirt away: keep what we know
+  std::lock_guard lock(entry->mu);
+  InstanceRecord& rec = entry->record;
+  InstanceRecord before = rec;
+  if (!*power) {
+    if (rec.state != InstanceState::kError) {
+      rec.state = InstanceState::kError;
+      rec.power_state = "nostate";
+      rec.fault = "The instance's domain disappeared from the hypervisor";
+    }
+  } else {
+    drivers::PowerState p = **power;
+    rec.power_state = std::string(drivers::powerStateName(p));
+    if (p == drivers::PowerState::kRunning && rec.state == InstanceState::kStopped) {
+      rec.state = InstanceState::kActive;
+    } else if (p == drivers::PowerState::kShutoff && rec.state == InstanceState::kActive) {
+      rec.state = InstanceState::kStopped;
+    } else if (p == drivers::PowerState::kCrashed && rec.state != InstanceState::kError) {
+      rec.state = InstanceState::kError;
+      rec.fault = "The instance crashed";
+    }
+  }
+  if (rec.state != before.state || rec.power_state != before.power_state) {
+    log::info("Instance '{}' is now {} (power {})", uuid, state::stateName(rec.state),
+              rec.power_state);
+    if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+  }
+}
+
+void InstanceManager::onDomainEvent(const drivers::DomainEvent& event) {
+  // Called on the libvirt event thread: hand over and return at once.
+  EntryPtr entry = find(event.uuid);
+  if (!entry) return;
+  jobs_.post([this, entry] { reconcileOne(entry); });
+}
+
+}  // namespace kiln::lifecycle

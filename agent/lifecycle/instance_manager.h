@@ -1,0 +1,96 @@
+#pragma once
+// The lifecycle of instances on this host: launch and delete as per-instance jobs on a worker
+// pool, recovery after a restart, and reconciliation with what the hypervisor really runs.
+//
+// Locking: `mutex_` guards the map only. Each instance has `mu` (its record; held briefly,
+// including the store write that must precede a side effect) and `job` (one long operation at a
+// time: a delete waits for a launch to reach a step boundary, where it sees the request).
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "agent/api/launch_request.h"
+#include "agent/state/instance_store.h"
+#include "common/clock.h"
+#include "common/work_queue.h"
+#include "drivers/compute_driver.h"
+#include "drivers/disk/disk_builder.h"
+#include "imagecache/image_cache.h"
+
+namespace kiln::lifecycle {
+
+struct ManagerOptions {
+  std::string instances_dir;  // state_path/instances
+  unsigned workers = 4;
+};
+
+struct Usage {
+  std::uint64_t vcpus = 0;
+  std::uint64_t memory_mb = 0;
+  std::uint64_t disk_gb = 0;
+  std::size_t instances = 0;
+};
+
+class InstanceManager {
+ public:
+  InstanceManager(drivers::ComputeDriver& driver, imagecache::ImageCache& cache,
+                  drivers::disk::DiskBuilder& disks, state::InstanceStore& store,
+                  const Clock& clock, ManagerOptions options);
+  ~InstanceManager();
+
+  // Loads the records, finishes interrupted deletes, fails interrupted launches, then
+  // reconciles with the hypervisor.
+  Result<void> recover();
+
+  // 202-style: returns the record as accepted. The same uuid and body again returns the
+  // existing record; a different body is kConflict.
+  Result<state::InstanceRecord> launch(const api::LaunchRequest& request);
+  Result<state::InstanceRecord> requestDelete(const std::string& uuid);
+  Result<state::InstanceRecord> get(const std::string& uuid) const;
+  std::vector<state::InstanceRecord> list() const;
+  Result<std::string> consoleLog(const std::string& uuid, std::uint64_t max_bytes) const;
+  Usage usage() const;
+
+  // Compares every settled instance with the hypervisor and records what it finds.
+  void reconcileAll();
+  void onDomainEvent(const drivers::DomainEvent& event);
+
+  // Stops taking work and waits for running jobs.
+  void shutdown();
+
+ private:
+  struct Entry {
+    std::mutex mu;
+    std::mutex job;
+    state::InstanceRecord record;
+    bool delete_requested = false;
+  };
+  using EntryPtr = std::shared_ptr<Entry>;
+
+  EntryPtr find(const std::string& uuid) const;
+  void runLaunch(const EntryPtr& entry, const config::Flavor& flavor);
+  Result<void> launchSteps(const EntryPtr& entry, const config::Flavor& flavor, Timeline& timeline);
+  void runDelete(const EntryPtr& entry);
+  void reconcileOne(const EntryPtr& entry);
+  void rollbackLaunch(const std::string& uuid);
+  // Applies `change` to the record and writes it to the store; the caller holds entry->mu.
+  Result<void> saveLocked(Entry& entry);
+  std::string instanceDir(const std::string& uuid) const;
+
+  drivers::ComputeDriver& driver_;
+  imagecache::ImageCache& cache_;
+  drivers::disk::DiskBuilder& disks_;
+  state::InstanceStore& store_;
+  const Clock& clock_;
+  ManagerOptions options_;
+  mutable std::mutex mutex_;
+  std::map<std::string, EntryPtr> entries_;
+  WorkQueue jobs_;
+  std::atomic<bool> shutting_down_{false};
+};
+
+}  // namespace kiln::lifecycle

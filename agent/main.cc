@@ -1,0 +1,217 @@
+// kilnd: the composition root. The only file that names concrete classes; everything else gets
+// its collaborators through constructors.
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <mutex>
+
+#include "agent/api/api_router.h"
+#include "agent/lifecycle/instance_manager.h"
+#include "agent/rpc/http_server.h"
+#include "agent/rpc/token_auth.h"
+#include "agent/state/instance_store.h"
+#include "common/command_runner.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "config/config.h"
+#include "config/flavors.h"
+#include "drivers/disk/disk_builder.h"
+#include "drivers/libvirt/libvirt_driver.h"
+#include "imagecache/image_cache.h"
+
+namespace kiln {
+namespace {
+
+namespace po = boost::program_options;
+
+constexpr const char* kVersion = "0.1.0";
+constexpr auto kReconcileInterval = std::chrono::seconds(30);
+
+log::Level levelFromName(const std::string& name) {
+  if (name == "debug") return log::Level::kDebug;
+  if (name == "warning") return log::Level::kWarning;
+  if (name == "error") return log::Level::kError;
+  return log::Level::kInfo;
+}
+
+std::string machineHostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+// Holds the current token set; SIGHUP swaps in a freshly read file.
+class TokenHolder {
+ public:
+  void set(std::shared_ptr<const rpc::TokenAuthenticator> auth) {
+    std::lock_guard lock(mutex_);
+    auth_ = std::move(auth);
+  }
+  std::shared_ptr<const rpc::TokenAuthenticator> get() const {
+    std::lock_guard lock(mutex_);
+    return auth_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const rpc::TokenAuthenticator> auth_;
+};
+
+Result<std::shared_ptr<const rpc::TokenAuthenticator>> loadTokens(const std::string& path) {
+  auto auth = rpc::TokenAuthenticator::loadFile(path);
+  if (!auth) return auth.error();
+  return std::make_shared<const rpc::TokenAuthenticator>(std::move(auth).value());
+}
+
+int fail(const std::string& message) {
+  log::error("{}", message);
+  sd_notifyf(0, "STATUS=Failed: %s", message.c_str());
+  return 1;
+}
+
+int run(const config::KilnConfig& cfg) {
+  log::setMinLevel(levelFromName(cfg.defaults.log_level));
+  for (const auto& w : cfg.warnings) log::warn("{}", w);
+
+  // Signals are handled by sigwait in this thread only; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  ::umask(022);
+
+  auto flavors = config::loadFlavorFile(cfg.defaults.flavors_file);
+  if (!flavors) return fail(flavors.error().message);
+  TokenHolder tokens;
+  auto auth = loadTokens(cfg.api.token_file);
+  if (!auth) return fail(auth.error().message);
+  tokens.set(*auth);
+
+  const std::string state_path = cfg.defaults.state_path;
+  // QEMU runs as another user and must traverse state_path to reach the disks.
+  if (auto r = fs::makeDirectories(state_path, 0711); !r) return fail(r.error().message);
+  auto store = state::InstanceStore::open(state_path + "/kiln.db");
+  if (!store) return fail(store.error().message);
+  ::chmod((state_path + "/kiln.db").c_str(), 0600);
+
+  drivers::libvirt::LibvirtDriverOptions driver_options;
+  driver_options.connection.uri = cfg.libvirt.uri;
+  driver_options.connection.keepalive_interval = static_cast<int>(cfg.libvirt.keepalive_interval);
+  driver_options.connection.keepalive_count = cfg.libvirt.keepalive_count;
+  driver_options.virt_type = cfg.libvirt.virt_type;
+  driver_options.machine_type = cfg.libvirt.hw_machine_type;
+  driver_options.cpu_mode = cfg.libvirt.cpu_mode;
+  drivers::libvirt::LibvirtDriver driver(driver_options);
+  if (auto r = driver.start(); !r) {
+    log::warn("{}; kilnd keeps trying to connect", r.error().message);
+  }
+
+  SystemClock clock;
+  PosixCommandRunner runner;
+  drivers::disk::DiskBuilder disks(runner, drivers::disk::QemuImgOptions{});
+  imagecache::LocalDirSource local_images(cfg.images.local_dir);
+  imagecache::ImageCache cache(local_images, {state_path + "/_base"}, clock);
+  if (auto r = cache.init(); !r) return fail(r.error().message);
+
+  lifecycle::InstanceManager manager(driver, cache, disks, **store, clock,
+                                     {state_path + "/instances", cfg.defaults.launch_workers});
+  if (auto r = manager.recover(); !r) return fail(r.error().message);
+  driver.setEventSink([&manager](const drivers::DomainEvent& ev) { manager.onDomainEvent(ev); });
+  driver.setReconnectHook([&manager] { manager.reconcileAll(); });
+
+  api::HostIdentity identity{cfg.defaults.host.empty() ? machineHostname() : cfg.defaults.host,
+                             cfg.defaults.availability_zone, state_path};
+  api::ApiRouter router(
+      manager, driver, *flavors, [&tokens] { return tokens.get(); }, identity);
+  rpc::ServerLimits limits;
+  limits.max_body_bytes = cfg.api.max_body_bytes;
+  rpc::HttpServer server(cfg.api.listen_host, cfg.api.listen_port, limits,
+                         [&router](const rpc::HttpRequest& req) { return router.handle(req); });
+  if (auto r = server.start(); !r) return fail(r.error().message);
+
+  log::info("kilnd {} listening on {}:{} (libvirt {}, virt_type {})", kVersion, cfg.api.listen_host,
+            server.port(), cfg.libvirt.uri, cfg.libvirt.virt_type);
+  sd_notifyf(0, "READY=1\nSTATUS=Listening on %s:%u", cfg.api.listen_host.c_str(),
+             static_cast<unsigned>(server.port()));
+
+  std::uint64_t watchdog_usec = 0;
+  bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  auto tick = std::chrono::seconds(1);
+  if (watchdog) tick = std::min<std::chrono::seconds>(tick, std::chrono::seconds(1));
+  auto next_reconcile = std::chrono::steady_clock::now() + kReconcileInterval;
+  for (;;) {
+    timespec timeout{static_cast<time_t>(tick.count()), 0};
+    int sig = sigtimedwait(&signals, nullptr, &timeout);
+    if (watchdog) sd_notify(0, "WATCHDOG=1");
+    if (sig == SIGTERM || sig == SIGINT) {
+      log::info("Received signal {}; stopping (instances keep running)", sig);
+      break;
+    }
+    if (sig == SIGHUP) {
+      auto fresh = loadTokens(cfg.api.token_file);
+      if (fresh) {
+        tokens.set(*fresh);
+        log::info("Reloaded the API token file ({} tokens)", (*fresh)->size());
+      } else {
+        log::error("Keeping the old tokens: {}", fresh.error().message);
+      }
+    }
+    if (std::chrono::steady_clock::now() >= next_reconcile) {
+      manager.reconcileAll();
+      next_reconcile = std::chrono::steady_clock::now() + kReconcileInterval;
+    }
+  }
+  sd_notify(0, "STOPPING=1");
+  server.stop();
+  manager.shutdown();
+  driver.stop();
+  return 0;
+}
+
+}  // namespace
+}  // namespace kiln
+
+int main(int argc, char** argv) {
+  namespace po = boost::program_options;
+  po::options_description cli("kilnd options");
+  std::string config_path;
+  cli.add_options()("help,h", "show this help")("version", "print the version")(
+      "config", po::value<std::string>(&config_path)->default_value("/etc/kiln/kiln.conf"),
+      "configuration file (nova.conf style)")("check-config",
+                                              "validate the configuration and exit");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, cli), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "kilnd: " << e.what() << "\n" << cli;
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << cli;
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::cout << "kilnd " << kiln::kVersion << "\n";
+    return 0;
+  }
+  auto cfg = kiln::config::loadConfigFile(config_path);
+  if (!cfg) {
+    kiln::log::error("{}", cfg.error().message);
+    return 1;
+  }
+  if (vm.count("check-config")) {
+    for (const auto& w : cfg->warnings) kiln::log::warn("{}", w);
+    std::cout << "Configuration '" << config_path << "' is valid\n";
+    return 0;
+  }
+  return kiln::run(*cfg);
+}

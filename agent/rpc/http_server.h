@@ -1,0 +1,90 @@
+#pragma once
+// The agent's HTTP/1.1 listener. This header is all the rest of kiln sees of HTTP: the Boost.Beast
+// types stay in http_server.cc, so nothing else depends on (or recompiles for) the HTTP library.
+//
+// The server faces the network, so every input is hostile until parsed: header and body sizes are
+// capped before a byte is read, every read and write runs under a deadline, connections are
+// counted in total and per peer, and nothing a client sends can crash the process (a handler
+// exception becomes a 500 response).
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/result.h"
+
+namespace kiln::rpc {
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // decoded path without query, e.g. "/v1/instances/abc"
+  std::string query;   // raw query string without '?', may be empty
+  std::string body;
+  std::string authorization;  // raw Authorization header value, may be empty
+  std::string content_type;
+  std::string peer;  // remote address, for logs
+};
+
+struct HttpResponse {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+// Called on an I/O thread, possibly on several at once when start() was given more than one.
+// A handler that blocks holds up every connection served by its thread, so slow work belongs
+// elsewhere (a job queue answering 202). A thrown exception becomes a logged 500.
+using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+struct ServerLimits {
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_body_bytes = 1024 * 1024;
+  // The whole request (headers and body) must arrive in this time, counted from the connection's
+  // accept or, on a kept-alive connection, from the request's first byte. Writing a response
+  // gets the same allowance, so a client that never reads cannot pin a connection either.
+  std::chrono::milliseconds read_timeout{30000};
+  std::chrono::milliseconds idle_timeout{60000};  // kept-alive connection waiting for a request
+  std::size_t max_connections = 1024;
+  std::size_t max_connections_per_peer = 128;
+};
+
+class HttpServer {
+ public:
+  HttpServer(std::string host, std::uint16_t port, ServerLimits limits, RequestHandler handler);
+  ~HttpServer();  // stops
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Resolves, binds and listens (port 0 picks an ephemeral port), then serves on `io_threads`
+  // background threads. Can be called once; the error names host:port (e.g. address in use).
+  Result<void> start(unsigned io_threads = 1);
+
+  // Closes the listener and every connection and joins the I/O threads. Idempotent. It waits for
+  // handlers that are running, so it must not be called from inside a handler.
+  void stop();
+
+  std::uint16_t port() const;  // the bound port, valid after a successful start()
+
+ private:
+  struct Impl;  // the Asio machinery, so that this header stays free of Boost
+
+  std::string host_;
+  std::uint16_t requested_port_;
+  ServerLimits limits_;
+  RequestHandler handler_;
+
+  std::mutex lifecycle_mutex_;  // serialises start() and stop()
+  std::unique_ptr<Impl> impl_;
+  std::vector<std::thread> threads_;
+  std::atomic<std::uint16_t> bound_port_{0};
+  bool started_ = false;
+};
+
+}  // namespace kiln::rpc

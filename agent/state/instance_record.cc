@@ -1,0 +1,124 @@
+#include "agent/state/instance_record.h"
+
+#include <fmt/format.h>
+
+namespace kiln::state {
+
+using nlohmann::json;
+
+std::string_view stateName(InstanceState s) {
+  switch (s) {
+    case InstanceState::kBuilding:
+      return "building";
+    case InstanceState::kActive:
+      return "active";
+    case InstanceState::kStopped:
+      return "stopped";
+    case InstanceState::kError:
+      return "error";
+    case InstanceState::kDeleting:
+      return "deleting";
+  }
+  return "error";
+}
+
+std::optional<InstanceState> stateFromName(std::string_view name) {
+  for (auto s : {InstanceState::kBuilding, InstanceState::kActive, InstanceState::kStopped,
+                 InstanceState::kError, InstanceState::kDeleting}) {
+    if (stateName(s) == name) return s;
+  }
+  return std::nullopt;
+}
+
+json toJson(const InstanceRecord& r) {
+  json flavor = {{"vcpus", r.flavor.vcpus},
+                 {"memory_mb", r.flavor.memory_mb},
+                 {"root_gb", r.flavor.root_gb},
+                 {"ephemeral_gb", r.flavor.ephemeral_gb},
+                 {"extra_specs", r.flavor.extra_specs}};
+  if (!r.flavor.name.empty()) flavor["name"] = r.flavor.name;
+  json disks = json::array();
+  for (const auto& d : r.disks) {
+    json disk = {{"device", d.device},
+                 {"path", d.path},
+                 {"format", d.format},
+                 {"virtual_size", d.virtual_size}};
+    if (!d.backing_path.empty()) {
+      disk["backing"] = {{"path", d.backing_path}, {"format", d.backing_format}};
+    }
+    disks.push_back(std::move(disk));
+  }
+  json timeline = json::array();
+  for (const auto& s : r.timeline) {
+    timeline.push_back({{"step", s.name},
+                        {"duration_ms", s.duration_ms},
+                        {"duration_us", static_cast<std::int64_t>(s.duration_exact_ms * 1000)},
+                        {"ok", s.ok}});
+  }
+  json out = {{"uuid", r.uuid},
+              {"name", r.name},
+              {"state", stateName(r.state)},
+              {"power_state", r.power_state},
+              {"task_state", r.task_state.empty() ? json(nullptr) : json(r.task_state)},
+              {"flavor", std::move(flavor)},
+              {"image", {{"id", r.image_id}, {"properties", r.image_properties}}},
+              {"disks", std::move(disks)},
+              {"timeline", std::move(timeline)},
+              {"created_at", r.created_at},
+              {"updated_at", r.updated_at},
+              {"request_fingerprint", r.request_fingerprint}};
+  if (!r.fault.empty()) out["fault"] = {{"message", r.fault}};
+  return out;
+}
+
+Result<InstanceRecord> fromJson(const json& j) {
+  try {
+    InstanceRecord r;
+    r.uuid = j.at("uuid").get<std::string>();
+    r.name = j.at("name").get<std::string>();
+    auto st = stateFromName(j.at("state").get<std::string>());
+    if (!st)
+      return Error::internal(fmt::format("Stored instance '{}' has an unknown state", r.uuid));
+    r.state = *st;
+    r.power_state = j.at("power_state").get<std::string>();
+    if (!j.at("task_state").is_null()) r.task_state = j.at("task_state").get<std::string>();
+    const json& f = j.at("flavor");
+    r.flavor.name = f.value("name", "");
+    r.flavor.vcpus = f.at("vcpus").get<unsigned>();
+    r.flavor.memory_mb = f.at("memory_mb").get<std::uint64_t>();
+    r.flavor.root_gb = f.at("root_gb").get<std::uint64_t>();
+    r.flavor.ephemeral_gb = f.at("ephemeral_gb").get<std::uint64_t>();
+    r.flavor.extra_specs = f.at("extra_specs").get<std::map<std::string, std::string>>();
+    r.image_id = j.at("image").at("id").get<std::string>();
+    r.image_properties = j.at("image").at("properties");
+    for (const auto& d : j.at("disks")) {
+      DiskRecord disk;
+      disk.device = d.at("device").get<std::string>();
+      disk.path = d.at("path").get<std::string>();
+      disk.format = d.at("format").get<std::string>();
+      disk.virtual_size = d.at("virtual_size").get<std::uint64_t>();
+      if (d.contains("backing")) {
+        disk.backing_path = d["backing"].at("path").get<std::string>();
+        disk.backing_format = d["backing"].at("format").get<std::string>();
+      }
+      r.disks.push_back(std::move(disk));
+    }
+    for (const auto& s : j.at("timeline")) {
+      TimelineStep step;
+      step.name = s.at("step").get<std::string>();
+      step.duration_ms = s.at("duration_ms").get<std::int64_t>();
+      step.duration_exact_ms = static_cast<double>(s.value("duration_us", 0LL)) / 1000.0;
+      step.ok = s.at("ok").get<bool>();
+      r.timeline.push_back(std::move(step));
+    }
+    if (j.contains("fault")) r.fault = j["fault"].at("message").get<std::string>();
+    r.created_at = j.at("created_at").get<std::string>();
+    r.updated_at = j.at("updated_at").get<std::string>();
+    r.request_fingerprint = j.at("request_fingerprint").get<std::string>();
+    return r;
+  } catch (const json::exception& e) {
+    return Error::internal(fmt::format("A stored instance record is unreadable: {}", e.what()));
+  }
+}
+
+}  // namespace kiln::state

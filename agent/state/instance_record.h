@@ -1,0 +1,55 @@
+#pragma once
+// What kiln knows about one instance. The record is written to the store before every side
+// effect, so after a crash it says what may exist on the host.
+//
+//   building --launch ok--> active <--start/stop--> stopped
+//       |                     |
+//       +--launch fails--> error          any state --DELETE--> deleting --> (row removed)
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/timeline.h"
+#include "config/flavors.h"
+
+namespace kiln::state {
+
+enum class InstanceState { kBuilding, kActive, kStopped, kError, kDeleting };
+
+std::string_view stateName(InstanceState s);
+std::optional<InstanceState> stateFromName(std::string_view name);
+
+struct DiskRecord {
+  std::string device;  // vda, vdb, ...
+  std::string path;
+  std::string format;  // recorded when the disk is made; never probed afterwards
+  std::uint64_t virtual_size = 0;
+  std::string backing_path;    // empty when the disk stands alone
+  std::string backing_format;  // recorded with the base, given explicitly to qemu-img and libvirt
+};
+
+struct InstanceRecord {
+  std::string uuid;
+  std::string name;
+  config::Flavor flavor;
+  std::string image_id;
+  nlohmann::json image_properties = nlohmann::json::object();
+  std::string request_fingerprint;  // canonical request body, for idempotent retries
+  InstanceState state = InstanceState::kBuilding;
+  std::string power_state = "nostate";
+  std::string task_state;  // "" when idle; "spawning", "deleting"
+  std::string fault;       // set when state is error
+  std::vector<DiskRecord> disks;
+  std::vector<TimelineStep> timeline;
+  std::string created_at;
+  std::string updated_at;
+};
+
+nlohmann::json toJson(const InstanceRecord& r);  // full form, used for storage and the API
+Result<InstanceRecord> fromJson(const nlohmann::json& j);
+
+}  // namespace kiln::state

@@ -1,0 +1,43 @@
+#pragma once
+// The durable list of instances: SQLite in WAL mode with synchronous=FULL, so a record written
+// before a side effect survives a crash of kilnd or of the host.
+
+#include <sqlite3.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "agent/state/instance_record.h"
+#include "common/result.h"
+
+namespace kiln::state {
+
+struct SqliteClose {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using SqliteHandle = std::unique_ptr<sqlite3, SqliteClose>;
+
+class InstanceStore {
+ public:
+  static Result<std::unique_ptr<InstanceStore>> open(const std::string& path);
+
+  // Insert or replace the whole record.
+  Result<void> put(const InstanceRecord& record);
+  // Insert only when no row with this uuid exists; kConflict otherwise.
+  Result<void> insertNew(const InstanceRecord& record);
+  Result<void> remove(const std::string& uuid);
+  Result<std::vector<InstanceRecord>> loadAll();
+  Result<std::optional<InstanceRecord>> get(const std::string& uuid);
+
+ private:
+  explicit InstanceStore(SqliteHandle db) : db_(std::move(db)) {}
+  Result<void> exec(const char* sql);
+  Result<void> write(const char* sql, const InstanceRecord& record);
+
+  std::mutex mutex_;
+  SqliteHandle db_;
+};
+
+}  // namespace kiln::state

@@ -1,0 +1,35 @@
+#include "common/uuid.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <random>
+
+namespace kiln {
+
+std::optional<std::string> canonicalUuid(std::string_view text) {
+  if (text.size() != 36) return std::nullopt;
+  std::string out(text);
+  for (size_t i = 0; i < out.size(); ++i) {
+    bool dash_pos = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash_pos) {
+      if (out[i] != '-') return std::nullopt;
+      continue;
+    }
+    if (!std::isxdigit(static_cast<unsigned char>(out[i]))) return std::nullopt;
+    out[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(out[i])));
+  }
+  return out;
+}
+
+std::string randomUuid() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uint64_t hi = rng();
+  std::uint64_t lo = rng();
+  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
+  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+  return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xffff,
+                     hi & 0xffff, lo >> 48, lo & 0xffffffffffffULL);
+}
+
+}  // namespace kiln

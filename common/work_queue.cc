@@ -1,0 +1,61 @@
+#include "common/work_queue.h"
+
+#include <exception>
+
+#include "common/log.h"
+
+namespace kiln {
+
+WorkQueue::WorkQueue(unsigned threads) {
+  for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { run(); });
+}
+
+WorkQueue::~WorkQueue() { shutdown(); }
+
+bool WorkQueue::post(std::function<void()> job) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return false;
+    jobs_.push_back(std::move(job));
+  }
+  ready_.notify_one();
+  return true;
+}
+
+void WorkQueue::shutdown() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ && workers_.empty()) return;
+    stopping_ = true;
+  }
+  ready_.notify_all();
+  for (auto& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+  workers_.clear();
+}
+
+std::size_t WorkQueue::pending() const {
+  std::lock_guard lock(mutex_);
+  return jobs_.size();
+}
+
+void WorkQueue::run() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock lock(mutex_);
+      ready_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    try {
+      job();
+    } catch (const std::exception& e) {
+      log::error("A background job failed with an exception: {}", e.what());
+    }
+  }
+}
+
+}  // namespace kiln

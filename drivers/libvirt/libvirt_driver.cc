@@ -1,0 +1,247 @@
+#include "drivers/libvirt/libvirt_driver.h"
+
+#include <fmt/format.h>
+
+#include <thread>
+
+#include "common/failpoint.h"
+#include "common/log.h"
+#include "drivers/libvirt/domain_spec.h"
+#include "drivers/libvirt/handles.h"
+#include "drivers/libvirt/vir_error.h"
+
+namespace kiln::drivers::libvirt {
+namespace {
+
+PowerState fromVirState(int state) {
+  switch (state) {
+    case VIR_DOMAIN_RUNNING:
+    case VIR_DOMAIN_BLOCKED:
+      return PowerState::kRunning;
+    case VIR_DOMAIN_PAUSED:
+      return PowerState::kPaused;
+    case VIR_DOMAIN_SHUTDOWN:
+      return PowerState::kShutdown;
+    case VIR_DOMAIN_SHUTOFF:
+      return PowerState::kShutoff;
+    case VIR_DOMAIN_CRASHED:
+      return PowerState::kCrashed;
+    case VIR_DOMAIN_PMSUSPENDED:
+      return PowerState::kSuspended;
+    default:
+      return PowerState::kNoState;
+  }
+}
+
+std::string versionString(unsigned long v) {
+  return fmt::format("{}.{}.{}", v / 1000000, (v / 1000) % 1000, v % 1000);
+}
+
+bool isManagedName(const char* name) {
+  return name != nullptr && std::string_view(name).starts_with(kDomainNamePrefix);
+}
+
+}  // namespace
+
+LibvirtDriver::LibvirtDriver(LibvirtDriverOptions options)
+    : options_(std::move(options)), connection_(options_.connection) {}
+
+LibvirtDriver::~LibvirtDriver() { stop(); }
+
+Result<void> LibvirtDriver::start() { return connection_.start(); }
+void LibvirtDriver::stop() { connection_.stop(); }
+
+Error LibvirtDriver::failed(std::string_view what) {
+  Error e = takeLastError(what);
+  connection_.reportFailure(e);
+  return e;
+}
+
+std::string LibvirtDriver::domainXml(const InstanceSpec& spec) const {
+  return renderDomainXml(
+      domainSpecFor(spec, options_.virt_type, options_.machine_type, options_.cpu_mode));
+}
+
+Result<void> LibvirtDriver::spawn(const InstanceSpec& spec, Timeline& timeline) {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  virConnectPtr conn = (*session)->get();
+  std::string xml = domainXml(spec);
+  DomainHandle dom;
+  {
+    auto step = timeline.step("domain.define");
+    dom.reset(virDomainDefineXMLFlags(conn, xml.c_str(), VIR_DOMAIN_DEFINE_VALIDATE));
+    if (!dom) {
+      step.fail();
+      return failed(fmt::format("Defining domain for instance '{}'", spec.uuid));
+    }
+  }
+  auto undefine = [&] {
+    // Never leave a half-made instance behind: a domain that did not start is undefined.
+    if (virDomainUndefineFlags(dom.get(),
+                               VIR_DOMAIN_UNDEFINE_NVRAM | VIR_DOMAIN_UNDEFINE_MANAGED_SAVE) < 0) {
+      Error e = takeLastError("Undefining a domain that failed to start");
+      log::error("{}", e.message);
+    }
+  };
+  if (auto fp = failpoint("launch.after_define"); !fp) {
+    undefine();
+    return fp.error();
+  }
+  {
+    auto step = timeline.step("domain.start");
+    if (virDomainCreate(dom.get()) < 0) {
+      step.fail();
+      Error e = failed(fmt::format("Starting instance '{}'", spec.uuid));
+      undefine();
+      return e;
+    }
+  }
+  return success();
+}
+
+Result<void> LibvirtDriver::destroy(const std::string& uuid) {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  DomainHandle dom(virDomainLookupByUUIDString((*session)->get(), uuid.c_str()));
+  if (!dom) {
+    Error e = failed(fmt::format("Looking up instance '{}'", uuid));
+    if (e.code == ErrorCode::kNotFound) return success();
+    return e;
+  }
+  int state = 0;
+  int reason = 0;
+  if (virDomainGetState(dom.get(), &state, &reason, 0) < 0) {
+    return failed(fmt::format("Reading the state of instance '{}'", uuid));
+  }
+  if (state != VIR_DOMAIN_SHUTOFF) {
+    if (virDomainDestroy(dom.get()) < 0) {
+      Error e = failed(fmt::format("Powering off instance '{}'", uuid));
+      // It may have stopped by itself between the two calls.
+      if (e.code != ErrorCode::kConflict) return e;
+    }
+  }
+  // NVRAM goes with the domain: a firmware-variables file must not outlive its instance.
+  unsigned flags = VIR_DOMAIN_UNDEFINE_NVRAM | VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                   VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA;
+  if (virDomainUndefineFlags(dom.get(), flags) < 0) {
+    Error e = failed(fmt::format("Undefining instance '{}'", uuid));
+    // A driver without NVRAM or checkpoint support (libvirt's test driver) refuses those flags;
+    // such a domain has no firmware variables to remove.
+    if (e.code == ErrorCode::kInvalidArgument &&
+        virDomainUndefineFlags(dom.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                                              VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA) == 0) {
+      return success();
+    }
+    if (e.code != ErrorCode::kNotFound) return e;
+  }
+  return success();
+}
+
+Result<std::optional<PowerState>> LibvirtDriver::powerState(const std::string& uuid) {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  DomainHandle dom(virDomainLookupByUUIDString((*session)->get(), uuid.c_str()));
+  if (!dom) {
+    Error e = failed(fmt::format("Looking up instance '{}'", uuid));
+    if (e.code == ErrorCode::kNotFound) return std::optional<PowerState>{};
+    return e;
+  }
+  int state = 0;
+  int reason = 0;
+  if (virDomainGetState(dom.get(), &state, &reason, 0) < 0) {
+    Error e = failed(fmt::format("Reading the state of instance '{}'", uuid));
+    if (e.code == ErrorCode::kNotFound) return std::optional<PowerState>{};
+    return e;
+  }
+  return std::optional<PowerState>(fromVirState(state));
+}
+
+Result<std::vector<DomainStatus>> LibvirtDriver::listManaged() {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  virDomainPtr* domains = nullptr;
+  int n = virConnectListAllDomains((*session)->get(), &domains, 0);
+  if (n < 0) return failed("Listing domains");
+  std::vector<DomainHandle> owned;
+  owned.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) owned.emplace_back(domains[i]);
+  std::free(domains);
+  std::vector<DomainStatus> out;
+  for (auto& dom : owned) {
+    if (!isManagedName(virDomainGetName(dom.get()))) continue;
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    int state = 0;
+    int reason = 0;
+    if (virDomainGetUUIDString(dom.get(), uuid) < 0 ||
+        virDomainGetState(dom.get(), &state, &reason, 0) < 0) {
+      Error e = takeLastError("Reading a domain while listing");
+      if (e.code == ErrorCode::kNotFound) continue;  // undefined while we looked
+      connection_.reportFailure(e);
+      return e;
+    }
+    out.push_back({uuid, fromVirState(state)});
+  }
+  return out;
+}
+
+Result<HypervisorInfo> LibvirtDriver::hypervisorInfo() {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  virConnectPtr conn = (*session)->get();
+  HypervisorInfo info;
+  const char* type = virConnectGetType(conn);
+  if (type == nullptr) return failed("Reading the hypervisor type");
+  info.type = type;
+  unsigned long hv_version = 0;
+  unsigned long lib_version = 0;
+  if (virConnectGetVersion(conn, &hv_version) < 0) return failed("Reading the hypervisor version");
+  if (virConnectGetLibVersion(conn, &lib_version) < 0) return failed("Reading the libvirt version");
+  info.version = versionString(hv_version);
+  info.libvirt_version = versionString(lib_version);
+  virNodeInfo node{};
+  if (virNodeGetInfo(conn, &node) < 0) return failed("Reading the host's CPUs and memory");
+  info.cpus = node.cpus;
+  info.memory_mb = node.memory / 1024;
+  return info;
+}
+
+void LibvirtDriver::setEventSink(std::function<void(const DomainEvent&)> sink) {
+  connection_.setLifecycleHandler(
+      [sink = std::move(sink)](const std::string& uuid, int event, int detail) {
+        DomainEvent ev;
+        ev.uuid = uuid;
+        switch (event) {
+          case VIR_DOMAIN_EVENT_STARTED:
+          case VIR_DOMAIN_EVENT_RESUMED:
+            ev.power = PowerState::kRunning;
+            break;
+          case VIR_DOMAIN_EVENT_SUSPENDED:
+            ev.power = PowerState::kPaused;
+            break;
+          case VIR_DOMAIN_EVENT_STOPPED:
+            ev.power = detail == VIR_DOMAIN_EVENT_STOPPED_CRASHED ? PowerState::kCrashed
+                                                                  : PowerState::kShutoff;
+            break;
+          case VIR_DOMAIN_EVENT_SHUTDOWN:
+            ev.power = PowerState::kShutdown;
+            break;
+          case VIR_DOMAIN_EVENT_CRASHED:
+            ev.power = PowerState::kCrashed;
+            break;
+          case VIR_DOMAIN_EVENT_UNDEFINED:
+            ev.undefined = true;
+            break;
+          default:
+            return;  // defined, pmsuspended: nothing to report
+        }
+        sink(ev);
+      });
+}
+
+void LibvirtDriver::setReconnectHook(std::function<void()> hook) {
+  connection_.setReconnectHook(std::move(hook));
+}
+
+}  // namespace kiln::drivers::libvirt

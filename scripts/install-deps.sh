@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything kiln needs to build, run and test on Debian 12, from Debian's archive only.
+# Idempotent: a second run installs nothing and takes a second.
+set -euo pipefail
+
+[[ $(id -u) -eq 0 ]] || { echo "install-deps: run as root" >&2; exit 1; }
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config clang-format
+  libvirt-dev libboost-dev libboost-program-options-dev nlohmann-json3-dev libyaml-cpp-dev
+  libpugixml-dev libsqlite3-dev libcurl4-openssl-dev libsystemd-dev libssl-dev libfmt-dev catch2
+  # run: libvirt with QEMU (TCG and KVM), its iSCSI initiator, qemu-img, UEFI firmware
+  libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils qemu-block-extra ovmf
+  # tests: the guest image is built from Debian's cloud kernel and busybox, booted by syslinux
+  linux-image-cloud-amd64 busybox-static cpio syslinux syslinux-common mtools dosfstools
+  sqlite3 procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

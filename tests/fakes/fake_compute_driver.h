@@ -1,0 +1,69 @@
+#pragma once
+// A ComputeDriver that keeps domains in a map, records calls and fails on request.
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "drivers/compute_driver.h"
+
+namespace kiln::testing {
+
+class FakeComputeDriver final : public drivers::ComputeDriver {
+ public:
+  Result<void> spawn(const drivers::InstanceSpec& spec, Timeline& timeline) override {
+    std::lock_guard lock(mutex_);
+    auto step = timeline.step("domain.start");
+    spawned.push_back(spec);
+    if (fail_spawn) {
+      step.fail();
+      return *fail_spawn;
+    }
+    domains[spec.uuid] = drivers::PowerState::kRunning;
+    return success();
+  }
+  Result<void> destroy(const std::string& uuid) override {
+    std::lock_guard lock(mutex_);
+    destroyed.push_back(uuid);
+    if (fail_destroy) return *fail_destroy;
+    domains.erase(uuid);
+    return success();
+  }
+  Result<std::optional<drivers::PowerState>> powerState(const std::string& uuid) override {
+    std::lock_guard lock(mutex_);
+    auto it = domains.find(uuid);
+    if (it == domains.end()) return std::optional<drivers::PowerState>{};
+    return std::optional<drivers::PowerState>(it->second);
+  }
+  Result<std::vector<drivers::DomainStatus>> listManaged() override {
+    std::lock_guard lock(mutex_);
+    std::vector<drivers::DomainStatus> out;
+    for (auto& [uuid, power] : domains) out.push_back({uuid, power});
+    return out;
+  }
+  Result<drivers::HypervisorInfo> hypervisorInfo() override {
+    return drivers::HypervisorInfo{"QEMU", "7.2.0", "9.0.0", 8, 16384};
+  }
+  bool connected() const override { return true; }
+  void setEventSink(std::function<void(const drivers::DomainEvent&)>) override {}
+  void setReconnectHook(std::function<void()>) override {}
+
+  void setPower(const std::string& uuid, drivers::PowerState p) {
+    std::lock_guard lock(mutex_);
+    domains[uuid] = p;
+  }
+  bool hasDomain(const std::string& uuid) {
+    std::lock_guard lock(mutex_);
+    return domains.count(uuid) != 0;
+  }
+
+  std::mutex mutex_;
+  std::map<std::string, drivers::PowerState> domains;
+  std::vector<drivers::InstanceSpec> spawned;
+  std::vector<std::string> destroyed;
+  std::optional<Error> fail_spawn;
+  std::optional<Error> fail_destroy;
+};
+
+}  // namespace kiln::testing

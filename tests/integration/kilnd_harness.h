@@ -1,0 +1,77 @@
+#pragma once
+// Runs a real kilnd against the real libvirtd and QEMU (TCG), with its own state directory,
+// port, token and image directory, and talks to it over HTTP like the scheduler does.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "../unit/rpc/test_http_client.h"
+#include "temp_dir.h"
+
+namespace kiln::testing {
+
+struct ApiResponse {
+  int status = 0;
+  std::string body;
+  nlohmann::json json;  // null when the body is not JSON
+};
+
+class KilndHarness {
+ public:
+  // `extra_config` is appended to the generated kiln.conf.
+  explicit KilndHarness(std::string extra_config = "");
+  ~KilndHarness();
+
+  void start();
+  void stop();  // SIGTERM and wait: a clean shutdown
+  void kill();  // SIGKILL: a crash
+  bool running() const { return pid_ > 0; }
+
+  ApiResponse api(const std::string& method, const std::string& path, const std::string& body = "",
+                  bool with_token = true, const std::string& extra_headers = "");
+  // Polls GET /v1/instances/{uuid} until `state`; returns the last record. Fails the test on
+  // timeout or when the instance lands in another settled state.
+  nlohmann::json waitForState(const std::string& uuid, const std::string& state,
+                              std::chrono::seconds timeout = std::chrono::seconds(60));
+  bool waitGone(const std::string& uuid, std::chrono::seconds timeout = std::chrono::seconds(60));
+  // Polls the console through the API until it contains `needle`.
+  std::string waitForConsole(const std::string& uuid, const std::string& needle,
+                             std::chrono::seconds timeout = std::chrono::seconds(90));
+
+  // Adds the test guest (built by tests/guest/build-guest.sh) to the image directory.
+  void addGuestImage(const std::string& image_id);
+
+  const std::string& statePath() const { return state_path_; }
+  const std::string& imagesDir() const { return images_dir_; }
+  const std::string& token() const { return token_; }
+  std::uint16_t port() const { return port_; }
+  std::string logText() const;
+
+ private:
+  TempDir dir_;
+  std::string state_path_;
+  std::string images_dir_;
+  std::string config_path_;
+  std::string token_;
+  std::uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// The guest image path (KILN_TEST_GUEST_IMAGE, set by CTest).
+std::string guestImagePath();
+
+// `virsh -c qemu:///system ARGS...`; returns stdout, or nullopt when virsh fails.
+std::optional<std::string> virsh(const std::vector<std::string>& args);
+
+// Lines "KILN-DISK <dev> <bytes>" from a console log.
+std::map<std::string, std::uint64_t> consoleDisks(const std::string& console);
+
+std::string sha256File(const std::string& path);
+
+}  // namespace kiln::testing

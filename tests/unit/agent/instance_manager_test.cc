@@ -1,0 +1,261 @@
+// The lifecycle against a fake hypervisor, with the real image cache, store and qemu-img.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <thread>
+
+#include "agent/lifecycle/instance_manager.h"
+#include "fake_compute_driver.h"
+#include "local_images.h"
+#include "temp_dir.h"
+
+using kiln::lifecycle::InstanceManager;
+using kiln::state::InstanceRecord;
+using kiln::state::InstanceState;
+namespace stdfs = std::filesystem;
+
+namespace {
+
+constexpr const char* kUuid = "0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10";
+
+struct Harness {
+  kiln::testing::TempDir dir;
+  std::string images = dir.path() + "/images";
+  std::string state = dir.path() + "/state";
+  kiln::SystemClock clock;
+  kiln::PosixCommandRunner runner;
+  kiln::drivers::disk::DiskBuilder disks{runner, {}};
+  kiln::testing::FakeComputeDriver driver;
+  kiln::imagecache::LocalDirSource source{images};
+  std::unique_ptr<kiln::imagecache::ImageCache> cache;
+  std::unique_ptr<kiln::state::InstanceStore> store;
+  std::unique_ptr<InstanceManager> manager;
+
+  Harness() {
+    stdfs::create_directories(images);
+    stdfs::create_directories(state);
+    kiln::testing::addLocalImage(images, "img", std::string(4 << 20, 'k'));
+    start();
+  }
+  void start() {
+    cache = std::make_unique<kiln::imagecache::ImageCache>(
+        source, kiln::imagecache::ImageCacheOptions{state + "/_base"}, clock);
+    REQUIRE(cache->init().ok());
+    auto s = kiln::state::InstanceStore::open(state + "/kiln.db");
+    REQUIRE(s.ok());
+    store = std::move(s).value();
+    manager =
+        std::make_unique<InstanceManager>(driver, *cache, disks, *store, clock,
+                                          kiln::lifecycle::ManagerOptions{state + "/instances", 2});
+    REQUIRE(manager->recover().ok());
+  }
+  void restart() {
+    manager.reset();
+    store.reset();
+    cache.reset();
+    start();
+  }
+  kiln::api::LaunchRequest request(const std::string& image = "img", std::uint64_t root_gb = 1,
+                                   std::uint64_t eph_gb = 1) {
+    kiln::api::LaunchRequest r;
+    r.uuid = kUuid;
+    r.name = "vm";
+    r.flavor.vcpus = 1;
+    r.flavor.memory_mb = 128;
+    r.flavor.root_gb = root_gb;
+    r.flavor.ephemeral_gb = eph_gb;
+    r.image_id = image;
+    r.fingerprint = "fp-" + image + std::to_string(root_gb);
+    return r;
+  }
+  InstanceRecord waitSettled(const std::string& uuid = kUuid) {
+    for (int i = 0; i < 500; ++i) {
+      auto rec = manager->get(uuid);
+      REQUIRE(rec.ok());
+      if (rec->state != InstanceState::kBuilding) return *rec;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    FAIL("instance stayed building");
+    return {};
+  }
+  bool waitGone(const std::string& uuid = kUuid) {
+    for (int i = 0; i < 500; ++i) {
+      if (!manager->get(uuid).ok()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+  std::string instanceDir() const { return state + "/instances/" + kUuid; }
+};
+
+}  // namespace
+
+TEST_CASE("a launch makes both disks, spawns, and records the timeline", "[manager]") {
+  Harness h;
+  auto accepted = h.manager->launch(h.request());
+  REQUIRE(accepted.ok());
+  CHECK(accepted->state == InstanceState::kBuilding);
+  auto rec = h.waitSettled();
+  INFO(rec.fault);
+  REQUIRE(rec.state == InstanceState::kActive);
+  CHECK(rec.power_state == "running");
+  REQUIRE(rec.disks.size() == 2);
+  CHECK(rec.disks[0].device == "vda");
+  CHECK(rec.disks[0].format == "qcow2");
+  CHECK(rec.disks[0].backing_format == "raw");
+  CHECK(rec.disks[0].virtual_size == (1ULL << 30));
+  CHECK(rec.disks[1].device == "vdb");
+  CHECK(stdfs::exists(rec.disks[0].path));
+  CHECK(stdfs::exists(rec.disks[1].path));
+  std::vector<std::string> steps;
+  for (auto& s : rec.timeline) steps.push_back(s.name);
+  CHECK(steps == std::vector<std::string>{"image.record", "image.download", "image.inspect",
+                                          "disk.root", "disk.ephemeral", "domain.start"});
+  REQUIRE(h.driver.spawned.size() == 1);
+  CHECK(h.driver.spawned[0].disks[0].backing_path == rec.disks[0].backing_path);
+}
+
+TEST_CASE("the same request again creates nothing new; a different one conflicts", "[manager]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  h.waitSettled();
+  auto again = h.manager->launch(h.request());
+  REQUIRE(again.ok());
+  CHECK(again->state == InstanceState::kActive);
+  CHECK(h.driver.spawned.size() == 1);
+  auto other = h.manager->launch(h.request("img", 2));
+  REQUIRE_FALSE(other.ok());
+  CHECK(other.error().code == kiln::ErrorCode::kConflict);
+}
+
+TEST_CASE("an image larger than the root disk fails with a fault and leaves nothing", "[manager]") {
+  Harness h;
+  // A small qcow2 whose header claims 2 GiB: too big for a 1 GB root disk.
+  {
+    std::string path = h.dir.path() + "/big.qcow2";
+    REQUIRE(std::system(("qemu-img create -q -f qcow2 " + path + " 2G").c_str()) == 0);
+    kiln::testing::addLocalImage(h.images, "big", kiln::testing::readAll(path), "qcow2");
+  }
+  REQUIRE(h.manager->launch(h.request("big")).ok());
+  auto rec = h.waitSettled();
+  CHECK(rec.state == InstanceState::kError);
+  CHECK(rec.fault.find("larger than the flavor's root disk") != std::string::npos);
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+  CHECK(h.driver.spawned.empty());
+  CHECK(rec.disks.empty());
+}
+
+TEST_CASE("a hash mismatch fails the launch and caches nothing", "[manager]") {
+  Harness h;
+  kiln::testing::addLocalImage(h.images, "bad", std::string(1024, 'a'), "raw",
+                               {{"os_hash_value", std::string(128, '0')}});
+  REQUIRE(h.manager->launch(h.request("bad")).ok());
+  auto rec = h.waitSettled();
+  CHECK(rec.state == InstanceState::kError);
+  CHECK(rec.fault.find("verification") != std::string::npos);
+  CHECK_FALSE(stdfs::exists(h.cache->basePathFor("bad")));
+  CHECK_FALSE(stdfs::exists(h.cache->basePathFor("bad") + ".part"));
+}
+
+TEST_CASE("a spawn failure rolls back disks and reports the reason", "[manager]") {
+  Harness h;
+  h.driver.fail_spawn = kiln::Error::internal("Starting instance failed: no memory");
+  REQUIRE(h.manager->launch(h.request()).ok());
+  auto rec = h.waitSettled();
+  CHECK(rec.state == InstanceState::kError);
+  CHECK(rec.fault == "Starting instance failed: no memory");
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+  // The cached base stays: other instances may use it.
+  CHECK(stdfs::exists(h.cache->basePathFor("img")));
+}
+
+TEST_CASE("delete removes the domain, the files and the record; the base stays", "[manager]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  h.waitSettled();
+  std::string base_before = kiln::testing::readAll(h.cache->basePathFor("img"));
+  auto del = h.manager->requestDelete(kUuid);
+  REQUIRE(del.ok());
+  CHECK(del->state == InstanceState::kDeleting);
+  REQUIRE(h.waitGone());
+  CHECK_FALSE(h.driver.hasDomain(kUuid));
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+  auto stored = h.store->get(kUuid);
+  REQUIRE(stored.ok());
+  CHECK_FALSE(stored->has_value());
+  CHECK(kiln::testing::readAll(h.cache->basePathFor("img")) == base_before);
+  CHECK(h.manager->requestDelete(kUuid).error().code == kiln::ErrorCode::kNotFound);
+}
+
+TEST_CASE("a restart keeps active instances and fails interrupted launches", "[manager]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  REQUIRE(h.waitSettled().state == InstanceState::kActive);
+  // A second instance whose launch was cut short by a crash: its record says building.
+  InstanceRecord crashed;
+  crashed.uuid = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+  crashed.name = "half";
+  crashed.image_id = "img";
+  crashed.state = InstanceState::kBuilding;
+  crashed.request_fingerprint = "x";
+  REQUIRE(h.store->put(crashed).ok());
+  stdfs::create_directories(h.state + "/instances/" + crashed.uuid);
+  h.restart();
+  auto first = h.manager->get(kUuid);
+  REQUIRE(first.ok());
+  CHECK(first->state == InstanceState::kActive);
+  auto half = h.waitSettled(crashed.uuid);
+  CHECK(half.state == InstanceState::kError);
+  CHECK(half.fault.find("interrupted") != std::string::npos);
+  CHECK_FALSE(stdfs::exists(h.state + "/instances/" + crashed.uuid));
+}
+
+TEST_CASE("a restart resumes an interrupted delete", "[manager]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  h.waitSettled();
+  auto rec = h.store->get(kUuid);
+  REQUIRE(rec.ok());
+  InstanceRecord deleting = **rec;
+  deleting.state = InstanceState::kDeleting;
+  REQUIRE(h.store->put(deleting).ok());
+  h.restart();
+  REQUIRE(h.waitGone());
+  CHECK_FALSE(h.driver.hasDomain(kUuid));
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+}
+
+TEST_CASE("reconcile follows the hypervisor", "[manager]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  h.waitSettled();
+  h.driver.setPower(kUuid, kiln::drivers::PowerState::kShutoff);
+  h.manager->reconcileAll();
+  CHECK(h.manager->get(kUuid)->state == InstanceState::kStopped);
+  h.driver.setPower(kUuid, kiln::drivers::PowerState::kRunning);
+  h.manager->reconcileAll();
+  CHECK(h.manager->get(kUuid)->state == InstanceState::kActive);
+  h.driver.domains.erase(kUuid);
+  h.manager->reconcileAll();
+  auto rec = h.manager->get(kUuid);
+  CHECK(rec->state == InstanceState::kError);
+  CHECK(rec->fault.find("disappeared") != std::string::npos);
+}
+
+TEST_CASE("concurrent launches of one image download it once", "[manager]") {
+  Harness h;
+  std::vector<std::string> uuids;
+  for (int i = 0; i < 4; ++i) {
+    auto r = h.request();
+    r.uuid = fmt::format("0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b1{}", i);
+    uuids.push_back(r.uuid);
+    REQUIRE(h.manager->launch(r).ok());
+  }
+  int downloads = 0;
+  for (auto& u : uuids) {
+    auto rec = h.waitSettled(u);
+    REQUIRE(rec.state == InstanceState::kActive);
+    for (auto& s : rec.timeline) downloads += s.name == "image.download";
+  }
+  CHECK(downloads == 1);
+}

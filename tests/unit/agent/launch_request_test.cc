@@ -1,0 +1,105 @@
+#include <catch2/catch.hpp>
+
+#include "agent/api/launch_request.h"
+
+using kiln::api::parseLaunchRequest;
+using kiln::config::Flavor;
+using kiln::config::FlavorCatalog;
+
+namespace {
+FlavorCatalog catalog() {
+  Flavor tiny;
+  tiny.name = "m1.tiny";
+  tiny.vcpus = 1;
+  tiny.memory_mb = 512;
+  tiny.root_gb = 1;
+  return FlavorCatalog({tiny});
+}
+}  // namespace
+
+TEST_CASE("a launch by flavor name is parsed", "[request]") {
+  auto r = parseLaunchRequest(
+      R"({"uuid":"0D2C6B4E-9C1F-4A52-9E51-3A7F7C1F2B10","name":"web-1","flavor":"m1.tiny",)"
+      R"("image":{"id":"cirros-0.6"}})",
+      catalog());
+  REQUIRE(r.ok());
+  CHECK(r->uuid == "0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10");
+  CHECK(r->name == "web-1");
+  CHECK(r->flavor.name == "m1.tiny");
+  CHECK(r->flavor.memory_mb == 512);
+  CHECK(r->image_id == "cirros-0.6");
+}
+
+TEST_CASE("an inline flavor is parsed and bounded", "[request]") {
+  auto r = parseLaunchRequest(
+      R"({"uuid":"0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10","name":"x","image":{"id":"i"},)"
+      R"("flavor":{"vcpus":2,"memory_mb":256,"root_gb":1,"ephemeral_gb":2}})",
+      catalog());
+  REQUIRE(r.ok());
+  CHECK(r->flavor.name.empty());
+  CHECK(r->flavor.vcpus == 2);
+  CHECK(r->flavor.ephemeral_gb == 2);
+}
+
+TEST_CASE("the fingerprint ignores the case of the uuid and the order of keys", "[request]") {
+  auto a = parseLaunchRequest(
+      R"({"uuid":"0D2C6B4E-9C1F-4A52-9E51-3A7F7C1F2B10","name":"x","flavor":"m1.tiny","image":{"id":"i"}})",
+      catalog());
+  auto b = parseLaunchRequest(
+      R"({"image":{"id":"i"},"flavor":"m1.tiny","name":"x","uuid":"0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10"})",
+      catalog());
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(a->fingerprint == b->fingerprint);
+  auto c = parseLaunchRequest(
+      R"({"image":{"id":"i"},"flavor":"m1.tiny","name":"y","uuid":"0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10"})",
+      catalog());
+  REQUIRE(c.ok());
+  CHECK(a->fingerprint != c->fingerprint);
+}
+
+TEST_CASE("bad launch requests are refused with a reason", "[request]") {
+  const char* uuid = R"("uuid":"0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10")";
+  auto body = [&](const std::string& rest) { return "{" + std::string(uuid) + "," + rest + "}"; };
+  struct Case {
+    std::string body;
+    const char* expected;
+  };
+  std::vector<Case> cases = {
+      {"not json", "not valid JSON"},
+      {"[1,2]", "JSON object"},
+      {R"({"uuid":"nope","name":"x","flavor":"m1.tiny","image":{"id":"i"}})", "'uuid'"},
+      {R"({"uuid":7,"name":"x","flavor":"m1.tiny","image":{"id":"i"}})", "'uuid'"},
+      {R"({"name":"x","flavor":"m1.tiny","image":{"id":"i"}})", "'uuid'"},
+      {body(R"("name":"","flavor":"m1.tiny","image":{"id":"i"})"), "'name'"},
+      {body(R"("name":"a\nb","flavor":"m1.tiny","image":{"id":"i"})"), "'name'"},
+      {body(R"("name":["x"],"flavor":"m1.tiny","image":{"id":"i"})"), "'name'"},
+      {body(R"("name":"x","flavor":"m9.huge","image":{"id":"i"})"), "Unknown flavor"},
+      {body(R"("name":"x","flavor":3,"image":{"id":"i"})"), "'flavor'"},
+      {body(R"("name":"x","flavor":{"vcpus":"1","memory_mb":1,"root_gb":1},"image":{"id":"i"})"),
+       "flavor.vcpus"},
+      {body(R"("name":"x","flavor":{"vcpus":1,"memory_mb":512,"root_gb":-1},"image":{"id":"i"})"),
+       "flavor.root_gb"},
+      {body(R"("name":"x","flavor":{"vcpus":1.5,"memory_mb":512,"root_gb":1},"image":{"id":"i"})"),
+       "flavor.vcpus"},
+      {body(
+           R"("name":"x","flavor":{"vcpus":99999,"memory_mb":512,"root_gb":1},"image":{"id":"i"})"),
+       "vcpus"},
+      {body(
+           R"("name":"x","flavor":{"vcpus":1,"memory_mb":512,"root_gb":1,"gpu":1},"image":{"id":"i"})"),
+       "unknown field 'gpu'"},
+      {body(R"("name":"x","flavor":"m1.tiny","image":"i")"), "'image'"},
+      {body(R"("name":"x","flavor":"m1.tiny","image":{"id":"../../etc/passwd"})"), "'image.id'"},
+      {body(R"("name":"x","flavor":"m1.tiny","image":{"id":""})"), "'image.id'"},
+      {body(R"("name":"x","flavor":"m1.tiny","image":{"id":"i"},"extra":1)"),
+       "Unknown field 'extra'"},
+  };
+  for (const auto& c : cases) {
+    auto r = parseLaunchRequest(c.body, catalog());
+    INFO(c.body);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == kiln::ErrorCode::kInvalidArgument);
+    INFO(r.error().message);
+    CHECK(r.error().message.find(c.expected) != std::string::npos);
+  }
+}
