@@ -94,6 +94,10 @@ int run(const config::KilnConfig& cfg) {
   auto auth = loadTokens(cfg.api.token_file);
   if (!auth) return fail(auth.error().message);
   tokens.set(*auth);
+  if ((*auth)->size() == 0) {
+    log::warn("Token file '{}' holds no token: every API call except /healthz gets 401",
+              cfg.api.token_file);
+  }
 
   const std::string state_path = cfg.defaults.state_path;
   // QEMU runs as another user and must traverse state_path to reach the disks.
@@ -133,6 +137,8 @@ int run(const config::KilnConfig& cfg) {
       manager, driver, *flavors, [&tokens] { return tokens.get(); }, identity);
   rpc::ServerLimits limits;
   limits.max_body_bytes = cfg.api.max_body_bytes;
+  // Bounds the worst case of buffered request bodies (connections x body limit).
+  limits.max_connections = 256;
   rpc::HttpServer server(cfg.api.listen_host, cfg.api.listen_port, limits,
                          [&router](const rpc::HttpRequest& req) { return router.handle(req); });
   if (auto r = server.start(); !r) return fail(r.error().message);
@@ -142,10 +148,10 @@ int run(const config::KilnConfig& cfg) {
   sd_notifyf(0, "READY=1\nSTATUS=Listening on %s:%u", cfg.api.listen_host.c_str(),
              static_cast<unsigned>(server.port()));
 
+  // One-second ticks: often enough for any systemd WatchdogSec of 2 s or more.
   std::uint64_t watchdog_usec = 0;
   bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
-  auto tick = std::chrono::seconds(1);
-  if (watchdog) tick = std::min<std::chrono::seconds>(tick, std::chrono::seconds(1));
+  const auto tick = std::chrono::seconds(1);
   auto next_reconcile = std::chrono::steady_clock::now() + kReconcileInterval;
   for (;;) {
     timespec timeout{static_cast<time_t>(tick.count()), 0};

@@ -14,7 +14,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils qemu-block-extra ovmf
   # tests: the guest image is built from Debian's cloud kernel and busybox, booted by syslinux
   linux-image-cloud-amd64 busybox-static cpio syslinux syslinux-common mtools dosfstools
-  sqlite3 procps
+  sqlite3 procps curl
 )
 
 missing=()
