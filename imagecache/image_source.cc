@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <set>
 
 #include "common/fs.h"
@@ -95,6 +96,21 @@ Result<ImageRecord> parseImageRecord(const nlohmann::json& doc, const std::strin
   r.os_hash_value = *value;
   for (const auto& [key, v] : doc.items()) {
     if (glanceCoreFields().count(key) == 0) r.properties[key] = v;
+  }
+  // Locations are optional hints: a malformed one is skipped rather than failing the record, as
+  // the image can still be downloaded through the API.
+  auto addLocation = [&](const nlohmann::json& url) {
+    if (!url.is_string() || url.get_ref<const std::string&>().empty()) return;
+    const auto& text = url.get_ref<const std::string&>();
+    if (std::find(r.locations.begin(), r.locations.end(), text) == r.locations.end()) {
+      r.locations.push_back(text);
+    }
+  };
+  if (doc.contains("direct_url")) addLocation(doc["direct_url"]);
+  if (doc.contains("locations") && doc["locations"].is_array()) {
+    for (const auto& location : doc["locations"]) {
+      if (location.is_object() && location.contains("url")) addLocation(location["url"]);
+    }
   }
   return r;
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 
@@ -27,6 +28,11 @@ struct ImageRecord {
   std::optional<std::string> os_hash_value;
   // Every other top-level key: the image's properties (hw_*, os_*, ...), as Glance returns them.
   nlohmann::json properties = nlohmann::json::object();
+  // Where the store keeps the bytes, as URLs (file:///var/lib/glance/images/<id>, rbd://...):
+  // `direct_url` first, then each `locations[].url` not already listed. Glance shows them only
+  // with show_image_direct_url / show_multiple_locations. Hints, never trusted: a source that
+  // reads one checks it against its own allow-list, and the cache verifies the bytes anyway.
+  std::vector<std::string> locations;
 };
 
 // Parses a Glance v2 image record (also the format of the local directory's <id>.json).

@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -120,6 +122,10 @@ KilndHarness::~KilndHarness() {
 }
 
 void KilndHarness::start() {
+  if (!tryStart()) FAIL("kilnd did not start:\n" << logText());
+}
+
+bool KilndHarness::tryStart() {
   REQUIRE(pid_ < 0);
   std::string log = dir_.path() + "/kilnd.log";
   pid_ = ::fork();
@@ -128,6 +134,7 @@ void KilndHarness::start() {
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
+    if (!notify_path_.empty()) ::setenv("NOTIFY_SOCKET", notify_path_.c_str(), 1);
     ::execl(KILND_PATH, KILND_PATH, "--config", config_path_.c_str(), nullptr);
     _exit(127);
   }
@@ -136,13 +143,13 @@ void KilndHarness::start() {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      FAIL("kilnd exited during start-up:\n" << logText());
+      return false;
     }
     auto r = api("GET", "/healthz", "", false);
-    if (r.status == 200) return;
+    if (r.status == 200) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  FAIL("kilnd did not become healthy:\n" << logText());
+  return false;
 }
 
 void KilndHarness::stop() {
@@ -167,6 +174,25 @@ void KilndHarness::kill() {
   int status = 0;
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
+}
+
+void KilndHarness::enableNotifySocket() {
+  notify_path_ = dir_.path() + "/notify.sock";
+  notify_fd_.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  REQUIRE(notify_fd_.valid());
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  REQUIRE(notify_path_.size() < sizeof addr.sun_path);
+  std::copy(notify_path_.begin(), notify_path_.end(), addr.sun_path);
+  REQUIRE(::bind(notify_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+}
+
+std::string KilndHarness::readNotify(std::chrono::milliseconds timeout) {
+  pollfd pfd{notify_fd_.get(), POLLIN, 0};
+  if (::poll(&pfd, 1, static_cast<int>(timeout.count())) <= 0) return "";
+  char buf[4096];
+  ssize_t n = ::recv(notify_fd_.get(), buf, sizeof buf, 0);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
 }
 
 std::string KilndHarness::logText() const { return readAll(dir_.path() + "/kilnd.log"); }

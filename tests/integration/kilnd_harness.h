@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../unit/rpc/test_http_client.h"
+#include "common/unique_fd.h"
 #include "temp_dir.h"
 
 namespace kiln::testing {
@@ -29,6 +30,8 @@ class KilndHarness {
   ~KilndHarness();
 
   void start();
+  // Starts kilnd and waits for /healthz; false when kilnd exits or never becomes healthy.
+  bool tryStart();
   void stop();  // SIGTERM and wait: a clean shutdown
   void kill();  // SIGKILL: a crash
   bool running() const { return pid_ > 0; }
@@ -47,6 +50,11 @@ class KilndHarness {
   // Adds the test guest (built by tests/guest/build-guest.sh) to the image directory.
   void addGuestImage(const std::string& image_id);
 
+  // Makes kilnd's sd_notify messages arrive on a socket of the test (as systemd would see them).
+  void enableNotifySocket();
+  // The next datagram kilnd sent to the notify socket, or "" on timeout.
+  std::string readNotify(std::chrono::milliseconds timeout);
+
   const std::string& statePath() const { return state_path_; }
   const std::string& imagesDir() const { return images_dir_; }
   const std::string& token() const { return token_; }
@@ -61,6 +69,8 @@ class KilndHarness {
   std::string token_;
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
+  std::string notify_path_;
+  UniqueFd notify_fd_;
 };
 
 // The guest image path (KILN_TEST_GUEST_IMAGE, set by CTest).

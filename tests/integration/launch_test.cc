@@ -198,3 +198,22 @@ TEST_CASE("the API authenticates, validates and answers errors in JSON", "[integ
   REQUIRE(kilnd.api("DELETE", "/v1/instances/" + uuid).status == 202);
   REQUIRE(kilnd.waitGone(uuid));
 }
+
+TEST_CASE("kilnd tells systemd it is ready once the API listens, and stopping", "[integration]") {
+  KilndHarness kilnd;
+  kilnd.enableNotifySocket();
+  kilnd.start();  // returns once /healthz answers
+  std::string ready = kilnd.readNotify(std::chrono::seconds(5));
+  CHECK(ready.find("READY=1") != std::string::npos);
+  CHECK(ready.find("STATUS=Listening on 127.0.0.1:") != std::string::npos);
+  kilnd.stop();
+  std::string stopping = kilnd.readNotify(std::chrono::seconds(5));
+  CHECK(stopping.find("STOPPING=1") != std::string::npos);
+}
+
+TEST_CASE("an invalid configuration stops kilnd with a message naming the option",
+          "[integration]") {
+  KilndHarness kilnd("[libvirt]\nkeepalive_count = lots\n");
+  CHECK_FALSE(kilnd.tryStart());
+  CHECK(kilnd.logText().find("[libvirt] keepalive_count") != std::string::npos);
+}
