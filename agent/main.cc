@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "agent/api/api_router.h"
+#include "agent/lifecycle/image_cache_service.h"
 #include "agent/lifecycle/instance_manager.h"
 #include "agent/rpc/http_server.h"
 #include "agent/rpc/token_auth.h"
@@ -24,6 +25,8 @@
 #include "config/flavors.h"
 #include "drivers/disk/disk_builder.h"
 #include "drivers/libvirt/libvirt_driver.h"
+#include "imagecache/curl_client.h"
+#include "imagecache/glance_source.h"
 #include "imagecache/image_cache.h"
 
 namespace kiln {
@@ -120,21 +123,54 @@ int run(const config::KilnConfig& cfg) {
 
   SystemClock clock;
   PosixCommandRunner runner;
-  drivers::disk::DiskBuilder disks(runner, drivers::disk::QemuImgOptions{});
-  imagecache::LocalDirSource local_images(cfg.images.local_dir);
-  imagecache::ImageCache cache(local_images, {state_path + "/_base"}, clock);
+  QemuImg qemu_img(runner);
+  drivers::disk::DiskBuilder disks(qemu_img);
+  // The image service: Glance when api_servers are configured, else the local directory.
+  imagecache::CurlClient http;
+  std::unique_ptr<imagecache::ImageSource> image_source;
+  if (!cfg.glance.api_servers.empty()) {
+    imagecache::GlanceOptions glance;
+    glance.api_servers = cfg.glance.api_servers;
+    glance.num_retries = cfg.glance.num_retries;
+    glance.connect_timeout = std::chrono::seconds(cfg.glance.connect_timeout);
+    glance.stall_timeout = std::chrono::seconds(cfg.glance.transfer_timeout);
+    glance.token = cfg.glance.token;
+    glance.token_file = cfg.glance.token_file;
+    glance.ca_file = cfg.glance.cafile;
+    glance.allowed_direct_url_schemes = cfg.glance.allowed_direct_url_schemes;
+    glance.direct_download_dirs = cfg.image_file_url.filesystems;
+    auto source = imagecache::GlanceSource::create(glance, http);
+    if (!source) return fail(source.error().message);
+    image_source = std::move(source).value();
+  } else {
+    image_source = std::make_unique<imagecache::LocalDirSource>(cfg.images.local_dir);
+  }
+  imagecache::ImageCacheOptions cache_options;
+  cache_options.base_dir = state_path + "/_base";
+  cache_options.force_raw = cfg.defaults.force_raw_images;
+  cache_options.max_concurrent_downloads = cfg.image_cache.max_concurrent_downloads;
+  imagecache::ImageCache cache(*image_source, qemu_img, cache_options, clock);
   if (auto r = cache.init(); !r) return fail(r.error().message);
 
-  lifecycle::InstanceManager manager(driver, cache, disks, **store, clock,
-                                     {state_path + "/instances", cfg.defaults.launch_workers});
+  lifecycle::InstanceManager manager(
+      driver, cache, disks, **store, clock,
+      {state_path + "/instances", cfg.defaults.launch_workers, cfg.defaults.use_cow_images});
   if (auto r = manager.recover(); !r) return fail(r.error().message);
   driver.setEventSink([&manager](const drivers::DomainEvent& ev) { manager.onDomainEvent(ev); });
   driver.setReconnectHook([&manager] { manager.reconcileAll(); });
 
   api::HostIdentity identity{cfg.defaults.host.empty() ? machineHostname() : cfg.defaults.host,
                              cfg.defaults.availability_zone, state_path};
+  lifecycle::CacheManagerOptions cache_manager;
+  cache_manager.manager_interval = cfg.image_cache.manager_interval;
+  cache_manager.remove_unused_base_images = cfg.image_cache.remove_unused_base_images;
+  cache_manager.minimum_age =
+      std::chrono::seconds(cfg.image_cache.remove_unused_original_minimum_age_seconds);
+  lifecycle::ImageCacheService images(cache, manager, cache_manager);
+  images.start();
+
   api::ApiRouter router(
-      manager, driver, *flavors, [&tokens] { return tokens.get(); }, identity);
+      manager, images, driver, *flavors, [&tokens] { return tokens.get(); }, identity);
   rpc::ServerLimits limits;
   limits.max_body_bytes = cfg.api.max_body_bytes;
   // Bounds the worst case of buffered request bodies (connections x body limit).
@@ -177,6 +213,7 @@ int run(const config::KilnConfig& cfg) {
   }
   sd_notify(0, "STOPPING=1");
   server.stop();
+  images.stop();
   manager.shutdown();
   driver.stop();
   return 0;

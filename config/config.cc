@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <functional>
@@ -78,6 +79,35 @@ Result<void> parseListen(std::string_view key, const std::string& value, ApiSect
   api.listen_host = host;
   api.listen_port = *port;
   return success();
+}
+
+Result<bool> parseBool(std::string_view key, const std::string& value) {
+  std::string v;
+  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (v == "true" || v == "yes" || v == "on" || v == "1") return true;
+  if (v == "false" || v == "no" || v == "off" || v == "0") return false;
+  return invalidValue(key, value, "must be true or false");
+}
+
+// nova.conf lists: comma-separated, blanks around items ignored, empty items dropped.
+std::vector<std::string> parseList(const std::string& value) {
+  std::vector<std::string> items;
+  std::string item;
+  auto flush = [&] {
+    auto b = item.find_first_not_of(" \t");
+    auto e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) items.push_back(item.substr(b, e - b + 1));
+    item.clear();
+  };
+  for (char c : value) {
+    if (c == ',') {
+      flush();
+    } else {
+      item += c;
+    }
+  }
+  flush();
+  return items;
 }
 
 using Setter =
@@ -184,6 +214,124 @@ const std::map<std::string, Setter>& optionTable() {
          auto n = parseInt<unsigned>(k, v, 1, 100);
          if (!n) return n.error();
          c.libvirt.keepalive_count = *n;
+         return success();
+       }},
+      {"DEFAULT.force_raw_images",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto b = parseBool(k, v);
+         if (!b) return b.error();
+         c.defaults.force_raw_images = *b;
+         return success();
+       }},
+      {"DEFAULT.use_cow_images",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto b = parseBool(k, v);
+         if (!b) return b.error();
+         c.defaults.use_cow_images = *b;
+         return success();
+       }},
+      {"glance.api_servers",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto servers = parseList(v);
+         for (const auto& s : servers) {
+           if (!s.starts_with("http://") && !s.starts_with("https://")) {
+             return invalidValue(k, v, "each server must be an http:// or https:// URL");
+           }
+         }
+         c.glance.api_servers = servers;
+         return success();
+       }},
+      {"glance.num_retries",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 0, 100);
+         if (!n) return n.error();
+         c.glance.num_retries = *n;
+         return success();
+       }},
+      {"glance.connect_timeout",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 1, 3600);
+         if (!n) return n.error();
+         c.glance.connect_timeout = *n;
+         return success();
+       }},
+      {"glance.transfer_timeout",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 1, 86400);
+         if (!n) return n.error();
+         c.glance.transfer_timeout = *n;
+         return success();
+       }},
+      {"glance.token",
+       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
+         c.glance.token = v;
+         return success();
+       }},
+      {"glance.token_file",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+         }
+         c.glance.token_file = v;
+         return success();
+       }},
+      {"glance.cafile",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+         }
+         c.glance.cafile = v;
+         return success();
+       }},
+      {"glance.allowed_direct_url_schemes",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto schemes = parseList(v);
+         for (const auto& s : schemes) {
+           if (s != "file")
+             return invalidValue(k, v, "the only scheme kiln reads directly is 'file'");
+         }
+         c.glance.allowed_direct_url_schemes = schemes;
+         return success();
+       }},
+      {"image_file_url.filesystems",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto dirs = parseList(v);
+         for (const auto& d : dirs) {
+           if (auto r = requireAbsolutePath(k, d); !r) return r;
+         }
+         c.image_file_url.filesystems = dirs;
+         return success();
+       }},
+      {"image_cache.manager_interval",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (v == "-1") {
+           c.image_cache.manager_interval = -1;
+           return success();
+         }
+         auto n = parseInt<unsigned>(k, v, 0, 7 * 86400);
+         if (!n) return invalidValue(k, v, "must be -1 (never), 0 (every 60 s) or seconds");
+         c.image_cache.manager_interval = static_cast<int>(*n);
+         return success();
+       }},
+      {"image_cache.remove_unused_base_images",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto b = parseBool(k, v);
+         if (!b) return b.error();
+         c.image_cache.remove_unused_base_images = *b;
+         return success();
+       }},
+      {"image_cache.remove_unused_original_minimum_age_seconds",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<std::uint64_t>(k, v, 0, 10ULL * 365 * 86400);
+         if (!n) return n.error();
+         c.image_cache.remove_unused_original_minimum_age_seconds = *n;
+         return success();
+       }},
+      {"image_cache.max_concurrent_downloads",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 1, 64);
+         if (!n) return n.error();
+         c.image_cache.max_concurrent_downloads = *n;
          return success();
        }},
       {"images.local_dir",

@@ -17,6 +17,10 @@ struct DefaultSection {
   std::string flavors_file = "/etc/kiln/flavors.yaml";
   std::string log_level = "info";
   unsigned launch_workers = 4;
+  // As nova: convert qcow2/vmdk/vdi/... bases to raw once, in the cache.
+  bool force_raw_images = true;
+  // true: vda is a qcow2 overlay over the shared base; false: a full copy per instance.
+  bool use_cow_images = true;
 };
 
 struct ApiSection {
@@ -39,11 +43,37 @@ struct ImagesSection {
   std::string local_dir = "/var/lib/kiln/images";
 };
 
+struct GlanceSection {
+  std::vector<std::string> api_servers;  // empty: the local image directory is the source
+  unsigned num_retries = 3;
+  unsigned connect_timeout = 10;   // seconds
+  unsigned transfer_timeout = 60;  // seconds without progress before a transfer is abandoned
+  std::string token;               // a Keystone token, sent as X-Auth-Token
+  std::string token_file;          // or a file holding it (read at each request)
+  std::string cafile;
+  std::vector<std::string> allowed_direct_url_schemes;  // "file"
+};
+
+struct ImageFileUrlSection {
+  // Directories under which a file:// image location may be read directly.
+  std::vector<std::string> filesystems;
+};
+
+struct ImageCacheSection {
+  int manager_interval = 2400;  // seconds; 0 = every 60 s; -1 = never
+  bool remove_unused_base_images = true;
+  std::uint64_t remove_unused_original_minimum_age_seconds = 86400;
+  unsigned max_concurrent_downloads = 2;
+};
+
 struct KilnConfig {
   DefaultSection defaults;
   ApiSection api;
   LibvirtSection libvirt;
   ImagesSection images;
+  GlanceSection glance;
+  ImageFileUrlSection image_file_url;
+  ImageCacheSection image_cache;
   // Unknown options are not fatal (an operator may share one file between versions), but each
   // one is reported so a typo does not go unnoticed.
   std::vector<std::string> warnings;

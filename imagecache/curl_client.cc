@@ -42,7 +42,8 @@ bool startsWithNoCase(std::string_view text, std::string_view prefix) {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
     s.remove_suffix(1);
   return s;
 }
@@ -101,9 +102,9 @@ std::size_t onHeader(char* data, std::size_t size, std::size_t count, void* user
   auto colon = line.find(':');
   if (colon == std::string_view::npos) return len;  // obsolete line folding: ignore
   if (t->result.headers.size() >= kMaxHeaderLines) {
-    t->abort = Error::unavailable(
-        fmt::format("The response from '{}' has more than {} header lines",
-                    redactUrl(t->spec->url), kMaxHeaderLines));
+    t->abort =
+        Error::unavailable(fmt::format("The response from '{}' has more than {} header lines",
+                                       redactUrl(t->spec->url), kMaxHeaderLines));
     return 0;
   }
   std::string name(trim(line.substr(0, colon)));

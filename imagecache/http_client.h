@@ -26,8 +26,9 @@ struct HttpRequestSpec {
   std::vector<std::pair<std::string, std::string>> headers;
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
   // A stalled transfer aborts when fewer than low_speed_bytes_per_second arrive for
-  // low_speed_time. There is deliberately no total timeout by default: a 20 GiB image on a slow
-  // link is fine as long as it keeps moving.
+  // low_speed_time (libcurl's LOW_SPEED pair; it averages over the last few seconds, so bytes
+  // that arrived just before a stall delay the abort by up to ~6 s). There is deliberately no
+  // total timeout by default: a 20 GiB image on a slow link is fine as long as it keeps moving.
   std::uint64_t low_speed_bytes_per_second = 1;
   std::chrono::seconds low_speed_time{60};
   // Zero means none. Worth setting for small requests (a record), never for image bytes.

@@ -100,10 +100,11 @@ Result<ImageRecord> parseImageRecord(const nlohmann::json& doc, const std::strin
   // Locations are optional hints: a malformed one is skipped rather than failing the record, as
   // the image can still be downloaded through the API.
   auto addLocation = [&](const nlohmann::json& url) {
-    if (!url.is_string() || url.get_ref<const std::string&>().empty()) return;
-    const auto& text = url.get_ref<const std::string&>();
-    if (std::find(r.locations.begin(), r.locations.end(), text) == r.locations.end()) {
-      r.locations.push_back(text);
+    if (!url.is_string()) return;
+    const auto& location = url.get_ref<const std::string&>();
+    if (!location.empty() &&
+        std::find(r.locations.begin(), r.locations.end(), location) == r.locations.end()) {
+      r.locations.push_back(location);
     }
   };
   if (doc.contains("direct_url")) addLocation(doc["direct_url"]);

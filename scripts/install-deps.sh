@@ -15,6 +15,8 @@ PACKAGES=(
   # tests: the guest image is built from Debian's cloud kernel and busybox, booted by syslinux
   linux-image-cloud-amd64 busybox-static cpio syslinux syslinux-common mtools dosfstools
   sqlite3 procps curl
+  # tests: a real OpenStack Glance (the image service) on loopback
+  glance-api
 )
 
 missing=()

@@ -17,7 +17,9 @@ die() {
 }
 
 (($# == 2)) || die "usage: $0 STATE_DIR PORT"
-[[ $2 =~ ^[0-9]+$ ]] && (($2 > 0 && $2 < 65536)) || die "port '$2' is not a TCP port number."
+if ! [[ $2 =~ ^[0-9]{1,5}$ ]] || (($2 < 1 || $2 > 65535)); then
+    die "port '$2' is not a TCP port number."
+fi
 readonly PORT=$2
 mkdir -p "$1"
 STATE_DIR=$(cd "$1" && pwd -P)  # Glance wants absolute paths (the SQLite URL, the store)
@@ -47,7 +49,6 @@ mkdir -p "$STATE_DIR/images" "$STATE_DIR/staging" "$STATE_DIR/tasks" "$STATE_DIR
 # would otherwise refuse public images and admin-only fields (locations).
 cat >"$STATE_DIR/policy.yaml" <<'EOF'
 "context_is_admin": ""
-"default": ""
 "publicize_image": ""
 "communitize_image": ""
 "get_image_location": ""

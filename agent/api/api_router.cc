@@ -30,9 +30,11 @@ json instanceView(const state::InstanceRecord& record) {
   return view;
 }
 
-ApiRouter::ApiRouter(lifecycle::InstanceManager& manager, drivers::ComputeDriver& driver,
-                     const config::FlavorCatalog& flavors, AuthSource auth, HostIdentity host)
+ApiRouter::ApiRouter(lifecycle::InstanceManager& manager, lifecycle::ImageCacheService& images,
+                     drivers::ComputeDriver& driver, const config::FlavorCatalog& flavors,
+                     AuthSource auth, HostIdentity host)
     : manager_(manager),
+      images_(images),
       driver_(driver),
       flavors_(flavors),
       auth_(std::move(auth)),
@@ -57,6 +59,9 @@ HttpResponse ApiRouter::handle(const HttpRequest& req) {
     return flavors();
   }
   if (req.path == "/v1/instances") return instances(req);
+  if (req.path == "/v1/images") return images(req);
+  constexpr std::string_view kImagePrefix = "/v1/images/";
+  if (req.path.starts_with(kImagePrefix)) return image(req, req.path.substr(kImagePrefix.size()));
   constexpr std::string_view kPrefix = "/v1/instances/";
   if (req.path.starts_with(kPrefix)) {
     std::string rest = req.path.substr(kPrefix.size());
@@ -157,6 +162,32 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid
     return resp;
   }
   return errorResponse(404, fmt::format("No such resource: {}", req.path.substr(0, 256)));
+}
+
+HttpResponse ApiRouter::images(const HttpRequest& req) {
+  if (req.method != "GET") return methodNotAllowed(req);
+  return jsonResponse(200, images_.list());
+}
+
+HttpResponse ApiRouter::image(const HttpRequest& req, const std::string& image_id) {
+  if (req.method == "GET") {
+    auto shown = images_.show(image_id);
+    if (!shown) return errorResponse(shown.error());
+    return jsonResponse(200, *shown);
+  }
+  if (req.method == "PUT") {
+    auto started = images_.precache(image_id);
+    if (!started) return errorResponse(started.error());
+    return jsonResponse((*started)["status"] == "cached" ? 200 : 202, *started);
+  }
+  if (req.method == "DELETE") {
+    auto evicted = images_.evict(image_id);
+    if (!evicted) return errorResponse(evicted.error());
+    HttpResponse resp;
+    resp.status = 204;
+    return resp;
+  }
+  return methodNotAllowed(req);
 }
 
 }  // namespace kiln::api

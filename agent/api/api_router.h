@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "agent/lifecycle/image_cache_service.h"
 #include "agent/lifecycle/instance_manager.h"
 #include "agent/rpc/http_server.h"
 #include "agent/rpc/token_auth.h"
@@ -24,8 +25,9 @@ class ApiRouter {
  public:
   using AuthSource = std::function<std::shared_ptr<const rpc::TokenAuthenticator>()>;
 
-  ApiRouter(lifecycle::InstanceManager& manager, drivers::ComputeDriver& driver,
-            const config::FlavorCatalog& flavors, AuthSource auth, HostIdentity host);
+  ApiRouter(lifecycle::InstanceManager& manager, lifecycle::ImageCacheService& images,
+            drivers::ComputeDriver& driver, const config::FlavorCatalog& flavors, AuthSource auth,
+            HostIdentity host);
 
   rpc::HttpResponse handle(const rpc::HttpRequest& request);
 
@@ -36,8 +38,11 @@ class ApiRouter {
   rpc::HttpResponse instances(const rpc::HttpRequest& request);
   rpc::HttpResponse instance(const rpc::HttpRequest& request, const std::string& uuid,
                              const std::string& sub);
+  rpc::HttpResponse images(const rpc::HttpRequest& request);
+  rpc::HttpResponse image(const rpc::HttpRequest& request, const std::string& image_id);
 
   lifecycle::InstanceManager& manager_;
+  lifecycle::ImageCacheService& images_;
   drivers::ComputeDriver& driver_;
   const config::FlavorCatalog& flavors_;
   AuthSource auth_;

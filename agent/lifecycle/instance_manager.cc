@@ -167,6 +167,8 @@ void InstanceManager::runLaunch(const EntryPtr& entry, const config::Flavor& fla
   }
   Timeline timeline(clock_);
   auto result = launchSteps(entry, flavor, timeline);
+  // The instance record names the image from here on; the launch's pin can go.
+  cache_.release(entry->record.image_id);
   std::lock_guard lock(entry->mu);
   entry->record.timeline = timeline.steps();
   if (entry->delete_requested) {
@@ -203,7 +205,8 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const config::F
     return entry->delete_requested;
   };
 
-  auto base = cache_.fetch(image_id, timeline);
+  // The cache refuses an image too big for the root disk from its header, before converting it.
+  auto base = cache_.fetch(image_id, timeline, flavor.root_gb * kGiB);
   if (!base) return failed(base.error());
   if (auto fp = failpoint("launch.after_image"); !fp) return failed(fp.error());
 
@@ -232,9 +235,16 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const config::F
   {
     auto step = timeline.step("disk.root");
     state::DiskRecord root{"vda", dir + "/disk", "qcow2", root_bytes, base->path, base->format};
-    if (auto r =
-            disks_.createOverlay(root.path, root.backing_path, root.backing_format, root_bytes);
-        !r) {
+    Result<void> r = success();
+    if (options_.use_cow_images) {
+      r = disks_.createOverlay(root.path, root.backing_path, root.backing_format, root_bytes);
+    } else {
+      // A standalone copy: the instance no longer depends on the cached base.
+      r = disks_.createCopy(root.path, base->path, base->format, root_bytes);
+      root.backing_path.clear();
+      root.backing_format.clear();
+    }
+    if (!r) {
       step.fail();
       return failed(r.error());
     }
@@ -376,6 +386,12 @@ Usage InstanceManager::usage() const {
     u.disk_gb += rec.flavor.root_gb + rec.flavor.ephemeral_gb;
   }
   return u;
+}
+
+std::set<std::string> InstanceManager::imagesInUse() const {
+  std::set<std::string> ids;
+  for (const auto& rec : list()) ids.insert(rec.image_id);
+  return ids;
 }
 
 void InstanceManager::reconcileAll() {

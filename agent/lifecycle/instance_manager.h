@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ namespace kiln::lifecycle {
 struct ManagerOptions {
   std::string instances_dir;  // state_path/instances
   unsigned workers = 4;
+  bool use_cow_images = true;  // vda: qcow2 overlay over the base, or a full copy
 };
 
 struct Usage {
@@ -54,6 +56,9 @@ class InstanceManager {
   std::vector<state::InstanceRecord> list() const;
   Result<std::string> consoleLog(const std::string& uuid, std::uint64_t max_bytes) const;
   Usage usage() const;
+  // The image ids that instances on this host (in any state) were launched from: their bases
+  // must stay in the cache.
+  std::set<std::string> imagesInUse() const;
 
   // Compares every settled instance with the hypervisor and records what it finds.
   void reconcileAll();

@@ -40,7 +40,7 @@ inline void addLocalImage(const std::string& dir, const std::string& id, const s
                         {"checksum", hexDigest("md5", bytes)},
                         {"os_hash_algo", "sha512"},
                         {"os_hash_value", hexDigest("sha512", bytes)}};
-  doc.update(record);
+  if (record.is_object()) doc.update(record);
   std::ofstream(dir + "/" + id + ".json") << doc.dump(2);
 }
 

@@ -24,29 +24,34 @@ struct Harness {
   std::string state = dir.path() + "/state";
   kiln::SystemClock clock;
   kiln::PosixCommandRunner runner;
-  kiln::drivers::disk::DiskBuilder disks{runner, {}};
+  kiln::QemuImg qemu_img{runner};
+  kiln::drivers::disk::DiskBuilder disks{qemu_img};
   kiln::testing::FakeComputeDriver driver;
   kiln::imagecache::LocalDirSource source{images};
   std::unique_ptr<kiln::imagecache::ImageCache> cache;
   std::unique_ptr<kiln::state::InstanceStore> store;
   std::unique_ptr<InstanceManager> manager;
+  bool force_raw = true;
+  bool use_cow;
 
-  Harness() {
+  explicit Harness(bool cow = true) : use_cow(cow) {
     stdfs::create_directories(images);
     stdfs::create_directories(state);
     kiln::testing::addLocalImage(images, "img", std::string(4 << 20, 'k'));
     start();
   }
   void start() {
-    cache = std::make_unique<kiln::imagecache::ImageCache>(
-        source, kiln::imagecache::ImageCacheOptions{state + "/_base"}, clock);
+    kiln::imagecache::ImageCacheOptions options;
+    options.base_dir = state + "/_base";
+    options.force_raw = force_raw;
+    cache = std::make_unique<kiln::imagecache::ImageCache>(source, qemu_img, options, clock);
     REQUIRE(cache->init().ok());
     auto s = kiln::state::InstanceStore::open(state + "/kiln.db");
     REQUIRE(s.ok());
     store = std::move(s).value();
-    manager =
-        std::make_unique<InstanceManager>(driver, *cache, disks, *store, clock,
-                                          kiln::lifecycle::ManagerOptions{state + "/instances", 2});
+    manager = std::make_unique<InstanceManager>(
+        driver, *cache, disks, *store, clock,
+        kiln::lifecycle::ManagerOptions{state + "/instances", 2, use_cow});
     REQUIRE(manager->recover().ok());
   }
   void restart() {
@@ -229,17 +234,25 @@ TEST_CASE("reconcile follows the hypervisor", "[manager]") {
   Harness h;
   REQUIRE(h.manager->launch(h.request()).ok());
   h.waitSettled();
+  // Reconcile skips an instance whose job is still finishing, so poll as the periodic task would.
+  auto reconcileUntil = [&](InstanceState wanted) {
+    for (int i = 0; i < 200; ++i) {
+      h.manager->reconcileAll();
+      if (h.manager->get(kUuid)->state == wanted) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  };
   h.driver.setPower(kUuid, kiln::drivers::PowerState::kShutoff);
-  h.manager->reconcileAll();
-  CHECK(h.manager->get(kUuid)->state == InstanceState::kStopped);
+  CHECK(reconcileUntil(InstanceState::kStopped));
   h.driver.setPower(kUuid, kiln::drivers::PowerState::kRunning);
-  h.manager->reconcileAll();
-  CHECK(h.manager->get(kUuid)->state == InstanceState::kActive);
-  h.driver.domains.erase(kUuid);
-  h.manager->reconcileAll();
-  auto rec = h.manager->get(kUuid);
-  CHECK(rec->state == InstanceState::kError);
-  CHECK(rec->fault.find("disappeared") != std::string::npos);
+  CHECK(reconcileUntil(InstanceState::kActive));
+  {
+    std::lock_guard lock(h.driver.mutex_);
+    h.driver.domains.erase(kUuid);
+  }
+  CHECK(reconcileUntil(InstanceState::kError));
+  CHECK(h.manager->get(kUuid)->fault.find("disappeared") != std::string::npos);
 }
 
 TEST_CASE("concurrent launches of one image download it once", "[manager]") {
@@ -258,4 +271,33 @@ TEST_CASE("concurrent launches of one image download it once", "[manager]") {
     for (auto& s : rec.timeline) downloads += s.name == "image.download";
   }
   CHECK(downloads == 1);
+}
+
+TEST_CASE("with use_cow_images off vda is a standalone copy of the base", "[manager]") {
+  Harness h(false);
+  REQUIRE(h.manager->launch(h.request()).ok());
+  auto rec = h.waitSettled();
+  INFO(rec.fault);
+  REQUIRE(rec.state == InstanceState::kActive);
+  CHECK(rec.disks[0].backing_path.empty());
+  CHECK(h.driver.spawned[0].disks[0].backing_path.empty());
+  kiln::PosixCommandRunner runner;
+  kiln::QemuImg qemu_img(runner);
+  auto info = qemu_img.info(rec.disks[0].path, "qcow2");
+  REQUIRE(info.ok());
+  CHECK_FALSE(info->backing_filename);
+  CHECK(info->virtual_size == (1ULL << 30));
+}
+
+TEST_CASE("instances pin their image against the cache manager", "[manager]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  h.waitSettled();
+  CHECK(h.manager->imagesInUse() == std::set<std::string>{"img"});
+  CHECK(h.cache->removeUnused(h.manager->imagesInUse(), std::chrono::seconds(0)).empty());
+  REQUIRE(h.manager->requestDelete(kUuid).ok());
+  REQUIRE(h.waitGone());
+  CHECK(h.manager->imagesInUse().empty());
+  CHECK(h.cache->removeUnused(h.manager->imagesInUse(), std::chrono::seconds(0)) ==
+        std::vector<std::string>{"img"});
 }

@@ -16,7 +16,8 @@ TEST_CASE("overlays and blank disks are made with explicit formats", "[disk]") {
     out << std::string(1 << 20, 'x');
   }
   kiln::PosixCommandRunner runner;
-  DiskBuilder builder(runner, {});
+  kiln::QemuImg qemu_img(runner);
+  DiskBuilder builder(qemu_img);
   const std::uint64_t gib = 1ULL << 30;
   REQUIRE(builder.createOverlay(dir.path() + "/disk", base, "raw", gib).ok());
   auto size = builder.virtualSize(dir.path() + "/disk", "qcow2");
@@ -31,7 +32,8 @@ TEST_CASE("overlays and blank disks are made with explicit formats", "[disk]") {
 TEST_CASE("a failing qemu-img is reported with its message", "[disk]") {
   kiln::testing::TempDir dir;
   kiln::PosixCommandRunner runner;
-  DiskBuilder builder(runner, {});
+  kiln::QemuImg qemu_img(runner);
+  DiskBuilder builder(qemu_img);
   auto r = builder.createOverlay(dir.path() + "/disk", dir.path() + "/missing", "raw", 1 << 30);
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().message.find("qemu-img create failed") != std::string::npos);

@@ -1,0 +1,60 @@
+#pragma once
+// The image cache as the API and the operator see it: which bases are cached and who uses them,
+// pre-caching ahead of launches, eviction, and the periodic cache manager that removes bases no
+// instance on this host uses any more.
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "agent/lifecycle/instance_manager.h"
+#include "common/work_queue.h"
+#include "imagecache/image_cache.h"
+
+namespace kiln::lifecycle {
+
+struct CacheManagerOptions {
+  int manager_interval = 2400;  // seconds; 0 = every 60 s; -1 = never
+  bool remove_unused_base_images = true;
+  std::chrono::seconds minimum_age{86400};
+};
+
+class ImageCacheService {
+ public:
+  ImageCacheService(imagecache::ImageCache& cache, InstanceManager& instances,
+                    CacheManagerOptions options);
+  ~ImageCacheService();
+
+  // Starts the periodic cache manager (unless the interval is -1).
+  void start();
+  void stop();
+
+  nlohmann::json list();
+  Result<nlohmann::json> show(const std::string& image_id);
+  // Fetches the image into the cache in the background: {"id", "status": "caching"}, or the
+  // cached entry when it is already there.
+  Result<nlohmann::json> precache(const std::string& image_id);
+  Result<void> evict(const std::string& image_id);
+  // One pass of the cache manager; returns the ids removed.
+  std::vector<std::string> runManagerOnce();
+
+ private:
+  nlohmann::json describe(const imagecache::CachedImage& img,
+                          const std::vector<state::InstanceRecord>& instances) const;
+  void managerLoop();
+
+  imagecache::ImageCache& cache_;
+  InstanceManager& instances_;
+  CacheManagerOptions options_;
+  WorkQueue precache_jobs_{1};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::map<std::string, nlohmann::json> precache_status_;  // in progress or failed
+  std::thread manager_thread_;
+};
+
+}  // namespace kiln::lifecycle

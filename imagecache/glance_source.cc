@@ -1,0 +1,518 @@
+#include "imagecache/glance_source.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
+#include <thread>
+
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/unique_fd.h"
+
+namespace kiln::imagecache {
+namespace {
+
+constexpr std::size_t kRecordMaxBytes = 16 << 20;
+constexpr std::size_t kErrorPageMaxBytes = 64 << 10;
+constexpr std::size_t kSnippetMaxChars = 200;
+constexpr std::size_t kTokenFileMaxBytes = 64 << 10;
+constexpr std::size_t kDirectReadChunk = 1 << 20;
+constexpr unsigned kMaxBackoffDoublings = 4;
+
+bool startsWithNoCase(std::string_view text, std::string_view lower_prefix) {
+  if (text.size() < lower_prefix.size()) return false;
+  for (std::size_t i = 0; i < lower_prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(text[i])) != lower_prefix[i]) return false;
+  }
+  return true;
+}
+
+bool hasControlCharacter(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+// Untrusted text (an image id from the API) made safe to quote in a message or a log line.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 140)) {
+    auto u = static_cast<unsigned char>(c);
+    out += (u < 0x20 || u >= 0x7f) ? '?' : c;
+  }
+  if (s.size() > 140) out += "...";
+  return out;
+}
+
+std::string urlEncode(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += c;
+    } else {
+      out += fmt::format("%{:02X}", u);
+    }
+  }
+  return out;
+}
+
+// Glance's errors are small HTML pages. Only a short, tag-free, single-line, ASCII excerpt goes
+// into a message: the page is the server's text, and messages end up in logs and API answers.
+std::string snippet(std::string_view body) {
+  if (auto head_end = body.find("</head>"); head_end != std::string_view::npos) {
+    body.remove_prefix(head_end + 7);  // the <title> repeats the <h1>
+  }
+  std::string out;
+  bool in_tag = false;
+  bool pending_space = false;
+  for (char c : body) {
+    if (c == '<') {
+      in_tag = true;
+      continue;
+    }
+    if (in_tag) {
+      if (c == '>') {
+        in_tag = false;
+        pending_space = true;
+      }
+      continue;
+    }
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) {
+      pending_space = true;
+      continue;
+    }
+    if (out.size() >= kSnippetMaxChars) {
+      out += "...";
+      break;
+    }
+    if (pending_space && !out.empty()) out += ' ';
+    pending_space = false;
+    out += c;
+  }
+  return out;
+}
+
+std::string quotedList(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += ", ";
+    out += "'" + item + "'";
+  }
+  return out;
+}
+
+struct Failure {
+  Error error;
+  bool retryable = false;
+};
+
+// A non-success answer from Glance, as an error whose message names the server and the image.
+Failure failureForStatus(long status, const std::string& body, const std::string& server,
+                         const std::string& image_id, bool sent_token) {
+  std::string excerpt = snippet(body);
+  std::string detail = excerpt.empty() ? "" : ": " + excerpt;
+  if (status == 404) {
+    return {Error::notFound(
+                fmt::format("Image '{}' was not found in Glance at '{}'", image_id, server)),
+            false};
+  }
+  if (status == 401) {
+    return {Error{ErrorCode::kUnauthorized,
+                  sent_token ? fmt::format("Glance at '{}' rejected kiln's token for image '{}' "
+                                           "(HTTP 401); check [glance] token or token_file",
+                                           server, image_id)
+                             : fmt::format("Glance at '{}' wants a token for image '{}' (HTTP "
+                                           "401); set [glance] token or token_file",
+                                           server, image_id)},
+            false};
+  }
+  if (status == 403) {
+    return {Error{ErrorCode::kForbidden,
+                  fmt::format("Glance at '{}' does not let this node read image '{}' (HTTP 403){}",
+                              server, image_id, detail)},
+            false};
+  }
+  if (status == 429 || (status >= 500 && status < 600)) {
+    return {Error::unavailable(fmt::format("Glance at '{}' answered HTTP {} for image '{}'{}",
+                                           server, status, image_id, detail)),
+            true};
+  }
+  return {Error::unavailable(fmt::format(
+              "Glance at '{}' answered HTTP {} for image '{}', which kiln does not expect{}",
+              server, status, image_id, detail)),
+          false};
+}
+
+// The first byte of "bytes 1000-1048575/1048576".
+std::optional<std::uint64_t> contentRangeStart(const std::optional<std::string>& value) {
+  if (!value || value->rfind("bytes ", 0) != 0) return std::nullopt;
+  std::uint64_t start = 0;
+  std::size_t i = 6;
+  for (; i < value->size() && std::isdigit(static_cast<unsigned char>((*value)[i])); ++i) {
+    if (start > (UINT64_MAX - 9) / 10) return std::nullopt;
+    start = start * 10 + static_cast<std::uint64_t>((*value)[i] - '0');
+  }
+  if (i == 6 || i >= value->size() || (*value)[i] != '-') return std::nullopt;
+  return start;
+}
+
+// The path a descriptor really refers to, with every symlink and ".." resolved by the kernel at
+// open time: checking this path instead of the location's text leaves no window for a swap.
+std::optional<std::string> pathOfDescriptor(int fd) {
+  std::error_code ec;
+  auto target = std::filesystem::read_symlink(fmt::format("/proc/self/fd/{}", fd), ec);
+  if (ec) return std::nullopt;
+  return target.string();
+}
+
+bool isUnder(const std::string& path, const std::string& dir) {
+  if (dir == "/") return true;
+  return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+         path[dir.size()] == '/';
+}
+
+}  // namespace
+
+Result<void> validateGlanceOptions(const GlanceOptions& o) {
+  if (o.api_servers.empty()) {
+    return Error::invalid("[glance] api_servers is empty; name at least one Glance endpoint");
+  }
+  for (const auto& server : o.api_servers) {
+    if ((!startsWithNoCase(server, "http://") && !startsWithNoCase(server, "https://")) ||
+        hasControlCharacter(server) || server.find_first_of(" ?#") != std::string::npos) {
+      return Error::invalid(fmt::format(
+          "Glance API server '{}' is not an http:// or https:// URL without query or fragment",
+          printable(server)));
+    }
+  }
+  if (!o.token.empty() && !o.token_file.empty()) {
+    return Error::invalid("[glance] token and token_file are both set; use one of them");
+  }
+  if (hasControlCharacter(o.token)) {
+    return Error::invalid("[glance] token contains a line break or another control character");
+  }
+  if (o.connect_timeout.count() <= 0 || o.stall_timeout.count() <= 0 ||
+      o.retry_backoff.count() < 0) {
+    return Error::invalid(
+        fmt::format("Glance timeouts must be positive: connect_timeout {} ms, stall_timeout {} s, "
+                    "retry_backoff {} ms",
+                    o.connect_timeout.count(), o.stall_timeout.count(), o.retry_backoff.count()));
+  }
+  for (const auto& scheme : o.allowed_direct_url_schemes) {
+    if (scheme != "file") {
+      return Error::invalid(fmt::format(
+          "Direct download scheme '{}' is not supported; only 'file' is", printable(scheme)));
+    }
+  }
+  for (const auto& dir : o.direct_download_dirs) {
+    if (dir.empty() || dir.front() != '/') {
+      return Error::invalid(
+          fmt::format("Direct download directory '{}' is not an absolute path", printable(dir)));
+    }
+  }
+  bool file_allowed = !o.allowed_direct_url_schemes.empty();
+  if (file_allowed && o.direct_download_dirs.empty()) {
+    return Error::invalid(
+        "[glance] allowed_direct_url_schemes lists 'file' but direct_download_dirs is empty; "
+        "name the directories kiln may read images from");
+  }
+  return success();
+}
+
+Result<std::unique_ptr<GlanceSource>> GlanceSource::create(GlanceOptions options, HttpClient& http,
+                                                           Sleeper sleep) {
+  if (auto v = validateGlanceOptions(options); !v) return std::move(v).error();
+  for (auto& server : options.api_servers) {
+    while (server.size() > 1 && server.back() == '/') server.pop_back();
+  }
+  if (!sleep) sleep = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
+  return std::unique_ptr<GlanceSource>(
+      new GlanceSource(std::move(options), http, std::move(sleep)));
+}
+
+GlanceSource::GlanceSource(GlanceOptions options, HttpClient& http, Sleeper sleep)
+    : options_(std::move(options)), http_(http), sleep_(std::move(sleep)) {}
+
+template <typename T>
+Result<T> GlanceSource::withRetries(
+    const std::string& what, const std::function<Attempt<T>(const std::string& server)>& once) {
+  const auto& servers = options_.api_servers;
+  const std::size_t count = servers.size();
+  const std::size_t start = preferred_server_.load() % count;
+  const unsigned attempts = options_.num_retries + 1;
+  unsigned waits = 0;
+  std::vector<std::string> tried;
+  std::string last_error;
+  for (unsigned i = 0; i < attempts; ++i) {
+    std::size_t index = (start + i) % count;
+    // A server not yet tried in this call is asked at once (failover); going round again waits.
+    if (i >= count) {
+      sleep_(options_.retry_backoff * (1u << std::min(waits, kMaxBackoffDoublings)));
+      ++waits;
+    }
+    Attempt<T> attempt = once(servers[index]);
+    if (attempt.result || !attempt.retryable) {
+      preferred_server_.store(index);
+      return std::move(attempt.result);
+    }
+    last_error = attempt.result.error().message;
+    if (std::find(tried.begin(), tried.end(), servers[index]) == tried.end()) {
+      tried.push_back(servers[index]);
+    }
+    if (i + 1 < attempts) {
+      log::warn("{} failed (attempt {} of {}): {}", what, i + 1, attempts, last_error);
+    }
+  }
+  return Error::unavailable(fmt::format("{} failed after {} attempt(s) on Glance {}: {}", what,
+                                        attempts, quotedList(tried), last_error));
+}
+
+Result<HttpRequestSpec> GlanceSource::requestFor(const std::string& url) const {
+  HttpRequestSpec spec;
+  spec.url = url;
+  spec.connect_timeout = options_.connect_timeout;
+  spec.low_speed_bytes_per_second = 1;
+  spec.low_speed_time = options_.stall_timeout;
+  spec.ca_file = options_.ca_file;
+  std::string token = options_.token;
+  if (!options_.token_file.empty()) {
+    // Read on every request: a token rotated by the operator (or a sidecar) applies at once.
+    auto text = fs::readFile(options_.token_file, kTokenFileMaxBytes);
+    if (!text) {
+      return Error{ErrorCode::kUnauthorized,
+                   fmt::format("Cannot read the Glance token file '{}': {}", options_.token_file,
+                               text.error().message)};
+    }
+    std::string_view t = *text;
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
+    if (t.empty()) {
+      return Error{ErrorCode::kUnauthorized,
+                   fmt::format("The Glance token file '{}' is empty", options_.token_file)};
+    }
+    if (hasControlCharacter(t)) {
+      return Error{
+          ErrorCode::kUnauthorized,
+          fmt::format("The Glance token file '{}' holds more than one line", options_.token_file)};
+    }
+    token = std::string(t);
+  }
+  if (!token.empty()) spec.headers.emplace_back("X-Auth-Token", std::move(token));
+  return spec;
+}
+
+Result<ImageRecord> GlanceSource::getRecord(const std::string& image_id) {
+  if (!isSafeImageId(image_id)) {
+    return Error::invalid(
+        fmt::format("Image id '{}' is not a valid image id", printable(image_id)));
+  }
+  return withRetries<ImageRecord>(
+      fmt::format("Fetching the record of image '{}'", image_id),
+      [&](const std::string& server) -> Attempt<ImageRecord> {
+        auto spec = requestFor(server + "/v2/images/" + urlEncode(image_id));
+        if (!spec) return {spec.error(), false};
+        bool sent_token = !spec->headers.empty();
+        spec->max_body_bytes = kRecordMaxBytes;
+        // A record is small: one that trickles in byte by byte must not hold a launch forever.
+        spec->total_timeout = options_.connect_timeout + options_.stall_timeout;
+        spec->headers.emplace_back("Accept", "application/json");
+        auto reply = http_.get(*spec);
+        if (!reply) return {reply.error(), reply.error().code == ErrorCode::kUnavailable};
+        if (reply->status != 200) {
+          Failure f = failureForStatus(reply->status, reply->body, server, image_id, sent_token);
+          return {std::move(f.error), f.retryable};
+        }
+        auto doc = nlohmann::json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
+        if (doc.is_discarded()) {
+          return {Error::unavailable(fmt::format(
+                      "Glance at '{}' sent a record for image '{}' that is not valid JSON", server,
+                      image_id)),
+                  false};
+        }
+        return {parseImageRecord(doc, image_id), false};
+      });
+}
+
+Result<void> GlanceSource::download(const ImageRecord& record, const ByteSink& sink) {
+  if (!isSafeImageId(record.id)) {
+    return Error::invalid(
+        fmt::format("Image id '{}' is not a valid image id", printable(record.id)));
+  }
+  std::uint64_t delivered = 0;
+  if (!options_.allowed_direct_url_schemes.empty()) {
+    auto direct = downloadDirect(record, sink, delivered);
+    if (!direct) return direct.error();
+    if (*direct) return success();
+  }
+  return downloadOverHttp(record, sink, delivered);
+}
+
+// Why read() and not a reflink or copy_file_range into the cache: the cache hashes every byte on
+// the way anyway (so the bytes must pass through this process), the sink takes bytes rather than
+// files, and a Glance store is often another filesystem (NFS) where a reflink cannot exist.
+Result<bool> GlanceSource::downloadDirect(const ImageRecord& record, const ByteSink& sink,
+                                          std::uint64_t& delivered) {
+  std::vector<std::string> roots;
+  for (const auto& dir : options_.direct_download_dirs) {
+    std::error_code ec;
+    auto canonical = std::filesystem::canonical(dir, ec);
+    if (!ec) roots.push_back(canonical.string());
+  }
+  for (const std::string& location : record.locations) {
+    if (!startsWithNoCase(location, "file://")) continue;
+    std::string_view rest = std::string_view(location).substr(7);
+    if (startsWithNoCase(rest, "localhost/")) rest.remove_prefix(9);
+    if (rest.empty() || rest.front() != '/') {
+      log::info("Image '{}' location '{}' is not a local path; ignoring it", record.id,
+                printable(location));
+      continue;
+    }
+    std::string path(rest);
+    // O_NONBLOCK: a FIFO planted at the path must not hang the open; it is refused below.
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    if (!fd.valid()) {
+      log::info("Cannot open image '{}' at '{}' ({}); downloading it through the Glance API",
+                record.id, printable(path), fs::errnoText(errno));
+      continue;
+    }
+    auto real = pathOfDescriptor(fd.get());
+    bool allowed = real && std::any_of(roots.begin(), roots.end(), [&](const std::string& root) {
+                     return isUnder(*real, root);
+                   });
+    if (!allowed) {
+      log::warn(
+          "Image '{}' location '{}' resolves to '{}', which is outside direct_download_dirs; "
+          "downloading it through the Glance API",
+          record.id, printable(path), real ? printable(*real) : std::string("?"));
+      continue;
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      log::warn("Image '{}' location '{}' is not a regular file; downloading it through the API",
+                record.id, printable(*real));
+      continue;
+    }
+    if (record.size && static_cast<std::uint64_t>(st.st_size) != *record.size) {
+      log::warn(
+          "Image '{}' at '{}' has {} bytes but Glance says {}; downloading it through the API",
+          record.id, printable(*real), st.st_size, *record.size);
+      continue;
+    }
+    log::info("Reading image '{}' directly from '{}'", record.id, printable(*real));
+    std::vector<char> buf(kDirectReadChunk);
+    for (;;) {
+      ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        // The API continues from `delivered`: nothing is fed twice.
+        log::warn(
+            "Reading image '{}' from '{}' failed after {} bytes ({}); continuing through "
+            "the Glance API",
+            record.id, printable(*real), delivered, fs::errnoText(errno));
+        return false;
+      }
+      if (n == 0) return true;
+      if (auto r = sink(buf.data(), static_cast<std::size_t>(n)); !r) return std::move(r).error();
+      delivered += static_cast<std::uint64_t>(n);
+    }
+  }
+  return false;
+}
+
+Result<void> GlanceSource::downloadOverHttp(const ImageRecord& record, const ByteSink& sink,
+                                            std::uint64_t& delivered) {
+  return withRetries<void>(
+      fmt::format("Downloading image '{}'", record.id),
+      [&](const std::string& server) -> Attempt<void> {
+        auto spec = requestFor(server + "/v2/images/" + urlEncode(record.id) + "/file");
+        if (!spec) return {spec.error(), false};
+        bool sent_token = !spec->headers.empty();
+        spec->max_body_bytes = kErrorPageMaxBytes;
+        const std::uint64_t resume_from = delivered;
+        if (resume_from > 0) {
+          spec->headers.emplace_back("Range", fmt::format("bytes={}-", resume_from));
+        }
+        std::uint64_t skip = 0;
+        std::optional<Error> sink_error;
+        std::optional<Error> hook_error;
+        ResponseHook check_range = [&](const HttpResult& head) -> Result<void> {
+          if (resume_from == 0) return success();
+          if (head.status == 200) {
+            skip = resume_from;  // the server ignored the range: drop what the sink already has
+          } else if (head.status == 206) {
+            auto range = head.header("content-range");
+            auto start = contentRangeStart(range);
+            if (!start || *start != resume_from) {
+              hook_error = Error::unavailable(
+                  fmt::format("Glance at '{}' answered a request for image '{}' from byte {} with "
+                              "Content-Range '{}'",
+                              server, record.id, resume_from, printable(range.value_or(""))));
+              return *hook_error;
+            }
+          }
+          return success();
+        };
+        ByteSink counting = [&](const char* data, std::size_t len) -> Result<void> {
+          if (skip > 0) {
+            std::size_t drop = static_cast<std::size_t>(std::min<std::uint64_t>(skip, len));
+            skip -= drop;
+            data += drop;
+            len -= drop;
+            if (len == 0) return success();
+          }
+          if (auto r = sink(data, len); !r) {
+            sink_error = r.error();
+            return r;
+          }
+          delivered += len;
+          return success();
+        };
+        auto reply = http_.stream(*spec, counting, check_range);
+        // The sink's own error (disk full, a failed check) is final and returned as it is.
+        if (sink_error) return {std::move(*sink_error), false};
+        if (hook_error) return {std::move(*hook_error), false};
+        if (!reply) {
+          if (delivered > resume_from) {
+            log::info(
+                "The download of image '{}' broke after {} bytes; the next attempt "
+                "continues from there",
+                record.id, delivered);
+          }
+          return {reply.error(), reply.error().code == ErrorCode::kUnavailable};
+        }
+        if (reply->status == 200 || reply->status == 206) {
+          if (skip > 0) {
+            return {Error::unavailable(fmt::format(
+                        "Glance at '{}' sent image '{}' shorter than the {} bytes already "
+                        "received",
+                        server, record.id, resume_from)),
+                    false};
+          }
+          return {success(), false};
+        }
+        if (reply->status == 204) {
+          return {Error::conflict(fmt::format("Image '{}' has no data in Glance at '{}' (HTTP 204)",
+                                              record.id, server)),
+                  false};
+        }
+        if (reply->status == 416 && resume_from > 0 && record.size && resume_from == *record.size) {
+          return {success(), false};  // the break came after the last byte
+        }
+        Failure f = failureForStatus(reply->status, reply->body, server, record.id, sent_token);
+        return {std::move(f.error), f.retryable};
+      });
+}
+
+}  // namespace kiln::imagecache
