@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <atomic>
 #include <thread>
 
 #include "imagecache/image_cache.h"
@@ -185,4 +186,68 @@ TEST_CASE("a leftover partial download is removed at start", "[cache]") {
   REQUIRE(h.cache->init().ok());
   CHECK_FALSE(stdfs::exists(part));
   CHECK_FALSE(stdfs::exists(h.cache->basePathFor("y") + ".json"));
+}
+
+namespace {
+
+// Serves any image id slowly and records how many downloads run at once.
+class SlowSource final : public kiln::imagecache::ImageSource {
+ public:
+  kiln::Result<kiln::imagecache::ImageRecord> getRecord(const std::string& id) override {
+    kiln::imagecache::ImageRecord r;
+    r.id = id;
+    r.disk_format = "raw";
+    r.container_format = "bare";
+    r.size = bytes_.size();
+    r.os_hash_algo = "sha512";
+    r.os_hash_value = kiln::testing::hexDigest("sha512", bytes_);
+    return r;
+  }
+  kiln::Result<void> download(const kiln::imagecache::ImageRecord&,
+                              const kiln::imagecache::ByteSink& sink) override {
+    int now = ++running_;
+    int seen = max_seen_.load();
+    while (now > seen && !max_seen_.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    auto r = sink(bytes_.data(), bytes_.size());
+    --running_;
+    ++downloads_;
+    return r;
+  }
+  std::string bytes_ = std::string(8192, 's');
+  std::atomic<int> running_{0};
+  std::atomic<int> max_seen_{0};
+  std::atomic<int> downloads_{0};
+};
+
+}  // namespace
+
+TEST_CASE("different images download in parallel up to the bound; one image downloads once",
+          "[cache]") {
+  kiln::testing::TempDir dir;
+  SlowSource source;
+  kiln::SystemClock clock;
+  kiln::PosixCommandRunner runner;
+  kiln::QemuImg qemu_img(runner);
+  ImageCacheOptions options;
+  options.base_dir = dir.path() + "/_base";
+  options.max_concurrent_downloads = 2;
+  ImageCache cache(source, qemu_img, options, clock);
+  REQUIRE(cache.init().ok());
+  std::vector<std::thread> launches;
+  std::atomic<int> failures{0};
+  // Four different images, each wanted by two launches at once.
+  for (int i = 0; i < 8; ++i) {
+    launches.emplace_back([&, i] {
+      kiln::Timeline timeline(clock);
+      std::string id = "img" + std::to_string(i % 4);
+      auto r = cache.fetch(id, timeline);
+      if (!r) ++failures;
+    });
+  }
+  for (auto& t : launches) t.join();
+  CHECK(failures == 0);
+  CHECK(source.downloads_ == 4);
+  CHECK(source.max_seen_ == 2);
 }
