@@ -31,4 +31,9 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The package enables its own glance-api service; the tests run a private one on loopback, so
+# where systemd runs, the system-wide one (port 9292) is switched off again.
+if [[ -d /run/systemd/system ]] && systemctl is-enabled glance-api >/dev/null 2>&1; then
+  systemctl disable --now glance-api >/dev/null 2>&1 || true
+fi
 echo "install-deps: done"

@@ -146,7 +146,7 @@ TEST_CASE("CurlClient::stream aborts when the sink or the hook fails and returns
   CHECK(r.error().code == ErrorCode::kResourceExhausted);
   CHECK(r.error().message == "No space left on device writing 'b.part'");
   CHECK(seen < (8 << 20));
-  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(5));
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(30));
 
   std::string got;
   auto hooked = client.stream(specFor(server.url("/file")), appendTo(got),
@@ -179,8 +179,9 @@ TEST_CASE("CurlClient aborts a stalled transfer and a truncated one", "[glance][
   CHECK_THAT(r.error().message, Catch::Contains("timed out or stalled"));
   CHECK(got == "0123456789");
   // libcurl averages the speed over ~5 s: the 10 bytes before the stall keep it above 1 B/s
-  // for a while (measured: 7 s for a 1 s low_speed_time).
-  CHECK(took < std::chrono::seconds(12));
+  // for a while (measured: 7 s for a 1 s low_speed_time). The bound only proves the transfer is
+  // abandoned rather than waited on forever; it is loose so a loaded machine cannot fail it.
+  CHECK(took < std::chrono::seconds(45));
 
   std::string truncated;
   auto cut = client.stream(specFor(server.url("/cut")), appendTo(truncated), {});
