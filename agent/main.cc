@@ -21,6 +21,7 @@
 #include "common/command_runner.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/secret_box.h"
 #include "config/config.h"
 #include "config/flavors.h"
 #include "drivers/disk/disk_builder.h"
@@ -152,15 +153,27 @@ int run(const config::KilnConfig& cfg) {
   imagecache::ImageCache cache(*image_source, qemu_img, cache_options, clock);
   if (auto r = cache.init(); !r) return fail(r.error().message);
 
+  // CHAP passwords are kept sealed with a host key beside the database, never in clear.
+  auto secrets = SecretBox::loadOrCreate(state_path + "/secret.key");
+  if (!secrets) return fail(secrets.error().message);
+  std::unique_ptr<drivers::volume::VolumeConnector> volumes;
+  if (cfg.libvirt.iscsi_connector == "kernel") {
+    drivers::volume::KernelIscsiOptions kernel;
+    kernel.device_dir = cfg.libvirt.volume_device_dir;
+    volumes = std::make_unique<drivers::volume::KernelIscsiConnector>(runner, kernel);
+  } else {
+    volumes = std::make_unique<drivers::volume::NativeIscsiConnector>(driver);
+  }
   lifecycle::InstanceManager manager(
-      driver, cache, disks, **store, clock,
+      driver, cache, disks, *volumes, *secrets, **store, clock,
       {state_path + "/instances", cfg.defaults.launch_workers, cfg.defaults.use_cow_images});
   if (auto r = manager.recover(); !r) return fail(r.error().message);
   driver.setEventSink([&manager](const drivers::DomainEvent& ev) { manager.onDomainEvent(ev); });
   driver.setReconnectHook([&manager] { manager.reconcileAll(); });
 
   api::HostIdentity identity{cfg.defaults.host.empty() ? machineHostname() : cfg.defaults.host,
-                             cfg.defaults.availability_zone, state_path};
+                             cfg.defaults.availability_zone, state_path,
+                             cfg.defaults.my_block_storage_ip, cfg.libvirt.iscsi_connector};
   lifecycle::CacheManagerOptions cache_manager;
   cache_manager.manager_interval = cfg.image_cache.manager_interval;
   cache_manager.remove_unused_base_images = cfg.image_cache.remove_unused_base_images;

@@ -230,6 +230,25 @@ const std::map<std::string, Setter>& optionTable() {
          c.defaults.use_cow_images = *b;
          return success();
        }},
+      {"DEFAULT.my_block_storage_ip",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty() && !printableToken(v)) return invalidValue(k, v, "must be an IP address");
+         c.defaults.my_block_storage_ip = v;
+         return success();
+       }},
+      {"libvirt.iscsi_connector",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (v != "native" && v != "kernel")
+           return invalidValue(k, v, "must be 'native' or 'kernel'");
+         c.libvirt.iscsi_connector = v;
+         return success();
+       }},
+      {"libvirt.volume_device_dir",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (auto r = requireAbsolutePath(k, v); !r) return r;
+         c.libvirt.volume_device_dir = v;
+         return success();
+       }},
       {"glance.api_servers",
        [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
          auto servers = parseList(v);

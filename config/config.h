@@ -21,6 +21,8 @@ struct DefaultSection {
   bool force_raw_images = true;
   // true: vda is a qcow2 overlay over the shared base; false: a full copy per instance.
   bool use_cow_images = true;
+  // The host address for storage (iSCSI) traffic, reported to the scheduler; empty: unset.
+  std::string my_block_storage_ip;
 };
 
 struct ApiSection {
@@ -37,6 +39,8 @@ struct LibvirtSection {
   std::string cpu_mode;  // empty: host-model under kvm, QEMU's default model under qemu
   unsigned keepalive_interval = 5;
   unsigned keepalive_count = 3;
+  std::string iscsi_connector = "native";  // native (QEMU's initiator) or kernel (iscsiadm)
+  std::string volume_device_dir = "/dev/disk/by-path";  // where the kernel initiator's LUNs appear
 };
 
 struct ImagesSection {

@@ -13,12 +13,28 @@
 
 namespace kiln::drivers {
 
+struct IscsiHost {
+  std::string name;
+  std::uint16_t port = 3260;
+};
+
 struct DiskSpec {
+  enum class Source { kFile, kIscsi, kBlock };
   std::string device;  // vda, vdb, ...
-  std::string path;
+  Source source = Source::kFile;
+  std::string path;    // kFile: the file; kBlock: the block device
   std::string format;  // given explicitly to the hypervisor; never probed
   std::string backing_path;
   std::string backing_format;
+  // kIscsi: QEMU's own initiator. `iscsi_name` is "<iqn>/<lun>"; CHAP credentials come from the
+  // libvirt secret whose usage is `secret_usage`, never from the XML.
+  std::string iscsi_name;
+  std::vector<IscsiHost> iscsi_hosts;
+  std::string auth_username;
+  std::string secret_usage;
+  bool read_only = false;
+  std::string serial;  // shown to the guest (/dev/disk/by-id); the volume id for volumes
+  bool boot = false;   // the disk the firmware boots from
 };
 
 struct InstanceSpec {
@@ -71,6 +87,18 @@ class ComputeDriver {
   // Every domain this agent manages (named kiln-<uuid>).
   virtual Result<std::vector<DomainStatus>> listManaged() = 0;
   virtual Result<HypervisorInfo> hypervisorInfo() = 0;
+
+  // An iSCSI CHAP secret (ephemeral: held in libvirtd's memory only; private: never readable
+  // back). Defining an existing usage again replaces its value.
+  virtual Result<void> defineSecret(const std::string& usage, const std::string& value) = 0;
+  // A missing secret is fine: removal must be idempotent.
+  virtual Result<void> undefineSecret(const std::string& usage) = 0;
+  virtual Result<bool> secretExists(const std::string& usage) = 0;
+
+  // Hot-plugs a disk into the running domain and its persistent definition.
+  virtual Result<void> attachDisk(const std::string& uuid, const DiskSpec& disk) = 0;
+  // Unplugs a disk and waits (bounded) until the guest released it.
+  virtual Result<void> detachDisk(const std::string& uuid, const DiskSpec& disk) = 0;
   virtual bool connected() const = 0;
   // Called on the driver's event thread: must only enqueue.
   virtual void setEventSink(std::function<void(const DomainEvent&)> sink) = 0;

@@ -27,6 +27,11 @@ HttpResponse methodNotAllowed(const HttpRequest& req) {
 json instanceView(const state::InstanceRecord& record) {
   json view = state::toJson(record);
   view.erase("request_fingerprint");
+  // What the API shows of a volume: never its password, sealed or not.
+  for (auto& vol : view["volumes"]) {
+    vol.erase("sealed_password");
+    vol.erase("secret_usage");
+  }
   return view;
 }
 
@@ -100,7 +105,9 @@ HttpResponse ApiRouter::host() {
                {"disk_gb",
                 {{"total", disk_total ? *disk_total / (1024ULL * 1024 * 1024) : 0},
                  {"used", usage.disk_gb}}},
-               {"instances", usage.instances}};
+               {"instances", usage.instances},
+               {"block_storage_ip", host_.block_storage_ip},
+               {"iscsi_connector", host_.iscsi_connector}};
   return jsonResponse(200, body);
 }
 
@@ -150,6 +157,33 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid
       return jsonResponse(202, instanceView(*rec));
     }
     return methodNotAllowed(req);
+  }
+  if (sub == "action") {
+    if (req.method != "POST") return methodNotAllowed(req);
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || body.size() != 1) {
+      return errorResponse(400,
+                           "An action body is one object with one key, such as "
+                           "{\"attach_volume\": {...}} or {\"detach_volume\": {...}}");
+    }
+    const auto& [action, args] = *body.items().begin();
+    if (action == "attach_volume") {
+      auto bdm = parseBlockDevice(args);
+      if (!bdm) return errorResponse(bdm.error());
+      auto rec = manager_.attachVolume(uuid, std::move(bdm).value());
+      if (!rec) return errorResponse(rec.error());
+      return jsonResponse(202, instanceView(*rec));
+    }
+    if (action == "detach_volume") {
+      if (!args.is_object() || !args.contains("volume_id") || !args["volume_id"].is_string() ||
+          args.size() != 1) {
+        return errorResponse(400, "detach_volume takes {\"volume_id\": \"...\"}");
+      }
+      auto rec = manager_.detachVolume(uuid, args["volume_id"].get<std::string>());
+      if (!rec) return errorResponse(rec.error());
+      return jsonResponse(202, instanceView(*rec));
+    }
+    return errorResponse(400, fmt::format("Unknown action '{}'", action.substr(0, 64)));
   }
   if (sub == "console") {
     if (req.method != "GET") return methodNotAllowed(req);

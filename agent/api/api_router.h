@@ -18,7 +18,9 @@ namespace kiln::api {
 struct HostIdentity {
   std::string hostname;
   std::string availability_zone;
-  std::string state_path;  // disk_gb.total is the size of this filesystem
+  std::string state_path;        // disk_gb.total is the size of this filesystem
+  std::string block_storage_ip;  // the address storage traffic uses ([DEFAULT] my_block_storage_ip)
+  std::string iscsi_connector;
 };
 
 class ApiRouter {

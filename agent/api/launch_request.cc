@@ -4,6 +4,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <regex>
+
 #include "common/uuid.h"
 #include "imagecache/image_source.h"
 
@@ -60,7 +65,90 @@ Result<config::Flavor> inlineFlavor(const json& obj) {
   return f;
 }
 
+std::string sha256Hex(const std::string& text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  std::string hex;
+  for (unsigned char b : digest) hex += fmt::format("{:02x}", b);
+  return hex;
+}
+
+bool validDevice(const std::string& name) {
+  return name.size() == 3 && name.starts_with("vd") && name[2] >= 'a' && name[2] <= 'z';
+}
+
 }  // namespace
+
+Result<BlockDeviceRequest> parseBlockDevice(const json& bdm) {
+  if (!bdm.is_object()) return Error::invalid("Each block device must be an object");
+  for (const auto& [key, value] : bdm.items()) {
+    (void)value;
+    if (key != "connection_info" && key != "device_name" && key != "boot_index" &&
+        key != "volume_id") {
+      return Error::invalid(fmt::format("block device has an unknown field '{}'", key));
+    }
+  }
+  BlockDeviceRequest req;
+  if (!bdm.contains("volume_id") || !bdm["volume_id"].is_string() ||
+      !imagecache::isSafeImageId(bdm["volume_id"].get<std::string>())) {
+    return Error::invalid(
+        "block device 'volume_id' is required: 1 to 128 letters, digits, '.', '_' or '-'");
+  }
+  req.volume_id = bdm["volume_id"].get<std::string>();
+  if (bdm.contains("device_name") && !bdm["device_name"].is_null()) {
+    if (!bdm["device_name"].is_string()) {
+      return Error::invalid("block device 'device_name' must be a string such as 'vdc'");
+    }
+    std::string name = bdm["device_name"].get<std::string>();
+    if (name.starts_with("/dev/")) name = name.substr(5);
+    if (!validDevice(name)) {
+      return Error::invalid(
+          fmt::format("block device 'device_name' '{}' must be a virtio disk name such as 'vdc'",
+                      name.substr(0, 32)));
+    }
+    req.device = name;
+  }
+  if (bdm.contains("boot_index") && !bdm["boot_index"].is_null()) {
+    if (!bdm["boot_index"].is_number_integer()) {
+      return Error::invalid("block device 'boot_index' must be an integer or null");
+    }
+    req.boot = bdm["boot_index"].get<std::int64_t>() == 0;
+  }
+  if (!bdm.contains("connection_info")) {
+    return Error::invalid(
+        fmt::format("block device of volume '{}' has no connection_info", req.volume_id));
+  }
+  auto target = drivers::volume::parseIscsiConnectionInfo(bdm["connection_info"]);
+  if (!target) {
+    return Error::invalid(fmt::format("Volume '{}': {}", req.volume_id, target.error().message));
+  }
+  req.target = std::move(target).value();
+  return req;
+}
+
+Result<void> assignDevices(std::vector<BlockDeviceRequest>& volumes,
+                           std::vector<std::string> taken) {
+  for (const auto& v : volumes) {
+    if (v.device.empty()) continue;
+    if (std::find(taken.begin(), taken.end(), v.device) != taken.end()) {
+      return Error::invalid(
+          fmt::format("Device '{}' of volume '{}' is already in use", v.device, v.volume_id));
+    }
+    taken.push_back(v.device);
+  }
+  char next = 'c';
+  for (auto& v : volumes) {
+    if (!v.device.empty()) continue;
+    while (next <= 'z' &&
+           std::find(taken.begin(), taken.end(), std::string("vd") + next) != taken.end()) {
+      ++next;
+    }
+    if (next > 'z') return Error::invalid("Too many disks: no virtio device name is left");
+    v.device = std::string("vd") + next;
+    taken.push_back(v.device);
+  }
+  return success();
+}
 
 Result<LaunchRequest> parseLaunchRequest(std::string_view body,
                                          const config::FlavorCatalog& catalog) {
@@ -69,7 +157,8 @@ Result<LaunchRequest> parseLaunchRequest(std::string_view body,
   if (!doc.is_object()) return Error::invalid("The request body must be a JSON object");
   for (const auto& [key, value] : doc.items()) {
     (void)value;
-    if (key != "uuid" && key != "name" && key != "flavor" && key != "image") {
+    if (key != "uuid" && key != "name" && key != "flavor" && key != "image" &&
+        key != "block_devices") {
       return Error::invalid(fmt::format("Unknown field '{}' in the launch request", key));
     }
   }
@@ -108,24 +197,71 @@ Result<LaunchRequest> parseLaunchRequest(std::string_view body,
         "root_gb and ephemeral_gb");
   }
 
-  if (!doc.contains("image") || !doc["image"].is_object()) {
-    return Error::invalid("'image' is required and must be an object with an 'id'");
+  if (doc.contains("block_devices")) {
+    const json& bdms = doc["block_devices"];
+    if (!bdms.is_array() || bdms.size() > 16) {
+      return Error::invalid("'block_devices' must be a list of at most 16 volumes");
+    }
+    for (const auto& bdm : bdms) {
+      auto parsed = parseBlockDevice(bdm);
+      if (!parsed) return parsed.error();
+      for (const auto& other : req.block_devices) {
+        if (other.volume_id == parsed->volume_id) {
+          return Error::invalid(
+              fmt::format("Volume '{}' is listed more than once", parsed->volume_id));
+        }
+      }
+      req.block_devices.push_back(std::move(parsed).value());
+    }
   }
-  const json& image = doc["image"];
-  for (const auto& [key, value] : image.items()) {
-    (void)value;
-    if (key != "id") return Error::invalid(fmt::format("image has an unknown field '{}'", key));
+  auto boot_volumes = std::count_if(req.block_devices.begin(), req.block_devices.end(),
+                                    [](const BlockDeviceRequest& b) { return b.boot; });
+  if (boot_volumes > 1) return Error::invalid("Only one block device may have boot_index 0");
+
+  if (boot_volumes == 0 || doc.contains("image")) {
+    if (boot_volumes == 1) {
+      return Error::invalid("Give either 'image' or a boot volume (boot_index 0), not both");
+    }
+    if (!doc.contains("image") || !doc["image"].is_object()) {
+      return Error::invalid("'image' is required and must be an object with an 'id'");
+    }
+    const json& image = doc["image"];
+    for (const auto& [key, value] : image.items()) {
+      (void)value;
+      if (key != "id") return Error::invalid(fmt::format("image has an unknown field '{}'", key));
+    }
+    if (!image.contains("id") || !image["id"].is_string()) {
+      return Error::invalid("'image.id' is required and must be a string");
+    }
+    req.image_id = image["id"].get<std::string>();
+    if (!imagecache::isSafeImageId(req.image_id)) {
+      return Error::invalid(
+          "'image.id' must be 1 to 128 characters of letters, digits, '.', '_' or '-'");
+    }
   }
-  if (!image.contains("id") || !image["id"].is_string()) {
-    return Error::invalid("'image.id' is required and must be a string");
+
+  // vda is the root disk (the image's overlay or the boot volume), vdb the ephemeral disk.
+  std::vector<std::string> taken = {"vda"};
+  if (req.flavor.ephemeral_gb > 0) taken.push_back("vdb");
+  std::vector<BlockDeviceRequest> data_volumes;
+  for (auto& b : req.block_devices) {
+    if (b.boot) {
+      if (!b.device.empty() && b.device != "vda") {
+        return Error::invalid("The boot volume (boot_index 0) is the root disk, vda");
+      }
+      b.device = "vda";
+    }
   }
-  req.image_id = image["id"].get<std::string>();
-  if (!imagecache::isSafeImageId(req.image_id)) {
-    return Error::invalid(
-        "'image.id' must be 1 to 128 characters of letters, digits, '.', '_' or '-'");
+  for (auto& b : req.block_devices) {
+    if (!b.boot) data_volumes.push_back(b);
+  }
+  if (auto r = assignDevices(data_volumes, taken); !r) return r.error();
+  std::size_t next = 0;
+  for (auto& b : req.block_devices) {
+    if (!b.boot) b.device = data_volumes[next++].device;
   }
   doc["uuid"] = req.uuid;  // a retry may spell the uuid in upper case
-  req.fingerprint = doc.dump();
+  req.fingerprint = sha256Hex(doc.dump());
   return req;
 }
 

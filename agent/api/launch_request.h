@@ -2,23 +2,44 @@
 // POST /v1/instances bodies, parsed and checked into a typed request. Everything in a request is
 // untrusted: types, sizes and characters are checked here, before anything acts on it.
 
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "config/flavors.h"
+#include "drivers/volume/iscsi_target.h"
 
 namespace kiln::api {
+
+// One Cinder volume to attach, as nova receives it (a block device mapping).
+struct BlockDeviceRequest {
+  std::string volume_id;
+  std::string device;  // vdc, vdd, ... (assigned when the request names none)
+  bool boot = false;   // boot_index 0: the root disk (boot from volume)
+  drivers::volume::IscsiTarget target;
+};
 
 struct LaunchRequest {
   std::string uuid;  // canonical lower-case form
   std::string name;
   config::Flavor flavor;  // resolved from the catalog, or given inline (name empty)
-  std::string image_id;
-  // The canonical form of the body: a retry with the same body is the same request.
+  std::string image_id;   // empty when the instance boots from a volume
+  std::vector<BlockDeviceRequest> block_devices;
+  // SHA-256 of the canonical body: a retry with the same body is the same request. A digest, not
+  // the body, because the body may carry CHAP passwords.
   std::string fingerprint;
 };
 
 Result<LaunchRequest> parseLaunchRequest(std::string_view body,
                                          const config::FlavorCatalog& catalog);
+
+// One block device mapping (also the body of an attach_volume action).
+Result<BlockDeviceRequest> parseBlockDevice(const nlohmann::json& bdm);
+
+// Names the volumes' devices: explicit names are kept, the others take vdc, vdd, ... in order,
+// skipping names in `taken` (vda for the root disk, vdb for the ephemeral disk).
+Result<void> assignDevices(std::vector<BlockDeviceRequest>& volumes,
+                           std::vector<std::string> taken);
 
 }  // namespace kiln::api

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "common/failpoint.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -23,11 +25,15 @@ constexpr const char* kInterruptedLaunch =
 }  // namespace
 
 InstanceManager::InstanceManager(drivers::ComputeDriver& driver, imagecache::ImageCache& cache,
-                                 drivers::disk::DiskBuilder& disks, state::InstanceStore& store,
+                                 drivers::disk::DiskBuilder& disks,
+                                 drivers::volume::VolumeConnector& volumes,
+                                 const SecretBox& secrets, state::InstanceStore& store,
                                  const Clock& clock, ManagerOptions options)
     : driver_(driver),
       cache_(cache),
       disks_(disks),
+      volumes_(volumes),
+      secrets_(secrets),
       store_(store),
       clock_(clock),
       options_(std::move(options)),
@@ -89,7 +95,7 @@ Result<void> InstanceManager::recover() {
         log::info("Instance '{}' was started before the restart; it is active", uuid);
         return;
       }
-      rollbackLaunch(uuid);
+      rollbackLaunch(entry);
       std::lock_guard lock(entry->mu);
       if (entry->delete_requested) return;
       entry->record.state = InstanceState::kError;
@@ -97,6 +103,8 @@ Result<void> InstanceManager::recover() {
       entry->record.power_state = "nostate";
       entry->record.fault = kInterruptedLaunch;
       entry->record.disks.clear();
+      entry->record.volumes.clear();
+      entry->record.sealed_passwords.clear();
       if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
       log::warn("Instance '{}': {}", uuid, kInterruptedLaunch);
     });
@@ -151,14 +159,13 @@ Result<InstanceRecord> InstanceManager::launch(const api::LaunchRequest& request
     }
     accepted = entry->record;
   }
-  config::Flavor flavor = request.flavor;
-  if (!jobs_.post([this, entry, flavor] { runLaunch(entry, flavor); })) {
+  if (!jobs_.post([this, entry, request] { runLaunch(entry, request); })) {
     return Error::unavailable("kilnd is shutting down");
   }
   return accepted;
 }
 
-void InstanceManager::runLaunch(const EntryPtr& entry, const config::Flavor& flavor) {
+void InstanceManager::runLaunch(const EntryPtr& entry, const api::LaunchRequest& request) {
   std::lock_guard job(entry->job);
   const std::string uuid = entry->record.uuid;
   {
@@ -166,9 +173,9 @@ void InstanceManager::runLaunch(const EntryPtr& entry, const config::Flavor& fla
     if (entry->delete_requested) return;  // the delete job cleans up
   }
   Timeline timeline(clock_);
-  auto result = launchSteps(entry, flavor, timeline);
+  auto result = launchSteps(entry, request, timeline);
   // The instance record names the image from here on; the launch's pin can go.
-  cache_.release(entry->record.image_id);
+  if (!request.image_id.empty()) cache_.release(request.image_id);
   std::lock_guard lock(entry->mu);
   entry->record.timeline = timeline.steps();
   if (entry->delete_requested) {
@@ -187,17 +194,20 @@ void InstanceManager::runLaunch(const EntryPtr& entry, const config::Flavor& fla
     entry->record.task_state.clear();
     entry->record.fault = result.error().message;
     entry->record.disks.clear();
+    entry->record.volumes.clear();
+    entry->record.sealed_passwords.clear();
     log::warn("Instance '{}' failed to launch: {}", uuid, result.error().message);
   }
   if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
 }
 
-Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const config::Flavor& flavor,
+Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::LaunchRequest& request,
                                           Timeline& timeline) {
   const std::string uuid = entry->record.uuid;
-  const std::string image_id = entry->record.image_id;
+  const std::string image_id = request.image_id;
+  const config::Flavor& flavor = request.flavor;
   auto failed = [&](Error e) -> Result<void> {
-    rollbackLaunch(uuid);
+    rollbackLaunch(entry);
     return e;
   };
   auto deleteRequested = [&] {
@@ -205,34 +215,36 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const config::F
     return entry->delete_requested;
   };
 
-  // The cache refuses an image too big for the root disk from its header, before converting it.
-  auto base = cache_.fetch(image_id, timeline, flavor.root_gb * kGiB);
-  if (!base) return failed(base.error());
-  if (auto fp = failpoint("launch.after_image"); !fp) return failed(fp.error());
-
-  std::uint64_t root_bytes = flavor.root_gb * kGiB;
-  if (flavor.root_gb == 0) {
-    root_bytes = base->virtual_size;  // nova's meaning of a 0 GB root disk: the image's size
-  } else if (base->virtual_size > root_bytes) {
-    return failed(Error::invalid(fmt::format(
-        "Image '{}' has a virtual size of {} bytes, larger than the flavor's root disk of {} GiB",
-        image_id, base->virtual_size, flavor.root_gb)));
-  }
-  if (base->record.min_disk_gb && flavor.root_gb != 0 &&
-      *base->record.min_disk_gb > flavor.root_gb) {
-    return failed(Error::invalid(fmt::format("Image '{}' needs a root disk of at least {} GiB",
-                                             image_id, *base->record.min_disk_gb)));
-  }
-  if (base->record.min_ram_mb && *base->record.min_ram_mb > flavor.memory_mb) {
-    return failed(Error::invalid(fmt::format("Image '{}' needs at least {} MB of memory", image_id,
-                                             *base->record.min_ram_mb)));
-  }
-
   std::string dir = instanceDir(uuid);
   // QEMU (another user) must traverse into the directory; nobody may list it.
   if (auto r = fs::makeDirectories(dir, 0711); !r) return failed(r.error());
   std::vector<state::DiskRecord> disks;
-  {
+  nlohmann::json properties = nlohmann::json::object();
+  if (!image_id.empty()) {
+    // The cache refuses an image too big for the root disk from its header, before converting.
+    auto base = cache_.fetch(image_id, timeline, flavor.root_gb * kGiB);
+    if (!base) return failed(base.error());
+    if (auto fp = failpoint("launch.after_image"); !fp) return failed(fp.error());
+    properties = base->record.properties;
+
+    std::uint64_t root_bytes = flavor.root_gb * kGiB;
+    if (flavor.root_gb == 0) {
+      root_bytes = base->virtual_size;  // nova's meaning of a 0 GB root disk: the image's size
+    } else if (base->virtual_size > root_bytes) {
+      return failed(Error::invalid(fmt::format(
+          "Image '{}' has a virtual size of {} bytes, larger than the flavor's root disk of {} "
+          "GiB",
+          image_id, base->virtual_size, flavor.root_gb)));
+    }
+    if (base->record.min_disk_gb && flavor.root_gb != 0 &&
+        *base->record.min_disk_gb > flavor.root_gb) {
+      return failed(Error::invalid(fmt::format("Image '{}' needs a root disk of at least {} GiB",
+                                               image_id, *base->record.min_disk_gb)));
+    }
+    if (base->record.min_ram_mb && *base->record.min_ram_mb > flavor.memory_mb) {
+      return failed(Error::invalid(fmt::format("Image '{}' needs at least {} MB of memory",
+                                               image_id, *base->record.min_ram_mb)));
+    }
     auto step = timeline.step("disk.root");
     state::DiskRecord root{"vda", dir + "/disk", "qcow2", root_bytes, base->path, base->format};
     Result<void> r = success();
@@ -266,7 +278,7 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const config::F
   {
     std::lock_guard lock(entry->mu);
     entry->record.disks = disks;
-    entry->record.image_properties = base->record.properties;
+    entry->record.image_properties = properties;
     // The disks are recorded before the domain exists, so a crash from here on leaves a record
     // that names everything there is to clean up.
     if (auto s = saveLocked(*entry); !s) return failed(s.error());
@@ -280,17 +292,88 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const config::F
     spec.created_at = entry->record.created_at;
   }
   for (const auto& d : disks) {
-    spec.disks.push_back({d.device, d.path, d.format, d.backing_path, d.backing_format});
+    drivers::DiskSpec disk;
+    disk.device = d.device;
+    disk.path = d.path;
+    disk.format = d.format;
+    disk.backing_path = d.backing_path;
+    disk.backing_format = d.backing_format;
+    disk.boot = d.device == "vda";
+    spec.disks.push_back(disk);
   }
+  for (const auto& bdm : request.block_devices) {
+    auto step = timeline.step("volume.connect");
+    auto disk = connectVolume(entry, bdm);
+    if (!disk) {
+      step.fail();
+      return failed(disk.error());
+    }
+    spec.disks.push_back(*disk);
+  }
+  if (auto fp = failpoint("launch.after_volumes"); !fp) return failed(fp.error());
   if (auto r = driver_.spawn(spec, timeline); !r) return failed(r.error());
   if (auto fp = failpoint("launch.after_start"); !fp) return failed(fp.error());
   return success();
 }
 
-void InstanceManager::rollbackLaunch(const std::string& uuid) {
+Result<drivers::DiskSpec> InstanceManager::connectVolume(const EntryPtr& entry,
+                                                         const api::BlockDeviceRequest& bdm) {
+  drivers::volume::Attachment att =
+      volumes_.plan(entry->record.uuid, bdm.volume_id, bdm.device, bdm.boot, bdm.target);
+  {
+    std::lock_guard lock(entry->mu);
+    // Recorded (with the password sealed) before anything is connected: a crash leaves a record
+    // that names the secret or the session to remove.
+    entry->record.volumes.push_back(att);
+    if (bdm.target.auth_method == "CHAP") {
+      auto sealed = secrets_.seal(bdm.target.auth_password);
+      if (!sealed) return sealed.error();
+      entry->record.sealed_passwords[bdm.volume_id] = *sealed;
+    }
+    if (auto s = saveLocked(*entry); !s) return s.error();
+  }
+  auto disk = volumes_.connect(att, bdm.target);
+  if (!disk) {
+    return Error{disk.error().code, fmt::format("Connecting volume '{}' failed: {}", bdm.volume_id,
+                                                disk.error().message)};
+  }
+  return disk;
+}
+
+std::vector<drivers::volume::Attachment> InstanceManager::otherAttachments(
+    const std::string& uuid) const {
+  std::vector<drivers::volume::Attachment> out;
+  for (const auto& rec : list()) {
+    if (rec.uuid == uuid) continue;
+    out.insert(out.end(), rec.volumes.begin(), rec.volumes.end());
+  }
+  return out;
+}
+
+Result<void> InstanceManager::disconnectVolumes(const EntryPtr& entry) {
+  std::vector<drivers::volume::Attachment> attached;
+  {
+    std::lock_guard lock(entry->mu);
+    attached = entry->record.volumes;
+  }
+  auto others = otherAttachments(entry->record.uuid);
+  Result<void> outcome = success();
+  for (const auto& att : attached) {
+    // Volumes are only disconnected, never wiped: their data belongs to the user.
+    if (auto r = volumes_.disconnect(att, others); !r) {
+      log::error("Disconnecting volume '{}': {}", att.volume_id, r.error().message);
+      outcome = r;
+    }
+  }
+  return outcome;
+}
+
+void InstanceManager::rollbackLaunch(const EntryPtr& entry) {
+  const std::string uuid = entry->record.uuid;
   if (auto d = driver_.destroy(uuid); !d) {
     log::error("Rolling back instance '{}': {}", uuid, d.error().message);
   }
+  (void)disconnectVolumes(entry);
   if (auto r = fs::removeTree(instanceDir(uuid)); !r) {
     log::error("Rolling back instance '{}': {}", uuid, r.error().message);
   }
@@ -329,6 +412,12 @@ void InstanceManager::runDelete(const EntryPtr& entry) {
     return;
   }
   if (auto fp = failpoint("delete.after_destroy"); !fp) return;
+  if (auto r = disconnectVolumes(entry); !r) {
+    std::lock_guard lock(entry->mu);
+    entry->record.fault = fmt::format("Delete is waiting to be retried: {}", r.error().message);
+    if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+    return;
+  }
   if (auto r = fs::removeTree(instanceDir(uuid)); !r) {
     std::lock_guard lock(entry->mu);
     entry->record.fault = fmt::format("Delete is waiting to be retried: {}", r.error().message);
@@ -345,6 +434,146 @@ void InstanceManager::runDelete(const EntryPtr& entry) {
     entries_.erase(uuid);
   }
   log::info("Instance '{}' is deleted", uuid);
+}
+
+Result<InstanceRecord> InstanceManager::attachVolume(const std::string& uuid,
+                                                     api::BlockDeviceRequest request) {
+  EntryPtr entry = find(uuid);
+  if (!entry) return Error::notFound(fmt::format("Instance '{}' does not exist", uuid));
+  InstanceRecord snapshot;
+  {
+    std::lock_guard lock(entry->mu);
+    InstanceRecord& rec = entry->record;
+    if ((rec.state != InstanceState::kActive && rec.state != InstanceState::kStopped) ||
+        !rec.task_state.empty()) {
+      return Error::conflict(
+          fmt::format("Instance '{}' is {}{}; volumes attach to an idle active "
+                      "or stopped instance",
+                      uuid, state::stateName(rec.state),
+                      rec.task_state.empty() ? "" : " (" + rec.task_state + ")"));
+    }
+    std::vector<std::string> taken;
+    for (const auto& d : rec.disks) taken.push_back(d.device);
+    for (const auto& v : rec.volumes) {
+      taken.push_back(v.device);
+      if (v.volume_id == request.volume_id) {
+        return Error::conflict(
+            fmt::format("Volume '{}' is already attached to instance '{}'", v.volume_id, uuid));
+      }
+    }
+    if (request.boot)
+      return Error::invalid("A volume cannot become the root disk of a running instance");
+    std::vector<api::BlockDeviceRequest> one = {request};
+    if (auto r = api::assignDevices(one, taken); !r) return r.error();
+    request.device = one[0].device;
+    rec.task_state = "attaching_volume";
+    rec.action_error.clear();
+    if (auto sv = saveLocked(*entry); !sv) return sv.error();
+    snapshot = rec;
+  }
+  if (!jobs_.post([this, entry, request] { runAttach(entry, request); })) {
+    return Error::unavailable("kilnd is shutting down");
+  }
+  return snapshot;
+}
+
+void InstanceManager::runAttach(const EntryPtr& entry, const api::BlockDeviceRequest& bdm) {
+  std::lock_guard job(entry->job);
+  const std::string uuid = entry->record.uuid;
+  auto disk = connectVolume(entry, bdm);
+  Result<void> result = success();
+  if (!disk) {
+    result = disk.error();
+  } else {
+    result = driver_.attachDisk(uuid, *disk);
+  }
+  if (!result) {
+    // Undo the host side; the attachment never happened.
+    drivers::volume::Attachment att;
+    {
+      std::lock_guard lock(entry->mu);
+      for (const auto& v : entry->record.volumes) {
+        if (v.volume_id == bdm.volume_id) att = v;
+      }
+    }
+    if (!att.volume_id.empty()) (void)volumes_.disconnect(att, otherAttachments(uuid));
+  }
+  std::lock_guard lock(entry->mu);
+  InstanceRecord& rec = entry->record;
+  rec.task_state.clear();
+  if (!result) {
+    std::erase_if(rec.volumes, [&](const auto& v) { return v.volume_id == bdm.volume_id; });
+    rec.sealed_passwords.erase(bdm.volume_id);
+    rec.action_error =
+        fmt::format("Attaching volume '{}' failed: {}", bdm.volume_id, result.error().message);
+    log::warn("Instance '{}': {}", uuid, rec.action_error);
+  } else {
+    log::info("Instance '{}': volume '{}' attached as {}", uuid, bdm.volume_id, bdm.device);
+  }
+  if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+}
+
+Result<InstanceRecord> InstanceManager::detachVolume(const std::string& uuid,
+                                                     const std::string& volume_id) {
+  EntryPtr entry = find(uuid);
+  if (!entry) return Error::notFound(fmt::format("Instance '{}' does not exist", uuid));
+  InstanceRecord snapshot;
+  {
+    std::lock_guard lock(entry->mu);
+    InstanceRecord& rec = entry->record;
+    if ((rec.state != InstanceState::kActive && rec.state != InstanceState::kStopped) ||
+        !rec.task_state.empty()) {
+      return Error::conflict(
+          fmt::format("Instance '{}' is {}; volumes detach from an idle active or stopped instance",
+                      uuid, state::stateName(rec.state)));
+    }
+    auto it = std::find_if(rec.volumes.begin(), rec.volumes.end(),
+                           [&](const auto& v) { return v.volume_id == volume_id; });
+    if (it == rec.volumes.end()) {
+      return Error::notFound(
+          fmt::format("Volume '{}' is not attached to instance '{}'", volume_id, uuid));
+    }
+    if (it->boot) {
+      return Error::conflict(
+          fmt::format("Volume '{}' is the root disk of instance '{}'", volume_id, uuid));
+    }
+    rec.task_state = "detaching_volume";
+    rec.action_error.clear();
+    if (auto sv = saveLocked(*entry); !sv) return sv.error();
+    snapshot = rec;
+  }
+  if (!jobs_.post([this, entry, volume_id] { runDetach(entry, volume_id); })) {
+    return Error::unavailable("kilnd is shutting down");
+  }
+  return snapshot;
+}
+
+void InstanceManager::runDetach(const EntryPtr& entry, const std::string& volume_id) {
+  std::lock_guard job(entry->job);
+  const std::string uuid = entry->record.uuid;
+  drivers::volume::Attachment att;
+  {
+    std::lock_guard lock(entry->mu);
+    for (const auto& v : entry->record.volumes) {
+      if (v.volume_id == volume_id) att = v;
+    }
+  }
+  Result<void> result = driver_.detachDisk(uuid, drivers::volume::diskFor(att));
+  // Only once the guest has let go is the host side removed (nova's lesson from CVE-2023-2088).
+  if (result) result = volumes_.disconnect(att, otherAttachments(uuid));
+  std::lock_guard lock(entry->mu);
+  InstanceRecord& rec = entry->record;
+  rec.task_state.clear();
+  if (result) {
+    std::erase_if(rec.volumes, [&](const auto& v) { return v.volume_id == volume_id; });
+    rec.sealed_passwords.erase(volume_id);
+    log::info("Instance '{}': volume '{}' detached", uuid, volume_id);
+  } else {
+    rec.action_error =
+        fmt::format("Detaching volume '{}' failed: {}", volume_id, result.error().message);
+    log::warn("Instance '{}': {}", uuid, rec.action_error);
+  }
+  if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
 }
 
 Result<InstanceRecord> InstanceManager::get(const std::string& uuid) const {
@@ -429,6 +658,25 @@ void InstanceManager::reconcileOne(const EntryPtr& entry) {
     if (s == InstanceState::kBuilding || s == InstanceState::kDeleting) return;
     if (s == InstanceState::kError && entry->record.disks.empty()) return;  // nothing runs
     uuid = entry->record.uuid;
+  }
+  std::vector<std::pair<drivers::volume::Attachment, std::string>> to_restore;
+  {
+    std::lock_guard lock(entry->mu);
+    for (const auto& v : entry->record.volumes) {
+      auto sealed = entry->record.sealed_passwords.find(v.volume_id);
+      if (sealed != entry->record.sealed_passwords.end())
+        to_restore.emplace_back(v, sealed->second);
+    }
+  }
+  for (const auto& [att, sealed] : to_restore) {
+    auto password = secrets_.open(sealed);
+    if (!password) {
+      log::error("Volume '{}': {}", att.volume_id, password.error().message);
+      continue;
+    }
+    if (auto r = volumes_.restore(att, *password); !r) {
+      log::warn("Volume '{}': {}", att.volume_id, r.error().message);
+    }
   }
   auto power = driver_.powerState(uuid);
   if (!power) return;  // libvirt away: keep what we know

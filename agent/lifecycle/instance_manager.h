@@ -17,9 +17,11 @@
 #include "agent/api/launch_request.h"
 #include "agent/state/instance_store.h"
 #include "common/clock.h"
+#include "common/secret_box.h"
 #include "common/work_queue.h"
 #include "drivers/compute_driver.h"
 #include "drivers/disk/disk_builder.h"
+#include "drivers/volume/volume_connector.h"
 #include "imagecache/image_cache.h"
 
 namespace kiln::lifecycle {
@@ -40,8 +42,9 @@ struct Usage {
 class InstanceManager {
  public:
   InstanceManager(drivers::ComputeDriver& driver, imagecache::ImageCache& cache,
-                  drivers::disk::DiskBuilder& disks, state::InstanceStore& store,
-                  const Clock& clock, ManagerOptions options);
+                  drivers::disk::DiskBuilder& disks, drivers::volume::VolumeConnector& volumes,
+                  const SecretBox& secrets, state::InstanceStore& store, const Clock& clock,
+                  ManagerOptions options);
   ~InstanceManager();
 
   // Loads the records, finishes interrupted deletes, fails interrupted launches, then
@@ -52,6 +55,10 @@ class InstanceManager {
   // existing record; a different body is kConflict.
   Result<state::InstanceRecord> launch(const api::LaunchRequest& request);
   Result<state::InstanceRecord> requestDelete(const std::string& uuid);
+  // Hot-plug and unplug of volumes on an active or stopped instance; 202-style.
+  Result<state::InstanceRecord> attachVolume(const std::string& uuid,
+                                             api::BlockDeviceRequest request);
+  Result<state::InstanceRecord> detachVolume(const std::string& uuid, const std::string& volume_id);
   Result<state::InstanceRecord> get(const std::string& uuid) const;
   std::vector<state::InstanceRecord> list() const;
   Result<std::string> consoleLog(const std::string& uuid, std::uint64_t max_bytes) const;
@@ -77,11 +84,19 @@ class InstanceManager {
   using EntryPtr = std::shared_ptr<Entry>;
 
   EntryPtr find(const std::string& uuid) const;
-  void runLaunch(const EntryPtr& entry, const config::Flavor& flavor);
-  Result<void> launchSteps(const EntryPtr& entry, const config::Flavor& flavor, Timeline& timeline);
+  void runLaunch(const EntryPtr& entry, const api::LaunchRequest& request);
+  Result<void> launchSteps(const EntryPtr& entry, const api::LaunchRequest& request,
+                           Timeline& timeline);
+  Result<drivers::DiskSpec> connectVolume(const EntryPtr& entry,
+                                          const api::BlockDeviceRequest& bdm);
   void runDelete(const EntryPtr& entry);
+  void runAttach(const EntryPtr& entry, const api::BlockDeviceRequest& bdm);
+  void runDetach(const EntryPtr& entry, const std::string& volume_id);
   void reconcileOne(const EntryPtr& entry);
-  void rollbackLaunch(const std::string& uuid);
+  void rollbackLaunch(const EntryPtr& entry);
+  Result<void> disconnectVolumes(const EntryPtr& entry);
+  // Every volume attachment on this host except those of `uuid`.
+  std::vector<drivers::volume::Attachment> otherAttachments(const std::string& uuid) const;
   // Applies `change` to the record and writes it to the store; the caller holds entry->mu.
   Result<void> saveLocked(Entry& entry);
   std::string instanceDir(const std::string& uuid) const;
@@ -89,6 +104,8 @@ class InstanceManager {
   drivers::ComputeDriver& driver_;
   imagecache::ImageCache& cache_;
   drivers::disk::DiskBuilder& disks_;
+  drivers::volume::VolumeConnector& volumes_;
+  const SecretBox& secrets_;
   state::InstanceStore& store_;
   const Clock& clock_;
   ManagerOptions options_;

@@ -55,6 +55,13 @@ json toJson(const InstanceRecord& r) {
                         {"duration_us", static_cast<std::int64_t>(s.duration_exact_ms * 1000)},
                         {"ok", s.ok}});
   }
+  json volumes = json::array();
+  for (const auto& v : r.volumes) {
+    json vol = drivers::volume::attachmentToJson(v);
+    auto sealed = r.sealed_passwords.find(v.volume_id);
+    if (sealed != r.sealed_passwords.end()) vol["sealed_password"] = sealed->second;
+    volumes.push_back(std::move(vol));
+  }
   json out = {{"uuid", r.uuid},
               {"name", r.name},
               {"state", stateName(r.state)},
@@ -63,11 +70,13 @@ json toJson(const InstanceRecord& r) {
               {"flavor", std::move(flavor)},
               {"image", {{"id", r.image_id}, {"properties", r.image_properties}}},
               {"disks", std::move(disks)},
+              {"volumes", std::move(volumes)},
               {"timeline", std::move(timeline)},
               {"created_at", r.created_at},
               {"updated_at", r.updated_at},
               {"request_fingerprint", r.request_fingerprint}};
   if (!r.fault.empty()) out["fault"] = {{"message", r.fault}};
+  if (!r.action_error.empty()) out["action_error"] = {{"message", r.action_error}};
   return out;
 }
 
@@ -112,6 +121,17 @@ Result<InstanceRecord> fromJson(const json& j) {
       r.timeline.push_back(std::move(step));
     }
     if (j.contains("fault")) r.fault = j["fault"].at("message").get<std::string>();
+    if (j.contains("action_error")) {
+      r.action_error = j["action_error"].at("message").get<std::string>();
+    }
+    for (const auto& v : j.value("volumes", json::array())) {
+      auto att = drivers::volume::attachmentFromJson(v);
+      if (!att) return att.error();
+      if (v.contains("sealed_password")) {
+        r.sealed_passwords[att->volume_id] = v["sealed_password"].get<std::string>();
+      }
+      r.volumes.push_back(std::move(att).value());
+    }
     r.created_at = j.at("created_at").get<std::string>();
     r.updated_at = j.at("updated_at").get<std::string>();
     r.request_fingerprint = j.at("request_fingerprint").get<std::string>();

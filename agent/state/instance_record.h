@@ -9,12 +9,14 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "common/timeline.h"
 #include "config/flavors.h"
+#include "drivers/volume/volume_connector.h"
 
 namespace kiln::state {
 
@@ -44,6 +46,11 @@ struct InstanceRecord {
   std::string task_state;  // "" when idle; "spawning", "deleting"
   std::string fault;       // set when state is error
   std::vector<DiskRecord> disks;
+  std::vector<drivers::volume::Attachment> volumes;
+  // volume id -> its CHAP password sealed with the host key (common/secret_box.h); never shown.
+  std::map<std::string, std::string> sealed_passwords;
+  // The outcome of the last volume action when it failed (the instance itself is unharmed).
+  std::string action_error;
   std::vector<TimelineStep> timeline;
   std::string created_at;
   std::string updated_at;

@@ -37,5 +37,7 @@ DomainSpec domainSpecFor(const InstanceSpec& instance, const std::string& domain
                          const std::string& machine_type, const std::string& cpu_mode);
 
 std::string renderDomainXml(const DomainSpec& spec);
+// One <disk> element, for hot-plug.
+std::string renderDiskXml(const DiskSpec& disk);
 
 }  // namespace kiln::drivers::libvirt

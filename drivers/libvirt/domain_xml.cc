@@ -21,32 +21,75 @@ void textChild(pugi::xml_node parent, const char* name, const std::string& text)
 
 void addDisk(pugi::xml_node devices, const DiskSpec& disk) {
   auto node = devices.append_child("disk");
-  node.append_attribute("type") = "file";
-  node.append_attribute("device") = "disk";
-  auto driver = node.append_child("driver");
-  driver.append_attribute("name") = "qemu";
-  driver.append_attribute("type") = disk.format.c_str();
-  driver.append_attribute("discard") = "unmap";
-  node.append_child("source").append_attribute("file") = disk.path.c_str();
-  // The backing chain is spelled out so libvirt never probes a format (the base is raw or qcow2
-  // as recorded by the image cache, and it is never written by a guest).
-  auto chain = node.append_child("backingStore");
-  if (!disk.backing_path.empty()) {
-    chain.append_attribute("type") = "file";
-    chain.append_child("format").append_attribute("type") = disk.backing_format.c_str();
-    auto source = chain.append_child("source");
-    source.append_attribute("file") = disk.backing_path.c_str();
-    // Bases are shared and world-readable; libvirt must not chown them to one guest's user (it
-    // does not give shared backing files back), so the cached base stays exactly as verified.
-    auto label = source.append_child("seclabel");
-    label.append_attribute("model") = "dac";
-    label.append_attribute("relabel") = "no";
-    chain.append_child("backingStore");
+  auto driver = [&] {
+    auto d = node.append_child("driver");
+    d.append_attribute("name") = "qemu";
+    d.append_attribute("type") = disk.format.c_str();
+    return d;
+  };
+  switch (disk.source) {
+    case DiskSpec::Source::kFile: {
+      node.append_attribute("type") = "file";
+      node.append_attribute("device") = "disk";
+      driver().append_attribute("discard") = "unmap";
+      node.append_child("source").append_attribute("file") = disk.path.c_str();
+      // The backing chain is spelled out so libvirt never probes a format (the base is raw or
+      // qcow2 as recorded by the image cache, and it is never written by a guest).
+      auto chain = node.append_child("backingStore");
+      if (!disk.backing_path.empty()) {
+        chain.append_attribute("type") = "file";
+        chain.append_child("format").append_attribute("type") = disk.backing_format.c_str();
+        auto source = chain.append_child("source");
+        source.append_attribute("file") = disk.backing_path.c_str();
+        // Bases are shared and world-readable; libvirt must not chown them to one guest's user
+        // (it does not give shared backing files back), so the cached base stays as verified.
+        auto label = source.append_child("seclabel");
+        label.append_attribute("model") = "dac";
+        label.append_attribute("relabel") = "no";
+        chain.append_child("backingStore");
+      }
+      break;
+    }
+    case DiskSpec::Source::kIscsi: {
+      // QEMU's own initiator: no host block device, no iscsiadm session to leak.
+      node.append_attribute("type") = "network";
+      node.append_attribute("device") = "disk";
+      auto d = driver();
+      d.append_attribute("cache") = "none";
+      d.append_attribute("io") = "native";
+      auto source = node.append_child("source");
+      source.append_attribute("protocol") = "iscsi";
+      source.append_attribute("name") = disk.iscsi_name.c_str();
+      for (const auto& host : disk.iscsi_hosts) {
+        auto h = source.append_child("host");
+        h.append_attribute("name") = host.name.c_str();
+        h.append_attribute("port") = std::to_string(host.port).c_str();
+      }
+      if (!disk.secret_usage.empty()) {
+        auto auth = source.append_child("auth");
+        auth.append_attribute("username") = disk.auth_username.c_str();
+        auto secret = auth.append_child("secret");
+        secret.append_attribute("type") = "iscsi";
+        secret.append_attribute("usage") = disk.secret_usage.c_str();
+      }
+      break;
+    }
+    case DiskSpec::Source::kBlock: {
+      node.append_attribute("type") = "block";
+      node.append_attribute("device") = "disk";
+      auto d = driver();
+      d.append_attribute("cache") = "none";
+      d.append_attribute("io") = "native";
+      node.append_child("source").append_attribute("dev") = disk.path.c_str();
+      break;
+    }
   }
   auto target = node.append_child("target");
   target.append_attribute("dev") = disk.device.c_str();
   target.append_attribute("bus") = "virtio";
-  textChild(node, "serial", disk.device);
+  if (disk.boot) node.append_child("boot").append_attribute("order") = "1";
+  if (disk.read_only) node.append_child("readonly");
+  textChild(node, "serial", disk.serial.empty() ? disk.device : disk.serial);
 }
 
 }  // namespace
@@ -73,6 +116,14 @@ DomainSpec domainSpecFor(const InstanceSpec& instance, const std::string& domain
   spec.flavor_name = instance.flavor_name;
   spec.created_at = instance.created_at;
   return spec;
+}
+
+std::string renderDiskXml(const DiskSpec& disk) {
+  pugi::xml_document doc;
+  addDisk(doc, disk);
+  std::ostringstream out;
+  doc.save(out, "  ", pugi::format_default | pugi::format_no_declaration);
+  return out.str();
 }
 
 std::string renderDomainXml(const DomainSpec& spec) {
@@ -117,7 +168,6 @@ std::string renderDomainXml(const DomainSpec& spec) {
   type.append_attribute("arch") = spec.arch.c_str();
   type.append_attribute("machine") = spec.machine_type.c_str();
   type.text().set("hvm");
-  os.append_child("boot").append_attribute("dev") = "hd";
   os.append_child("smbios").append_attribute("mode") = "sysinfo";
 
   auto features = domain.append_child("features");

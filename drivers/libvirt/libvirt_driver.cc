@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <pugixml.hpp>
 #include <thread>
+
+#include <sstream>
 
 #include "common/failpoint.h"
 #include "common/log.h"
@@ -205,6 +208,113 @@ Result<HypervisorInfo> LibvirtDriver::hypervisorInfo() {
   info.cpus = node.cpus;
   info.memory_mb = node.memory / 1024;
   return info;
+}
+
+Result<void> LibvirtDriver::defineSecret(const std::string& usage, const std::string& value) {
+  // A secret left by an interrupted attach is replaced, not duplicated.
+  if (auto r = undefineSecret(usage); !r) return r;
+  auto session = connection_.session();
+  if (!session) return session.error();
+  pugi::xml_document doc;
+  auto secret = doc.append_child("secret");
+  // ephemeral: libvirtd never writes it to disk; private: no API call can read it back.
+  secret.append_attribute("ephemeral") = "yes";
+  secret.append_attribute("private") = "yes";
+  secret.append_child("description").text().set("kiln iSCSI CHAP secret");
+  auto use = secret.append_child("usage");
+  use.append_attribute("type") = "iscsi";
+  use.append_child("target").text().set(usage.c_str());
+  std::ostringstream xml;
+  doc.save(xml, "", pugi::format_raw | pugi::format_no_declaration);
+  SecretHandle handle(virSecretDefineXML((*session)->get(), xml.str().c_str(), 0));
+  if (!handle) return failed(fmt::format("Defining the secret '{}'", usage));
+  if (virSecretSetValue(handle.get(), reinterpret_cast<const unsigned char*>(value.data()),
+                        value.size(), 0) < 0) {
+    Error e = failed(fmt::format("Setting the value of secret '{}'", usage));
+    virSecretUndefine(handle.get());
+    return e;
+  }
+  return success();
+}
+
+Result<void> LibvirtDriver::undefineSecret(const std::string& usage) {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  SecretHandle handle(
+      virSecretLookupByUsage((*session)->get(), VIR_SECRET_USAGE_TYPE_ISCSI, usage.c_str()));
+  if (!handle) {
+    Error e = failed(fmt::format("Looking up the secret '{}'", usage));
+    if (e.code == ErrorCode::kNotFound) return success();
+    return e;
+  }
+  if (virSecretUndefine(handle.get()) < 0) {
+    Error e = failed(fmt::format("Removing the secret '{}'", usage));
+    if (e.code != ErrorCode::kNotFound) return e;
+  }
+  return success();
+}
+
+Result<bool> LibvirtDriver::secretExists(const std::string& usage) {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  SecretHandle handle(
+      virSecretLookupByUsage((*session)->get(), VIR_SECRET_USAGE_TYPE_ISCSI, usage.c_str()));
+  if (handle) return true;
+  Error e = failed(fmt::format("Looking up the secret '{}'", usage));
+  if (e.code == ErrorCode::kNotFound) return false;
+  return e;
+}
+
+Result<std::string> LibvirtDriver::liveXml(virDomainPtr dom) {
+  LibvirtString xml(virDomainGetXMLDesc(dom, 0));
+  if (!xml) return failed("Reading a domain's XML");
+  return std::string(xml.get());
+}
+
+Result<void> LibvirtDriver::attachDisk(const std::string& uuid, const DiskSpec& disk) {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  DomainHandle dom(virDomainLookupByUUIDString((*session)->get(), uuid.c_str()));
+  if (!dom) return failed(fmt::format("Looking up instance '{}'", uuid));
+  std::string xml = renderDiskXml(disk);
+  int active = virDomainIsActive(dom.get());
+  unsigned flags = VIR_DOMAIN_AFFECT_CONFIG | (active == 1 ? VIR_DOMAIN_AFFECT_LIVE : 0);
+  if (virDomainAttachDeviceFlags(dom.get(), xml.c_str(), flags) < 0) {
+    return failed(fmt::format("Attaching {} to instance '{}'", disk.device, uuid));
+  }
+  return success();
+}
+
+Result<void> LibvirtDriver::detachDisk(const std::string& uuid, const DiskSpec& disk) {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  DomainHandle dom(virDomainLookupByUUIDString((*session)->get(), uuid.c_str()));
+  if (!dom) return failed(fmt::format("Looking up instance '{}'", uuid));
+  std::string xml = renderDiskXml(disk);
+  int active = virDomainIsActive(dom.get());
+  // The persistent definition first: a domain restarted later must not bring the disk back.
+  if (virDomainDetachDeviceFlags(dom.get(), xml.c_str(), VIR_DOMAIN_AFFECT_CONFIG) < 0) {
+    Error e = failed(fmt::format("Detaching {} from instance '{}'", disk.device, uuid));
+    if (e.code != ErrorCode::kInvalidArgument && e.code != ErrorCode::kNotFound) return e;
+  }
+  if (active != 1) return success();
+  if (virDomainDetachDeviceFlags(dom.get(), xml.c_str(), VIR_DOMAIN_AFFECT_LIVE) < 0) {
+    Error e = failed(fmt::format("Detaching {} from instance '{}'", disk.device, uuid));
+    if (e.code != ErrorCode::kInvalidArgument && e.code != ErrorCode::kNotFound) return e;
+  }
+  // The guest acknowledges the unplug asynchronously (ACPI); QEMU keeps the iSCSI session until
+  // it does. Wait until the disk has left the live XML, as nova waits for device-removed.
+  for (int i = 0; i < 300; ++i) {
+    auto live = liveXml(dom.get());
+    if (!live) return live.error();
+    pugi::xml_document doc;
+    doc.load_string(live->c_str());
+    std::string query = "/domain/devices/disk/target[@dev='" + disk.device + "']";
+    if (!doc.select_node(query.c_str())) return success();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Error::unavailable(
+      fmt::format("The guest of instance '{}' did not release {} within 30 s", uuid, disk.device));
 }
 
 void LibvirtDriver::setEventSink(std::function<void(const DomainEvent&)> sink) {

@@ -28,6 +28,11 @@ class LibvirtDriver final : public ComputeDriver {
   Result<std::optional<PowerState>> powerState(const std::string& uuid) override;
   Result<std::vector<DomainStatus>> listManaged() override;
   Result<HypervisorInfo> hypervisorInfo() override;
+  Result<void> defineSecret(const std::string& usage, const std::string& value) override;
+  Result<void> undefineSecret(const std::string& usage) override;
+  Result<bool> secretExists(const std::string& usage) override;
+  Result<void> attachDisk(const std::string& uuid, const DiskSpec& disk) override;
+  Result<void> detachDisk(const std::string& uuid, const DiskSpec& disk) override;
   bool connected() const override { return connection_.connected(); }
   void setEventSink(std::function<void(const DomainEvent&)> sink) override;
   void setReconnectHook(std::function<void()> hook) override;
@@ -37,6 +42,7 @@ class LibvirtDriver final : public ComputeDriver {
 
  private:
   Error failed(std::string_view what);
+  Result<std::string> liveXml(virDomainPtr dom);
   LibvirtDriverOptions options_;
   Connection connection_;
 };

@@ -160,8 +160,8 @@ Result<IscsiTarget> parseIscsiConnectionInfo(const json& info) {
   if (!user) return user.error();
   if (!pass) return pass.error();
   if (!method->empty() && *method != "CHAP") {
-    return Error::invalid(fmt::format("auth_method '{}' is not supported (only CHAP)",
-                                      method->substr(0, 32)));
+    return Error::invalid(
+        fmt::format("auth_method '{}' is not supported (only CHAP)", method->substr(0, 32)));
   }
   if (*method == "CHAP" && (user->empty() || pass->empty())) {
     return Error::invalid("auth_method CHAP needs auth_username and auth_password");

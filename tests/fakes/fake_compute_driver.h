@@ -1,6 +1,7 @@
 #pragma once
 // A ComputeDriver that keeps domains in a map, records calls and fails on request.
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -45,6 +46,33 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   Result<drivers::HypervisorInfo> hypervisorInfo() override {
     return drivers::HypervisorInfo{"QEMU", "7.2.0", "9.0.0", 8, 16384};
   }
+  Result<void> defineSecret(const std::string& usage, const std::string& value) override {
+    std::lock_guard lock(mutex_);
+    if (fail_secret) return *fail_secret;
+    secrets[usage] = value;
+    return success();
+  }
+  Result<void> undefineSecret(const std::string& usage) override {
+    std::lock_guard lock(mutex_);
+    secrets.erase(usage);
+    return success();
+  }
+  Result<bool> secretExists(const std::string& usage) override {
+    std::lock_guard lock(mutex_);
+    return secrets.count(usage) != 0;
+  }
+  Result<void> attachDisk(const std::string& uuid, const drivers::DiskSpec& disk) override {
+    std::lock_guard lock(mutex_);
+    if (domains.count(uuid) == 0) return Error::notFound("no domain");
+    attached[uuid].push_back(disk.device);
+    return success();
+  }
+  Result<void> detachDisk(const std::string& uuid, const drivers::DiskSpec& disk) override {
+    std::lock_guard lock(mutex_);
+    auto& list = attached[uuid];
+    list.erase(std::remove(list.begin(), list.end(), disk.device), list.end());
+    return success();
+  }
   bool connected() const override { return true; }
   void setEventSink(std::function<void(const drivers::DomainEvent&)>) override {}
   void setReconnectHook(std::function<void()>) override {}
@@ -64,6 +92,9 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   std::vector<std::string> destroyed;
   std::optional<Error> fail_spawn;
   std::optional<Error> fail_destroy;
+  std::optional<Error> fail_secret;
+  std::map<std::string, std::string> secrets;
+  std::map<std::string, std::vector<std::string>> attached;
 };
 
 }  // namespace kiln::testing

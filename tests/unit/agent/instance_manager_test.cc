@@ -27,6 +27,8 @@ struct Harness {
   kiln::QemuImg qemu_img{runner};
   kiln::drivers::disk::DiskBuilder disks{qemu_img};
   kiln::testing::FakeComputeDriver driver;
+  kiln::drivers::volume::NativeIscsiConnector connector{driver};
+  kiln::SecretBox secrets = kiln::SecretBox::fromKeyForTest({});
   kiln::imagecache::LocalDirSource source{images};
   std::unique_ptr<kiln::imagecache::ImageCache> cache;
   std::unique_ptr<kiln::state::InstanceStore> store;
@@ -50,7 +52,7 @@ struct Harness {
     REQUIRE(s.ok());
     store = std::move(s).value();
     manager = std::make_unique<InstanceManager>(
-        driver, *cache, disks, *store, clock,
+        driver, *cache, disks, connector, secrets, *store, clock,
         kiln::lifecycle::ManagerOptions{state + "/instances", 2, use_cow});
     REQUIRE(manager->recover().ok());
   }

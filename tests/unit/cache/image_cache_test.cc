@@ -1,9 +1,9 @@
 // The image cache with the local image directory and the real qemu-img.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
-#include <atomic>
 #include <thread>
 
 #include "imagecache/image_cache.h"

@@ -26,7 +26,11 @@ InstanceSpec spec(const std::string& uuid) {
   s.uuid = uuid;
   s.display_name = "t";
   s.memory_mb = 64;
-  s.disks.push_back({"vda", "/nonexistent/disk", "qcow2", "", ""});
+  kiln::drivers::DiskSpec disk;
+  disk.device = "vda";
+  disk.path = "/nonexistent/disk";
+  disk.format = "qcow2";
+  s.disks.push_back(disk);
   return s;
 }
 }  // namespace
