@@ -14,6 +14,8 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils qemu-block-extra ovmf
   # tests: the guest image is built from Debian's cloud kernel and busybox, booted by syslinux
   linux-image-cloud-amd64 busybox-static cpio syslinux syslinux-common mtools dosfstools
+  # tests: the UEFI-only guest (GPT, ESP, a unified kernel image on systemd's EFI stub)
+  systemd-boot-efi fdisk
   sqlite3 procps curl
   # tests: a real OpenStack Glance (the image service) on loopback
   glance-api

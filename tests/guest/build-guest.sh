@@ -19,6 +19,9 @@
 #                       is small and has the virtio drivers we need as modules)
 #   KILN_GUEST_BUSYBOX  path to a static busybox (default: /bin/busybox from busybox-static)
 #
+# The kernel, modules, initramfs (with /init, which prints the protocol below) and command line live in
+# guest-common.sh next to this file, shared with build-uefi-guest.sh (the UEFI-only variant).
+#
 # Console protocol printed by the guest's /init (tests parse these; lines end in \r\n on the serial log):
 #   KILN-BOOT firmware=bios|uefi
 #   KILN-DISK <name> <bytes>               one per /sys/block/vd* at boot, in name order
@@ -43,62 +46,27 @@ readonly IMAGE_MIB=32
 readonly PART_START_SECTOR=2048
 readonly SYSLINUX_MBR=/usr/lib/syslinux/mbr/mbr.bin
 readonly SYSLINUX_BIOS_MODULES=/usr/lib/syslinux/modules/bios
-# Load order matters: insmod does no dependency resolution. virtio_blk is all the tests need to see
-# disks; button + evdev are what let busybox acpid notice an ACPI power button press.
-readonly MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
-    button evdev)
-# loglevel=4 keeps kernel chatter (hot-plug notices are KERN_INFO) from interleaving with the KILN-*
-# lines, while real errors still reach the console. mitigations=off shaves a little off every syscall
-# under TCG, where the guest is not a security boundary worth paying for.
-readonly KERNEL_CMDLINE="console=ttyS0 loglevel=4 mitigations=off"
+# MODULES, KERNEL_CMDLINE and the guest_* functions.
+# shellcheck source=tests/guest/guest-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/guest-common.sh"
 
-kernel=${KILN_GUEST_KERNEL:-}
-if [[ -z $kernel ]]; then
-    shopt -s nullglob
-    candidates=(/boot/vmlinuz-*-cloud-amd64)
-    shopt -u nullglob
-    kernel=$(printf '%s\n' "${candidates[@]}" | sort -V | tail -n 1)
-    [[ -n $kernel ]] || die "no /boot/vmlinuz-*-cloud-amd64 found; install linux-image-cloud-amd64 or set KILN_GUEST_KERNEL."
-fi
-[[ -r $kernel ]] || die "kernel '$kernel' is not readable."
-kernel_version=${kernel##*/vmlinuz-}
-readonly MODULE_DIR=/lib/modules/$kernel_version
-[[ -r $MODULE_DIR/modules.dep ]] || die "no modules for kernel '$kernel_version' in '$MODULE_DIR'."
-
-busybox=${KILN_GUEST_BUSYBOX:-/bin/busybox}
-[[ -x $busybox ]] || die "busybox '$busybox' not found; install busybox-static."
-# A dynamically linked busybox would need its libraries in the initramfs too.
-if ldd "$busybox" >/dev/null 2>&1; then
-    die "busybox '$busybox' is dynamically linked; install busybox-static."
-fi
+guest_find_kernel
+guest_find_busybox
 
 for tool in mkfs.fat mcopy syslinux cpio gzip; do
     command -v "$tool" >/dev/null || die "'$tool' is missing; install dosfstools, mtools, syslinux, cpio, gzip."
 done
 [[ -r $SYSLINUX_MBR ]] || die "'$SYSLINUX_MBR' is missing; install syslinux-common."
 
-# Resolve each module to its file through modules.dep (the authoritative list for this kernel) and
-# accept built-ins, which differ between kernel flavours and releases.
-module_files=()
-for module in "${MODULES[@]}"; do
-    rel=$(awk -F: -v m="$module" '{ n = $1; sub(/.*\//, "", n); sub(/\.ko(\.(xz|zst|gz))?$/, "", n);
-                                    gsub(/-/, "_", n); if (n == m) { print $1; exit } }' "$MODULE_DIR/modules.dep")
-    if [[ -n $rel ]]; then
-        module_files+=("$MODULE_DIR/$rel")
-    elif grep -Eq "/$module\.ko$" "$MODULE_DIR/modules.builtin" 2>/dev/null; then
-        : # built into the kernel; /init tolerates the missing file
-    else
-        die "module '$module' is neither a file nor built into kernel '$kernel_version'."
-    fi
-done
+guest_find_modules
 
 mkdir -p "$OUTDIR"
 readonly OUTPUT="$OUTDIR/$IMAGE_NAME"
 
-# Skip the ~10 s rebuild when nothing that goes into the image changed. This script carries /init
-# inline, so it is an input too.
+# Skip the ~10 s rebuild when nothing that goes into the image changed. The scripts (this one and
+# guest-common.sh, which carries /init) are inputs too.
 if [[ -s $OUTPUT ]]; then
-    newer=$(find "$0" "$kernel" "$busybox" "$SYSLINUX_MBR" "${module_files[@]}" -newer "$OUTPUT" -print -quit)
+    newer=$(find "$0" "$GUEST_COMMON_SH" "$kernel" "$busybox" "$SYSLINUX_MBR" "${module_files[@]}" -newer "$OUTPUT" -print -quit)
     if [[ -z $newer ]]; then
         echo "$OUTPUT"
         exit 0
@@ -111,151 +79,7 @@ workdir=$(mktemp -d "$OUTDIR/.kiln-guest-build.XXXXXX")
 trap 'rm -rf "$workdir"' EXIT
 
 # ---------------------------------------------------------------- initramfs
-root=$workdir/root
-mkdir -p "$root"/{bin,dev,proc,sys,etc/acpi/PWRF,lib/modules,tmp}
-cp "$busybox" "$root/bin/busybox"
-for file in "${module_files[@]}"; do
-    base=${file##*/}
-    # busybox insmod cannot be trusted with every compression, so hand it plain .ko files.
-    case $base in
-        *.ko) cp "$file" "$root/lib/modules/$base" ;;
-        *.ko.xz) xz -dc "$file" >"$root/lib/modules/${base%.xz}" ;;
-        *.ko.gz) gzip -dc "$file" >"$root/lib/modules/${base%.gz}" ;;
-        *.ko.zst) zstd -qdc "$file" >"$root/lib/modules/${base%.zst}" ;;
-    esac
-done
-printf '%s\n' "${MODULES[@]}" >"$root/lib/modules/load-order"
-
-# busybox acpid runs ./PWRF/00000080 (relative to /etc/acpi) when the power button is pressed.
-cat >"$root/etc/acpi/PWRF/00000080" <<'EOF'
-#!/bin/sh
-echo "KILN-POWER-BUTTON" >/dev/ttyS0
-sync
-poweroff -f
-EOF
-chmod 755 "$root/etc/acpi/PWRF/00000080"
-
-cat >"$root/init" <<'EOF'
-#!/bin/busybox sh
-# kiln test guest. PID 1 for the whole life of the VM: if this script exits, the kernel panics.
-# Every KILN-* line is a contract with the integration tests; change them together.
-
-/bin/busybox --install -s /bin
-export PATH=/bin
-
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-# devtmpfs gives us /dev/vd* nodes for boot-time and hot-plugged disks without running mdev.
-mount -t devtmpfs devtmpfs /dev
-
-# Write straight to the first serial port: /dev/console follows whatever console= came last on the
-# kernel command line, and the tests only ever read ttyS0.
-exec </dev/null >/dev/ttyS0 2>&1
-
-while read -r module; do
-    # A failure is fine when the driver is built in (no file) or already loaded.
-    [ -f "/lib/modules/$module.ko" ] && insmod "/lib/modules/$module.ko" 2>/dev/null
-done </lib/modules/load-order
-
-# ACPI power button -> /etc/acpi/PWRF/00000080, so 'virsh shutdown' works without a guest agent.
-if ls /dev/input/event* >/dev/null 2>&1; then
-    acpid -l /dev/null
-fi
-
-if [ -d /sys/firmware/efi ]; then
-    echo "KILN-BOOT firmware=uefi"
-else
-    echo "KILN-BOOT firmware=bios"
-fi
-
-# ----------------------------------------------------------------- per-disk hooks
-# Each hook is a function taking the disk name (vda, vdb, ...). Hooks run once per disk when it is
-# first seen: at boot before KILN-READY, and for hot-plugged disks right after KILN-DISK-ADDED. To add
-# a behaviour, write a function and append its name to DISK_HOOKS.
-
-# Volume tests write a line "KILN-MARK:<anything>" into the first 4 KiB of a volume; echoing it back
-# proves the guest sees that very volume, not just a disk of the right size. vda is the boot disk.
-hook_find_marker() {
-    [ "$1" = vda ] && return 0
-    dd if="/dev/$1" bs=4096 count=1 2>/dev/null |
-        grep -ao '^KILN-MARK:[[:print:]]*' |
-        sed "s/^/KILN-FOUND $1 /"
-}
-
-DISK_HOOKS="hook_find_marker"
-# ----------------------------------------------------------------- end of per-disk hooks
-
-run_disk_hooks() {
-    # The sysfs entry can show up a moment before devtmpfs has created the node.
-    tries=0
-    while [ ! -b "/dev/$1" ] && [ $tries -lt 20 ]; do
-        usleep 50000
-        tries=$((tries + 1))
-    done
-    for hook in $DISK_HOOKS; do
-        "$hook" "$1"
-    done
-}
-
-# Sets $bytes for disk $1; the sysfs size is always in 512-byte sectors, whatever the block size.
-disk_bytes() {
-    sectors=0
-    read -r sectors <"/sys/block/$1/size" 2>/dev/null
-    bytes=$((sectors * 512))
-}
-
-# Known disks and their last size live in $known and in size_<name> variables (vd names are valid
-# shell identifiers), so each poll costs one glob and one read per disk: no forks in the steady state.
-known=""
-for path in /sys/block/vd*; do
-    [ -e "$path" ] || continue
-    disk=${path##*/}
-    disk_bytes "$disk"
-    echo "KILN-DISK $disk $bytes"
-    eval "size_$disk=$bytes"
-    known="$known $disk"
-    run_disk_hooks "$disk"
-done
-
-echo "KILN-READY"
-
-while :; do
-    sleep 1
-    current=""
-    for path in /sys/block/vd*; do
-        [ -e "$path" ] || continue
-        disk=${path##*/}
-        current="$current $disk"
-        disk_bytes "$disk"
-        case " $known " in
-            *" $disk "*)
-                previous=""
-                eval "previous=\$size_$disk"
-                if [ "$bytes" != "$previous" ]; then
-                    echo "KILN-DISK-RESIZED $disk $bytes"
-                    eval "size_$disk=$bytes"
-                fi
-                ;;
-            *)
-                echo "KILN-DISK-ADDED $disk $bytes"
-                eval "size_$disk=$bytes"
-                run_disk_hooks "$disk"
-                ;;
-        esac
-    done
-    for disk in $known; do
-        case " $current " in
-            *" $disk "*) ;;
-            *) echo "KILN-DISK-REMOVED $disk" ;;
-        esac
-    done
-    known=$current
-done
-EOF
-chmod 755 "$root/init"
-
-# -R 0:0 so the guest does not inherit the builder's uid; newc is the only format the kernel unpacks.
-(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -9 >"$workdir/initrd.gz"
+guest_build_initramfs "$workdir"
 
 # ---------------------------------------------------------------- boot partition
 cat >"$workdir/syslinux.cfg" <<EOF

@@ -303,3 +303,108 @@ TEST_CASE("instances pin their image against the cache manager", "[manager]") {
   CHECK(h.cache->removeUnused(h.manager->imagesInUse(), std::chrono::seconds(0)) ==
         std::vector<std::string>{"img"});
 }
+
+namespace {
+kiln::api::BlockDeviceRequest chapVolume(const std::string& id, const std::string& device) {
+  kiln::api::BlockDeviceRequest b;
+  b.volume_id = id;
+  b.device = device;
+  b.target.paths.push_back({"127.0.0.1", 3260, "iqn.2010-10.org.openstack:" + id, 1});
+  b.target.auth_method = "CHAP";
+  b.target.auth_username = "user";
+  b.target.auth_password = "pa55-" + id;
+  return b;
+}
+}  // namespace
+
+TEST_CASE("volumes: secrets defined for CHAP, passwords only sealed, removed on delete",
+          "[manager][volumes]") {
+  Harness h;
+  auto req = h.request();
+  req.block_devices.push_back(chapVolume("vol-1", "vdc"));
+  REQUIRE(h.manager->launch(req).ok());
+  auto rec = h.waitSettled();
+  INFO(rec.fault);
+  REQUIRE(rec.state == InstanceState::kActive);
+  REQUIRE(rec.volumes.size() == 1);
+  CHECK(rec.volumes[0].device == "vdc");
+  const std::string usage = rec.volumes[0].secret_usage;
+  CHECK(h.driver.secrets.at(usage) == "pa55-vol-1");
+  // The disk QEMU gets names the secret, never the password.
+  const auto& disks = h.driver.spawned[0].disks;
+  REQUIRE(disks.size() == 3);
+  CHECK(disks[2].source == kiln::drivers::DiskSpec::Source::kIscsi);
+  CHECK(disks[2].secret_usage == usage);
+  CHECK(disks[2].iscsi_name == "iqn.2010-10.org.openstack:vol-1/1");
+  // The store holds the password sealed, not in clear.
+  std::string db = kiln::testing::readAll(h.state + "/kiln.db") +
+                   kiln::testing::readAll(h.state + "/kiln.db-wal");
+  CHECK(db.find("pa55-vol-1") == std::string::npos);
+  auto stored = h.store->get(kUuid);
+  REQUIRE(stored.ok());
+  REQUIRE((*stored)->sealed_passwords.count("vol-1") == 1);
+  CHECK(h.secrets.open((*stored)->sealed_passwords.at("vol-1")).value() == "pa55-vol-1");
+
+  REQUIRE(h.manager->requestDelete(kUuid).ok());
+  REQUIRE(h.waitGone());
+  CHECK(h.driver.secrets.empty());
+}
+
+TEST_CASE("a failed spawn removes the volume's secret too", "[manager][volumes]") {
+  Harness h;
+  h.driver.fail_spawn = kiln::Error::internal("iSCSI login failed");
+  auto req = h.request();
+  req.block_devices.push_back(chapVolume("vol-1", "vdc"));
+  REQUIRE(h.manager->launch(req).ok());
+  auto rec = h.waitSettled();
+  CHECK(rec.state == InstanceState::kError);
+  CHECK(rec.volumes.empty());
+  CHECK(h.driver.secrets.empty());
+}
+
+TEST_CASE("boot from volume: no image, vda is the volume", "[manager][volumes]") {
+  Harness h;
+  auto req = h.request("");
+  auto root = chapVolume("root-vol", "vda");
+  root.boot = true;
+  req.block_devices.push_back(root);
+  REQUIRE(h.manager->launch(req).ok());
+  auto rec = h.waitSettled();
+  INFO(rec.fault);
+  REQUIRE(rec.state == InstanceState::kActive);
+  const auto& disks = h.driver.spawned[0].disks;
+  CHECK(std::none_of(disks.begin(), disks.end(), [](const auto& d) {
+    return d.device == "vda" && d.source == kiln::drivers::DiskSpec::Source::kFile;
+  }));
+  auto root_disk =
+      std::find_if(disks.begin(), disks.end(), [](const auto& d) { return d.device == "vda"; });
+  REQUIRE(root_disk != disks.end());
+  CHECK(root_disk->boot);
+  CHECK(h.cache->list().empty());
+}
+
+TEST_CASE("hot attach and detach record the volume and its secret", "[manager][volumes]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  h.waitSettled();
+  auto bdm = chapVolume("hot", "");
+  auto accepted = h.manager->attachVolume(kUuid, bdm);
+  REQUIRE(accepted.ok());
+  CHECK(accepted->task_state == "attaching_volume");
+  for (int i = 0; i < 200 && !h.manager->get(kUuid)->task_state.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto rec = h.manager->get(kUuid);
+  REQUIRE(rec->volumes.size() == 1);
+  CHECK(rec->volumes[0].device == "vdc");  // vda root, vdb ephemeral
+  CHECK(h.driver.attached[kUuid] == std::vector<std::string>{"vdc"});
+  CHECK(h.manager->attachVolume(kUuid, bdm).error().code == kiln::ErrorCode::kConflict);
+  REQUIRE(h.manager->detachVolume(kUuid, "hot").ok());
+  for (int i = 0; i < 200 && !h.manager->get(kUuid)->task_state.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(h.manager->get(kUuid)->volumes.empty());
+  CHECK(h.driver.attached[kUuid].empty());
+  CHECK(h.driver.secrets.empty());
+  CHECK(h.manager->detachVolume(kUuid, "hot").error().code == kiln::ErrorCode::kNotFound);
+}

@@ -103,3 +103,106 @@ TEST_CASE("bad launch requests are refused with a reason", "[request]") {
     CHECK(r.error().message.find(c.expected) != std::string::npos);
   }
 }
+
+namespace {
+std::string volumeBody(const std::string& block_devices, bool with_image = true,
+                       const std::string& flavor = "\"m1.tiny\"") {
+  return std::string(R"({"uuid":"0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10","name":"v","flavor":)") +
+         flavor + (with_image ? R"(,"image":{"id":"i"})" : "") + R"(,"block_devices":)" +
+         block_devices + "}";
+}
+std::string bdm(const std::string& volume, const std::string& extra = "",
+                const std::string& auth = "") {
+  return R"({"volume_id":")" + volume +
+         R"(","connection_info":{"driver_volume_type":"iscsi","data":{"target_portal":"127.0.0.1:3260","target_iqn":"iqn.2010-10.org.openstack:)" +
+         volume + R"(","target_lun":1)" + auth + "}}" + extra + "}";
+}
+}  // namespace
+
+TEST_CASE("volumes take vdc, vdd, ... in order unless named", "[request][volumes]") {
+  auto r = parseLaunchRequest(
+      volumeBody("[" + bdm("a") + "," + bdm("b", R"(,"device_name":"/dev/vdc")") + "," + bdm("c") +
+                 "]"),
+      catalog());
+  REQUIRE(r.ok());
+  REQUIRE(r->block_devices.size() == 3);
+  CHECK(r->block_devices[0].device == "vdd");
+  CHECK(r->block_devices[1].device == "vdc");
+  CHECK(r->block_devices[2].device == "vde");
+  CHECK(r->block_devices[0].target.paths[0].lun == 1);
+  CHECK(r->block_devices[0].target.paths[0].port == 3260);
+}
+
+TEST_CASE("an ephemeral disk keeps vdb; the first volume is still vdc", "[request][volumes]") {
+  auto r =
+      parseLaunchRequest(volumeBody("[" + bdm("a") + "]", true,
+                                    R"({"vcpus":1,"memory_mb":256,"root_gb":1,"ephemeral_gb":1})"),
+                         catalog());
+  REQUIRE(r.ok());
+  CHECK(r->block_devices[0].device == "vdc");
+}
+
+TEST_CASE("boot from volume needs no image; the volume is vda", "[request][volumes]") {
+  auto r = parseLaunchRequest(volumeBody("[" + bdm("root", R"(,"boot_index":0)") + "," +
+                                             bdm("data", R"(,"boot_index":-1)") + "]",
+                                         false),
+                              catalog());
+  REQUIRE(r.ok());
+  CHECK(r->image_id.empty());
+  CHECK(r->block_devices[0].boot);
+  CHECK(r->block_devices[0].device == "vda");
+  CHECK(r->block_devices[1].device == "vdc");
+}
+
+TEST_CASE("CHAP credentials are parsed but the fingerprint does not hold them",
+          "[request][volumes]") {
+  std::string auth =
+      R"(,"auth_method":"CHAP","auth_username":"user1","auth_password":"s3cret-pa55word")";
+  auto r = parseLaunchRequest(volumeBody("[" + bdm("a", "", auth) + "]"), catalog());
+  REQUIRE(r.ok());
+  CHECK(r->block_devices[0].target.auth_username == "user1");
+  CHECK(r->block_devices[0].target.auth_password == "s3cret-pa55word");
+  CHECK(r->fingerprint.size() == 64);
+  CHECK(r->fingerprint.find("s3cret") == std::string::npos);
+}
+
+TEST_CASE("bad block devices are refused with a reason", "[request][volumes]") {
+  struct Case {
+    std::string body;
+    const char* expected;
+  };
+  std::vector<Case> cases = {
+      {volumeBody("{}"), "'block_devices'"},
+      {volumeBody("[" + bdm("a", R"(,"boot_index":0)") + "]"), "either 'image' or a boot volume"},
+      {volumeBody("[" + bdm("a") + "]", false), "'image' is required"},
+      {volumeBody("[" + bdm("a", R"(,"boot_index":0)") + "," + bdm("b", R"(,"boot_index":0)") + "]",
+                  false),
+       "Only one block device"},
+      {volumeBody("[" + bdm("a") + "," + bdm("a") + "]"), "more than once"},
+      {volumeBody("[" + bdm("a", R"(,"device_name":"vda")") + "]"), "already in use"},
+      {volumeBody("[" + bdm("a", R"(,"device_name":"sdb")") + "]"), "device_name"},
+      {volumeBody("[" + bdm("a", R"(,"extra":1)") + "]"), "unknown field 'extra'"},
+      {volumeBody("[" + bdm("a", "", R"(,"auth_method":"CHAP")") + "]"), "auth_username"},
+      {volumeBody("[" + bdm("a", "", R"(,"auth_method":"kerberos")") + "]"), "auth_method"},
+      {volumeBody(
+           R"([{"volume_id":"a","connection_info":{"driver_volume_type":"rbd","data":{}}}])"),
+       "'iscsi'"},
+      {volumeBody(
+           R"([{"volume_id":"a","connection_info":{"driver_volume_type":"iscsi","data":{"target_portal":"127.0.0.1:99999","target_iqn":"iqn.x:y","target_lun":1}}}])"),
+       "port"},
+      {volumeBody(
+           R"([{"volume_id":"a","connection_info":{"driver_volume_type":"iscsi","data":{"target_portal":"127.0.0.1:3260","target_iqn":"not an iqn","target_lun":1}}}])"),
+       "iSCSI name"},
+      {volumeBody(
+           R"([{"volume_id":"a","connection_info":{"driver_volume_type":"iscsi","data":{"target_portal":"h;rm -rf /:3260","target_iqn":"iqn.x:y","target_lun":1}}}])"),
+       "invalid host"},
+      {volumeBody(R"([{"volume_id":"../x","connection_info":{}}])"), "volume_id"},
+  };
+  for (const auto& c : cases) {
+    auto r = parseLaunchRequest(c.body, catalog());
+    INFO(c.body);
+    REQUIRE_FALSE(r.ok());
+    INFO(r.error().message);
+    CHECK(r.error().message.find(c.expected) != std::string::npos);
+  }
+}
