@@ -17,8 +17,8 @@ PACKAGES=(
   # tests: the UEFI-only guest (GPT, ESP, a unified kernel image on systemd's EFI stub)
   systemd-boot-efi fdisk
   sqlite3 procps curl
-  # tests: a real OpenStack Glance (the image service) on loopback
-  glance-api
+  # tests: a real OpenStack Glance (the image service) and tgt's iSCSI target on loopback
+  glance-api tgt
 )
 
 missing=()
@@ -33,9 +33,11 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The package enables its own glance-api service; the tests run a private one on loopback, so
-# where systemd runs, the system-wide one (port 9292) is switched off again.
-if [[ -d /run/systemd/system ]] && systemctl is-enabled glance-api >/dev/null 2>&1; then
-  systemctl disable --now glance-api >/dev/null 2>&1 || true
-fi
+# The packages enable their own glance-api and tgt services; the tests run private ones on
+# loopback, so where systemd runs, the system-wide ones are switched off again.
+for unit in glance-api tgt; do
+  if [[ -d /run/systemd/system ]] && systemctl is-enabled "$unit" >/dev/null 2>&1; then
+    systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  fi
+done
 echo "install-deps: done"

@@ -148,7 +148,23 @@ hook_find_marker() {
         sed "s/^/KILN-FOUND $1 /"
 }
 
-DISK_HOOKS="hook_find_marker"
+# The guest writes too: a line "KILN-WRITE:<text>" at the start of a volume (put there by a test
+# from the host) makes the guest replace it with "KILN-MARK:<text>", synced to the volume. A later
+# guest (another instance, after this one is deleted) then reports it with hook_find_marker, which
+# proves the data went through the guest's disk to the volume and outlived the instance.
+hook_write_marker() {
+    [ "$1" = vda ] && return 0
+    text=$(dd if="/dev/$1" bs=4096 count=1 2>/dev/null | grep -ao '^KILN-WRITE:[[:print:]]*' |
+        head -n 1)
+    [ -n "$text" ] || return 0
+    text=${text#KILN-WRITE:}
+    # A whole 4 KiB block, zero-padded, so no trace of the request is left behind.
+    { printf 'KILN-MARK:%s\n' "$text"; dd if=/dev/zero bs=4096 count=1 2>/dev/null; } |
+        dd of="/dev/$1" bs=4096 count=1 iflag=fullblock conv=fsync 2>/dev/null &&
+        echo "KILN-WROTE $1 KILN-MARK:$text"
+}
+
+DISK_HOOKS="hook_write_marker hook_find_marker"
 # ----------------------------------------------------------------- end of per-disk hooks
 
 run_disk_hooks() {

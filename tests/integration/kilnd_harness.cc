@@ -135,6 +135,7 @@ bool KilndHarness::tryStart() {
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     if (!notify_path_.empty()) ::setenv("NOTIFY_SOCKET", notify_path_.c_str(), 1);
+    for (const auto& [name, value] : env_) ::setenv(name.c_str(), value.c_str(), 1);
     ::execl(KILND_PATH, KILND_PATH, "--config", config_path_.c_str(), nullptr);
     _exit(127);
   }

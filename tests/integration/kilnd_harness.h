@@ -50,6 +50,8 @@ class KilndHarness {
   // Adds the test guest (built by tests/guest/build-guest.sh) to the image directory.
   void addGuestImage(const std::string& image_id);
 
+  // An environment variable for kilnd (applied at the next start).
+  void setEnv(const std::string& name, const std::string& value) { env_.emplace_back(name, value); }
   // Makes kilnd's sd_notify messages arrive on a socket of the test (as systemd would see them).
   void enableNotifySocket();
   // The next datagram kilnd sent to the notify socket, or "" on timeout.
@@ -70,6 +72,7 @@ class KilndHarness {
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
   std::string notify_path_;
+  std::vector<std::pair<std::string, std::string>> env_;
   UniqueFd notify_fd_;
 };
 

@@ -408,3 +408,22 @@ TEST_CASE("hot attach and detach record the volume and its secret", "[manager][v
   CHECK(h.driver.secrets.empty());
   CHECK(h.manager->detachVolume(kUuid, "hot").error().code == kiln::ErrorCode::kNotFound);
 }
+
+TEST_CASE("reconcile re-creates a CHAP secret that libvirtd forgot", "[manager][volumes]") {
+  Harness h;
+  auto req = h.request();
+  req.block_devices.push_back(chapVolume("vol-1", "vdc"));
+  REQUIRE(h.manager->launch(req).ok());
+  auto rec = h.waitSettled();
+  REQUIRE(rec.state == InstanceState::kActive);
+  {
+    std::lock_guard lock(h.driver.mutex_);
+    h.driver.secrets.clear();  // what a libvirtd restart does to ephemeral secrets
+  }
+  for (int i = 0; i < 200 && h.driver.secrets.empty(); ++i) {
+    h.manager->reconcileAll();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::lock_guard lock(h.driver.mutex_);
+  CHECK(h.driver.secrets[rec.volumes[0].secret_usage] == "pa55-vol-1");
+}

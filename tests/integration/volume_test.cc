@@ -1,0 +1,317 @@
+// Block storage for real: Cinder-style iSCSI volumes served by tgt's tgtd on loopback (started by
+// the CTest fixture), attached through QEMU's own initiator, seen and written by the guest.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/command_runner.h"
+#include "kilnd_harness.h"
+#include "local_images.h"
+
+using kiln::testing::KilndHarness;
+using nlohmann::json;
+namespace stdfs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t kVolumeBytes = 64ULL << 20;
+
+std::string tgtDir() { return KILN_TGT_DIR; }
+std::string portal() { return "127.0.0.1:" + std::to_string(KILN_TGT_ISCSI_PORT); }
+
+kiln::CommandOutput runOk(std::vector<std::string> argv) {
+  kiln::PosixCommandRunner runner;
+  kiln::CommandSpec spec;
+  spec.argv = std::move(argv);
+  spec.timeout = std::chrono::seconds(60);
+  auto out = runner.run(spec);
+  REQUIRE(out.ok());
+  INFO(out->stdout_text << out->stderr_text);
+  REQUIRE(out->succeeded());
+  return *out;
+}
+
+// A target with one 64 MiB LUN (LUN 1, as Cinder's tgt driver does), optionally with CHAP.
+// Deleted with the object; the backing file stays readable for checks until then.
+class TestVolume {
+ public:
+  TestVolume(int tid, const std::string& name, const std::string& chap_user = "",
+             const std::string& chap_pass = "")
+      : tid_(tid),
+        iqn_("iqn.2010-10.org.openstack:" + name),
+        name_(name),
+        user_(chap_user),
+        pass_(chap_pass) {
+    std::vector<std::string> argv = {KILN_SOURCE_DIR "/scripts/tgt-volume.sh",
+                                     tgtDir(),
+                                     std::to_string(KILN_TGT_CONTROL_PORT),
+                                     "create",
+                                     std::to_string(tid),
+                                     iqn_,
+                                     "64"};
+    if (!chap_user.empty()) {
+      argv.push_back(chap_user);
+      argv.push_back(chap_pass);
+    }
+    auto out = runOk(argv);
+    backing_ = out.stdout_text.substr(0, out.stdout_text.find('\n'));
+    REQUIRE(stdfs::exists(backing_));
+  }
+  ~TestVolume() {
+    kiln::PosixCommandRunner runner;
+    kiln::CommandSpec spec;
+    spec.argv = {KILN_SOURCE_DIR "/scripts/tgt-volume.sh",
+                 tgtDir(),
+                 std::to_string(KILN_TGT_CONTROL_PORT),
+                 "delete",
+                 std::to_string(tid_),
+                 "--force"};
+    (void)runner.run(spec);
+  }
+  // The block device mapping, as Cinder hands it to the compute host.
+  json bdm(const std::string& password_override = "", json extra = json::object()) const {
+    json data = {{"target_portal", portal()},
+                 {"target_iqn", iqn_},
+                 {"target_lun", 1},
+                 {"target_discovered", false},
+                 {"volume_id", name_}};
+    if (!user_.empty()) {
+      data["auth_method"] = "CHAP";
+      data["auth_username"] = user_;
+      data["auth_password"] = password_override.empty() ? pass_ : password_override;
+    }
+    json out = {{"volume_id", name_},
+                {"connection_info", {{"driver_volume_type", "iscsi"}, {"data", data}}}};
+    out.update(extra);
+    return out;
+  }
+  // Writes `line` at the start of the volume, from the host (as a test fixture would).
+  void writeHead(const std::string& line) const {
+    std::fstream f(backing_, std::ios::in | std::ios::out | std::ios::binary);
+    std::string block(4096, '\0');
+    std::copy(line.begin(), line.end(), block.begin());
+    f.write(block.data(), static_cast<std::streamsize>(block.size()));
+  }
+  std::string head() const { return kiln::testing::readAll(backing_).substr(0, 4096); }
+  const std::string& backing() const { return backing_; }
+
+ private:
+  int tid_;
+  std::string iqn_;
+  std::string name_;
+  std::string user_;
+  std::string pass_;
+  std::string backing_;
+};
+
+std::string launch(KilndHarness& kilnd, const std::string& uuid, const json& block_devices,
+                   bool with_image = true) {
+  json body = {
+      {"uuid", uuid}, {"name", "vol"}, {"flavor", "test.small"}, {"block_devices", block_devices}};
+  if (with_image) body["image"] = {{"id", "guest"}};
+  auto r = kilnd.api("POST", "/v1/instances", body.dump());
+  INFO(r.body);
+  REQUIRE(r.status == 202);
+  return uuid;
+}
+
+void deleteAndWait(KilndHarness& kilnd, const std::string& uuid) {
+  REQUIRE(kilnd.api("DELETE", "/v1/instances/" + uuid).status == 202);
+  REQUIRE(kilnd.waitGone(uuid));
+}
+
+std::string secretsList() { return kiln::testing::virsh({"secret-list"}).value_or(""); }
+
+}  // namespace
+
+TEST_CASE("a volume is vdc in the guest, keeps what the guest wrote, and outlives instances",
+          "[integration][volumes]") {
+  TestVolume volume(11, "vol-persist", "chapuser", "chap-pa55word-1");
+  volume.writeHead("KILN-WRITE:written-by-the-first-guest");
+  KilndHarness kilnd;
+  kilnd.addGuestImage("guest");
+  kilnd.start();
+
+  const std::string first =
+      launch(kilnd, "8a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f01", json::array({volume.bdm()}));
+  json active = kilnd.waitForState(first, "active");
+  REQUIRE(active["volumes"].size() == 1);
+  CHECK(active["volumes"][0]["device"] == "vdc");
+  CHECK(active["volumes"][0]["auth_username"] == "chapuser");
+  // The password is nowhere the scheduler or an operator can read it.
+  CHECK(active.dump().find("chap-pa55word-1") == std::string::npos);
+  auto xml = kiln::testing::virsh({"dumpxml", "kiln-" + first});
+  REQUIRE(xml);
+  CHECK(xml->find("chap-pa55word-1") == std::string::npos);
+  CHECK(kilnd.logText().find("chap-pa55word-1") == std::string::npos);
+  std::string db = kiln::testing::readAll(kilnd.statePath() + "/kiln.db") +
+                   kiln::testing::readAll(kilnd.statePath() + "/kiln.db-wal");
+  CHECK(db.find("chap-pa55word-1") == std::string::npos);
+  CHECK(secretsList().find("kiln-" + first) != std::string::npos);
+
+  std::string console = kilnd.waitForConsole(first, "KILN-READY");
+  auto disks = kiln::testing::consoleDisks(console);
+  CHECK(disks["vdc"] == kVolumeBytes);
+  CHECK(console.find("KILN-WROTE vdc KILN-MARK:written-by-the-first-guest") != std::string::npos);
+
+  // Delete: the volume is disconnected (its secret gone), never wiped.
+  deleteAndWait(kilnd, first);
+  CHECK(secretsList().find("kiln-" + first) == std::string::npos);
+  CHECK(volume.head().starts_with("KILN-MARK:written-by-the-first-guest"));
+
+  // A new instance with the same volume reads the marker back.
+  const std::string second =
+      launch(kilnd, "8a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f02", json::array({volume.bdm()}));
+  kilnd.waitForState(second, "active");
+  console = kilnd.waitForConsole(second, "KILN-READY");
+  CHECK(console.find("KILN-FOUND vdc KILN-MARK:written-by-the-first-guest") != std::string::npos);
+  deleteAndWait(kilnd, second);
+}
+
+TEST_CASE("a wrong CHAP password fails the launch with a clear fault and leaks nothing",
+          "[integration][volumes]") {
+  TestVolume volume(12, "vol-chap", "chapuser", "right-password-2");
+  KilndHarness kilnd;
+  kilnd.addGuestImage("guest");
+  kilnd.start();
+  const std::string uuid = launch(kilnd, "8a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f03",
+                                  json::array({volume.bdm("wrong-password-2")}));
+  json failed = kilnd.waitForState(uuid, "error");
+  std::string fault = failed["fault"]["message"];
+  INFO(fault);
+  CHECK(fault.find("Starting instance") != std::string::npos);
+  CHECK(fault.find("wrong-password-2") == std::string::npos);
+  CHECK_FALSE(kiln::testing::virsh({"dominfo", "kiln-" + uuid}));
+  CHECK(secretsList().find("kiln-" + uuid) == std::string::npos);
+  CHECK_FALSE(stdfs::exists(kilnd.statePath() + "/instances/" + uuid));
+  CHECK(kilnd.logText().find("wrong-password-2") == std::string::npos);
+  deleteAndWait(kilnd, uuid);
+}
+
+TEST_CASE("hot attach and detach, seen by the guest", "[integration][volumes]") {
+  TestVolume volume(13, "vol-hot");
+  volume.writeHead("KILN-MARK:hot-volume");
+  KilndHarness kilnd;
+  kilnd.addGuestImage("guest");
+  kilnd.start();
+  const std::string uuid = launch(kilnd, "8a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f04", json::array());
+  kilnd.waitForState(uuid, "active");
+  kilnd.waitForConsole(uuid, "KILN-READY");
+
+  auto r = kilnd.api("POST", "/v1/instances/" + uuid + "/action",
+                     json{{"attach_volume", volume.bdm()}}.dump());
+  REQUIRE(r.status == 202);
+  std::string console = kilnd.waitForConsole(uuid, "KILN-DISK-ADDED vdc");
+  kilnd.waitForConsole(uuid, "KILN-FOUND vdc KILN-MARK:hot-volume");
+  json rec;
+  for (int i = 0; i < 100; ++i) {
+    rec = kilnd.api("GET", "/v1/instances/" + uuid).json;
+    if (rec["task_state"].is_null()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE(rec["volumes"].size() == 1);
+
+  r = kilnd.api("POST", "/v1/instances/" + uuid + "/action",
+                json{{"detach_volume", {{"volume_id", "vol-hot"}}}}.dump());
+  REQUIRE(r.status == 202);
+  kilnd.waitForConsole(uuid, "KILN-DISK-REMOVED vdc");
+  for (int i = 0; i < 200; ++i) {
+    rec = kilnd.api("GET", "/v1/instances/" + uuid).json;
+    if (rec["task_state"].is_null()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(rec["volumes"].empty());
+  CHECK(rec.value("action_error", json()).is_null());
+  auto xml = kiln::testing::virsh({"dumpxml", "--inactive", "kiln-" + uuid});
+  REQUIRE(xml);
+  CHECK(xml->find("vol-hot") == std::string::npos);
+  CHECK(kilnd
+            .api("POST", "/v1/instances/" + uuid + "/action",
+                 json{{"detach_volume", {{"volume_id", "vol-hot"}}}}.dump())
+            .status == 404);
+  deleteAndWait(kilnd, uuid);
+  CHECK(volume.head().starts_with("KILN-MARK:hot-volume"));
+}
+
+TEST_CASE("boot from volume: the guest boots from its iSCSI root disk", "[integration][volumes]") {
+  TestVolume root(14, "vol-root");
+  // The root volume holds the test guest itself, as a volume created from an image would.
+  {
+    std::string guest = kiln::testing::readAll(kiln::testing::guestImagePath());
+    std::fstream f(root.backing(), std::ios::in | std::ios::out | std::ios::binary);
+    f.write(guest.data(), static_cast<std::streamsize>(guest.size()));
+  }
+  KilndHarness kilnd;
+  kilnd.start();
+  const std::string uuid =
+      launch(kilnd, "8a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f05",
+             json::array({root.bdm("", {{"boot_index", 0}})}), /*with_image=*/false);
+  json active = kilnd.waitForState(uuid, "active");
+  for (const auto& d : active["disks"]) CHECK(d["device"] != "vda");
+  std::string console = kilnd.waitForConsole(uuid, "KILN-READY");
+  auto disks = kiln::testing::consoleDisks(console);
+  CHECK(disks["vda"] == kVolumeBytes);
+  CHECK(disks["vdb"] == 1ULL << 30);  // the flavor's ephemeral disk
+  auto images = kilnd.api("GET", "/v1/images");
+  CHECK(images.json["images"].empty());
+  deleteAndWait(kilnd, uuid);
+  // The root volume is intact: still the guest's boot code.
+  CHECK(kiln::testing::readAll(root.backing()).substr(510, 2) == "\x55\xaa");
+}
+
+TEST_CASE("the kernel connector: iscsiadm's sequence, a block disk with the volume's data",
+          "[integration][volumes]") {
+  TestVolume volume(15, "vol-kernel", "kuser", "kernel-pa55word");
+  volume.writeHead("KILN-MARK:through-the-kernel-path");
+  kiln::testing::TempDir dir;
+  std::string devdir = dir.path() + "/by-path";
+  std::string log = dir.path() + "/iscsiadm.log";
+  std::string map = dir.path() + "/targets";
+  std::ofstream(map) << "iqn.2010-10.org.openstack:vol-kernel " << volume.backing() << "\n";
+  KilndHarness kilnd("[libvirt]\niscsi_connector = kernel\nvolume_device_dir = " + devdir + "\n");
+  kilnd.setEnv("PATH",
+               std::string(KILN_SOURCE_DIR "/tests/integration/stand-in:") + std::getenv("PATH"));
+  kilnd.setEnv("KILN_FAKE_ISCSI_LOG", log);
+  kilnd.setEnv("KILN_FAKE_ISCSI_MAP", map);
+  kilnd.setEnv("KILN_FAKE_ISCSI_DEVDIR", devdir);
+  kilnd.addGuestImage("guest");
+  kilnd.start();
+  const std::string uuid =
+      launch(kilnd, "8a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f06", json::array({volume.bdm()}));
+  json active = kilnd.waitForState(uuid, "active");
+  CHECK(active["volumes"][0]["connector"] == "kernel");
+  std::string console = kilnd.waitForConsole(uuid, "KILN-READY");
+  CHECK(console.find("KILN-FOUND vdc KILN-MARK:through-the-kernel-path") != std::string::npos);
+  auto xml = kiln::testing::virsh({"dumpxml", "kiln-" + uuid});
+  REQUIRE(xml);
+  CHECK(xml->find("<disk type='block'") != std::string::npos);
+
+  std::string p = portal();
+  std::string iqn = "iqn.2010-10.org.openstack:vol-kernel";
+  std::vector<std::string> expected = {
+      "-m discovery -t sendtargets -p " + p,
+      "-m node -T " + iqn + " -p " + p + " --op new",
+      "-m node -T " + iqn + " -p " + p + " --op update -n node.session.auth.authmethod -v CHAP",
+      "-m node -T " + iqn + " -p " + p + " --op update -n node.session.auth.username -v kuser",
+      "-m node -T " + iqn + " -p " + p + " --op update -n node.session.auth.password -v ***",
+      "-m node -T " + iqn + " -p " + p + " --login",
+  };
+  auto lines = [&] {
+    std::vector<std::string> out;
+    std::istringstream in(kiln::testing::readAll(log));
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  };
+  CHECK(lines() == expected);
+  CHECK(kilnd.logText().find("kernel-pa55word") == std::string::npos);
+
+  deleteAndWait(kilnd, uuid);
+  auto after = lines();
+  REQUIRE(after.size() == expected.size() + 2);
+  CHECK(after[expected.size()] == "-m node -T " + iqn + " -p " + p + " --logout");
+  CHECK(after[expected.size() + 1] == "-m node -T " + iqn + " -p " + p + " --op delete");
+  CHECK(stdfs::is_empty(devdir));
+  CHECK(volume.head().starts_with("KILN-MARK:through-the-kernel-path"));
+}

@@ -1,0 +1,90 @@
+// The kernel iSCSI connector's command sequence, against a scripted command runner.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "drivers/volume/volume_connector.h"
+#include "temp_dir.h"
+
+using kiln::drivers::volume::Attachment;
+using kiln::drivers::volume::IscsiTarget;
+using kiln::drivers::volume::KernelIscsiConnector;
+
+namespace {
+
+struct ScriptedRunner final : kiln::CommandRunner {
+  std::vector<std::vector<std::string>> calls;
+  std::map<std::string, int> exit_for;  // by the last argument, e.g. "--login"
+  kiln::Result<kiln::CommandOutput> run(const kiln::CommandSpec& spec) override {
+    calls.push_back(spec.argv);
+    kiln::CommandOutput out;
+    auto it = exit_for.find(spec.argv.back());
+    if (it != exit_for.end()) out.exit_code = it->second;
+    return out;
+  }
+};
+
+IscsiTarget target(const std::string& iqn) {
+  IscsiTarget t;
+  t.paths.push_back({"10.0.0.5", 3260, iqn, 1});
+  t.auth_method = "CHAP";
+  t.auth_username = "u";
+  t.auth_password = "p4ss";
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("kernel connector: discovery, CHAP node record, login, wait for the device",
+          "[volumes]") {
+  kiln::testing::TempDir dir;
+  ScriptedRunner runner;
+  KernelIscsiConnector connector(runner, {"iscsiadm", dir.path(), std::chrono::seconds(2)});
+  auto t = target("iqn.2010-10.org.openstack:v1");
+  Attachment att = connector.plan("inst", "v1", "vdc", false, t);
+  CHECK(att.device_path ==
+        dir.path() + "/ip-10.0.0.5:3260-iscsi-iqn.2010-10.org.openstack:v1-lun-1");
+  // The device appears (as udev would make it) once logged in.
+  std::ofstream(att.device_path) << "";
+  runner.exit_for["--login"] = 15;  // already logged in: fine
+  auto disk = connector.connect(att, t);
+  REQUIRE(disk.ok());
+  CHECK(disk->source == kiln::drivers::DiskSpec::Source::kBlock);
+  CHECK(disk->path == att.device_path);
+  REQUIRE(runner.calls.size() == 6);
+  CHECK(runner.calls[0] == std::vector<std::string>{"iscsiadm", "-m", "discovery", "-t",
+                                                    "sendtargets", "-p", "10.0.0.5:3260"});
+  CHECK(runner.calls[4].back() == "p4ss");
+  CHECK(runner.calls[5].back() == "--login");
+}
+
+TEST_CASE("kernel connector: a device that never appears fails the connect", "[volumes]") {
+  kiln::testing::TempDir dir;
+  ScriptedRunner runner;
+  KernelIscsiConnector connector(runner, {"iscsiadm", dir.path(), std::chrono::milliseconds(300)});
+  auto t = target("iqn.2010-10.org.openstack:v1");
+  auto att = connector.plan("inst", "v1", "vdc", false, t);
+  auto disk = connector.connect(att, t);
+  REQUIRE_FALSE(disk.ok());
+  CHECK(disk.error().message.find("did not appear") != std::string::npos);
+  CHECK(disk.error().message.find("p4ss") == std::string::npos);
+}
+
+TEST_CASE("kernel connector: logout only when no other attachment uses the target", "[volumes]") {
+  kiln::testing::TempDir dir;
+  ScriptedRunner runner;
+  KernelIscsiConnector connector(runner, {"iscsiadm", dir.path(), std::chrono::seconds(1)});
+  auto t = target("iqn.2010-10.org.openstack:shared");
+  auto mine = connector.plan("a", "v1", "vdc", false, t);
+  auto theirs = connector.plan("b", "v2", "vdc", false, t);
+  REQUIRE(connector.disconnect(mine, {theirs}).ok());
+  CHECK(runner.calls.empty());
+  REQUIRE(connector.disconnect(mine, {}).ok());
+  REQUIRE(runner.calls.size() == 2);
+  CHECK(runner.calls[0].back() == "--logout");
+  CHECK(runner.calls[1].back() == "delete");
+  // Logging out of a target with no session (exit 21) is not an error: disconnect is idempotent.
+  runner.exit_for["--logout"] = 21;
+  CHECK(connector.disconnect(mine, {}).ok());
+}
