@@ -117,6 +117,8 @@ int run(const config::KilnConfig& cfg) {
   driver_options.virt_type = cfg.libvirt.virt_type;
   driver_options.machine_type = cfg.libvirt.hw_machine_type;
   driver_options.cpu_mode = cfg.libvirt.cpu_mode;
+  driver_options.uefi_loader = cfg.libvirt.uefi_loader;
+  driver_options.uefi_nvram_template = cfg.libvirt.uefi_nvram_template;
   drivers::libvirt::LibvirtDriver driver(driver_options);
   if (auto r = driver.start(); !r) {
     log::warn("{}; kilnd keeps trying to connect", r.error().message);
@@ -166,7 +168,9 @@ int run(const config::KilnConfig& cfg) {
   }
   lifecycle::InstanceManager manager(
       driver, cache, disks, *volumes, *secrets, **store, clock,
-      {state_path + "/instances", cfg.defaults.launch_workers, cfg.defaults.use_cow_images});
+      {state_path + "/instances", cfg.defaults.launch_workers, cfg.defaults.use_cow_images,
+       std::chrono::seconds(cfg.defaults.shutdown_timeout),
+       std::chrono::seconds(cfg.libvirt.wait_soft_reboot_seconds)});
   if (auto r = manager.recover(); !r) return fail(r.error().message);
   driver.setEventSink([&manager](const drivers::DomainEvent& ev) { manager.onDomainEvent(ev); });
   driver.setReconnectHook([&manager] { manager.reconcileAll(); });

@@ -230,6 +230,36 @@ const std::map<std::string, Setter>& optionTable() {
          c.defaults.use_cow_images = *b;
          return success();
        }},
+      {"DEFAULT.shutdown_timeout",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 0, 3600);
+         if (!n) return n.error();
+         c.defaults.shutdown_timeout = *n;
+         return success();
+       }},
+      {"libvirt.uefi_loader",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+         }
+         c.libvirt.uefi_loader = v;
+         return success();
+       }},
+      {"libvirt.uefi_nvram_template",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+         }
+         c.libvirt.uefi_nvram_template = v;
+         return success();
+       }},
+      {"libvirt.wait_soft_reboot_seconds",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 0, 3600);
+         if (!n) return n.error();
+         c.libvirt.wait_soft_reboot_seconds = *n;
+         return success();
+       }},
       {"DEFAULT.my_block_storage_ip",
        [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
          if (!v.empty() && !printableToken(v)) return invalidValue(k, v, "must be an IP address");

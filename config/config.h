@@ -21,6 +21,8 @@ struct DefaultSection {
   bool force_raw_images = true;
   // true: vda is a qcow2 overlay over the shared base; false: a full copy per instance.
   bool use_cow_images = true;
+  // Seconds a stop waits for the guest to shut down cleanly before powering it off.
+  unsigned shutdown_timeout = 60;
   // The host address for storage (iSCSI) traffic, reported to the scheduler; empty: unset.
   std::string my_block_storage_ip;
 };
@@ -39,6 +41,10 @@ struct LibvirtSection {
   std::string cpu_mode;  // empty: host-model under kvm, QEMU's default model under qemu
   unsigned keepalive_interval = 5;
   unsigned keepalive_count = 3;
+  unsigned wait_soft_reboot_seconds = 120;  // a SOFT reboot becomes HARD after this
+  // UEFI firmware overrides (both or neither); empty: chosen from QEMU's firmware descriptors.
+  std::string uefi_loader;
+  std::string uefi_nvram_template;         // a SOFT reboot becomes HARD after this
   std::string iscsi_connector = "native";  // native (QEMU's initiator) or kernel (iscsiadm)
   std::string volume_device_dir = "/dev/disk/by-path";  // where the kernel initiator's LUNs appear
 };

@@ -2,6 +2,7 @@
 // The one interface the agent uses to run virtual machines. LibvirtDriver implements it; unit
 // tests use a fake. Every call is safe from any thread.
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -10,6 +11,7 @@
 
 #include "common/result.h"
 #include "common/timeline.h"
+#include "drivers/hardware/hardware_spec.h"
 
 namespace kiln::drivers {
 
@@ -44,6 +46,10 @@ struct InstanceSpec {
   std::uint64_t memory_mb = 512;
   std::vector<DiskSpec> disks;
   std::string console_log_path;
+  // The virtual hardware the image properties and flavor extra specs ask for (validated).
+  hardware::HardwareSpec hardware;
+  std::string nvram_path;  // UEFI: the instance's own firmware variables
+  std::string cdrom_path;  // an ISO image's cached base, when the instance boots from CD-ROM
   // Recorded in the domain's metadata so an operator running `virsh dumpxml` sees whose it is.
   std::string image_id;
   std::string flavor_name;
@@ -82,6 +88,14 @@ class ComputeDriver {
   // Powers off and undefines the domain with its firmware variables. A missing domain is fine:
   // delete must be idempotent.
   virtual Result<void> destroy(const std::string& uuid) = 0;
+  // Asks the guest to shut down (ACPI) and waits up to `grace`; then powers it off. Returns
+  // whether the guest shut down by itself.
+  virtual Result<bool> powerOff(const std::string& uuid, std::chrono::seconds grace) = 0;
+  virtual Result<void> powerOn(const std::string& uuid) = 0;
+  // SOFT (hard=false): a clean shutdown within `grace` and a fresh start, as nova does; when the
+  // guest does not shut down in time, a hard reboot. HARD: power off and start again. The
+  // domain's definition (and its NVRAM) is kept either way. Returns whether it was soft.
+  virtual Result<bool> reboot(const std::string& uuid, bool hard, std::chrono::seconds grace) = 0;
   // The domain's power state, or nothing when no such domain exists.
   virtual Result<std::optional<PowerState>> powerState(const std::string& uuid) = 0;
   // Every domain this agent manages (named kiln-<uuid>).

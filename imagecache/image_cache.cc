@@ -336,11 +336,6 @@ Result<CachedImage> ImageCache::fetchUncached(const std::string& image_id, Timel
           fmt::format("Image '{}' was refused: {}", image_id, inspected.error().message)));
     }
     info = *inspected;
-    if (info.format == DiskFormat::kIso) {
-      step.fail();
-      return discard(Error::invalid(fmt::format(
-          "Image '{}' is an ISO; booting from ISO images is not supported yet", image_id)));
-    }
     // Checked in the header, before any conversion: a small compressed qcow2 can expand to
     // hundreds of GiB.
     if (max_virtual_size != 0 && info.virtual_size > max_virtual_size) {

@@ -167,6 +167,33 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid
                            "{\"attach_volume\": {...}} or {\"detach_volume\": {...}}");
     }
     const auto& [action, args] = *body.items().begin();
+    auto power = [&](lifecycle::PowerAction a) {
+      auto rec = manager_.powerAction(uuid, a);
+      if (!rec) return errorResponse(rec.error());
+      return jsonResponse(202, instanceView(*rec));
+    };
+    if (action == "reboot") {
+      std::string type = "SOFT";
+      if (args.is_object() && args.contains("type")) {
+        if (!args["type"].is_string())
+          return errorResponse(400, "reboot.type must be SOFT or HARD");
+        type = args["type"].get<std::string>();
+      } else if (!args.is_object()) {
+        return errorResponse(400, "reboot takes {\"type\": \"SOFT\"|\"HARD\"}");
+      }
+      if (type != "SOFT" && type != "HARD") {
+        return errorResponse(400, "reboot.type must be SOFT or HARD");
+      }
+      return power(type == "HARD" ? lifecycle::PowerAction::kHardReboot
+                                  : lifecycle::PowerAction::kSoftReboot);
+    }
+    if (action == "stop" || action == "start") {
+      if (!args.is_object() || !args.empty()) {
+        return errorResponse(400, fmt::format("{} takes an empty object", action));
+      }
+      return power(action == "stop" ? lifecycle::PowerAction::kStop
+                                    : lifecycle::PowerAction::kStart);
+    }
     if (action == "attach_volume") {
       auto bdm = parseBlockDevice(args);
       if (!bdm) return errorResponse(bdm.error());

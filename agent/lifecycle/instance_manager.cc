@@ -1,6 +1,7 @@
 #include "agent/lifecycle/instance_manager.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -220,12 +221,33 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
   if (auto r = fs::makeDirectories(dir, 0711); !r) return failed(r.error());
   std::vector<state::DiskRecord> disks;
   nlohmann::json properties = nlohmann::json::object();
-  if (!image_id.empty()) {
+  drivers::hardware::HardwareSpec hardware;
+  std::string cdrom_path;
+  // The virtual hardware the image and flavor ask for, checked before any disk is made.
+  auto checkHardware = [&](std::string_view disk_format) -> Result<void> {
+    auto hw = drivers::hardware::hardwareSpecFrom(properties, flavor.extra_specs, flavor.vcpus,
+                                                  disk_format);
+    if (!hw) return hw.error();
+    hardware = std::move(hw).value();
+    if (!hardware.ignored_properties.empty()) {
+      log::info("Instance '{}': image properties not honoured: {}", uuid,
+                fmt::join(hardware.ignored_properties, ", "));
+    }
+    return success();
+  };
+  if (image_id.empty()) {
+    if (auto r = checkHardware(""); !r) return failed(r.error());
+  } else {
     // The cache refuses an image too big for the root disk from its header, before converting.
     auto base = cache_.fetch(image_id, timeline, flavor.root_gb * kGiB);
     if (!base) return failed(base.error());
     if (auto fp = failpoint("launch.after_image"); !fp) return failed(fp.error());
     properties = base->record.properties;
+    if (auto r = checkHardware(base->record.disk_format); !r) return failed(r.error());
+    if (hardware.boot_from_cdrom && flavor.root_gb == 0) {
+      return failed(Error::invalid(fmt::format(
+          "Image '{}' is an ISO: it needs a flavor with a root disk to install onto", image_id)));
+    }
 
     std::uint64_t root_bytes = flavor.root_gb * kGiB;
     if (flavor.root_gb == 0) {
@@ -248,7 +270,13 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
     auto step = timeline.step("disk.root");
     state::DiskRecord root{"vda", dir + "/disk", "qcow2", root_bytes, base->path, base->format};
     Result<void> r = success();
-    if (options_.use_cow_images) {
+    if (hardware.boot_from_cdrom) {
+      // An ISO boots from a CD-ROM (the cached base, read-only) and installs onto an empty root.
+      r = disks_.createBlank(root.path, root.format, root_bytes);
+      root.backing_path.clear();
+      root.backing_format.clear();
+      cdrom_path = base->path;
+    } else if (options_.use_cow_images) {
       r = disks_.createOverlay(root.path, root.backing_path, root.backing_format, root_bytes);
     } else {
       // A standalone copy: the instance no longer depends on the cached base.
@@ -287,6 +315,9 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
     spec.vcpus = flavor.vcpus;
     spec.memory_mb = flavor.memory_mb;
     spec.console_log_path = dir + "/console.log";
+    spec.hardware = hardware;
+    spec.nvram_path = dir + "/nvram.fd";
+    spec.cdrom_path = cdrom_path;
     spec.image_id = image_id;
     spec.flavor_name = flavor.name;
     spec.created_at = entry->record.created_at;
@@ -434,6 +465,98 @@ void InstanceManager::runDelete(const EntryPtr& entry) {
     entries_.erase(uuid);
   }
   log::info("Instance '{}' is deleted", uuid);
+}
+
+Result<InstanceRecord> InstanceManager::powerAction(const std::string& uuid, PowerAction action) {
+  EntryPtr entry = find(uuid);
+  if (!entry) return Error::notFound(fmt::format("Instance '{}' does not exist", uuid));
+  InstanceRecord snapshot;
+  {
+    std::lock_guard lock(entry->mu);
+    InstanceRecord& rec = entry->record;
+    const char* name = "";
+    bool fits = false;
+    switch (action) {
+      case PowerAction::kSoftReboot:
+        name = "rebooting";
+        fits = rec.state == InstanceState::kActive;
+        break;
+      case PowerAction::kHardReboot:
+        // As nova: a hard reboot also recovers a stopped or failed instance that has a domain.
+        name = "rebooting_hard";
+        fits = rec.state == InstanceState::kActive || rec.state == InstanceState::kStopped ||
+               (rec.state == InstanceState::kError && !rec.disks.empty());
+        break;
+      case PowerAction::kStop:
+        name = "powering_off";
+        fits = rec.state == InstanceState::kActive;
+        break;
+      case PowerAction::kStart:
+        name = "powering_on";
+        fits = rec.state == InstanceState::kStopped;
+        break;
+    }
+    if (!fits || !rec.task_state.empty()) {
+      return Error::conflict(fmt::format(
+          "Instance '{}' is {}{}; that action does not fit", uuid, state::stateName(rec.state),
+          rec.task_state.empty() ? "" : " (" + rec.task_state + ")"));
+    }
+    rec.task_state = name;
+    rec.action_error.clear();
+    if (auto sv = saveLocked(*entry); !sv) return sv.error();
+    snapshot = rec;
+  }
+  if (!jobs_.post([this, entry, action] { runPowerAction(entry, action); })) {
+    return Error::unavailable("kilnd is shutting down");
+  }
+  return snapshot;
+}
+
+void InstanceManager::runPowerAction(const EntryPtr& entry, PowerAction action) {
+  std::lock_guard job(entry->job);
+  const std::string uuid = entry->record.uuid;
+  Result<void> result = success();
+  std::string how;
+  switch (action) {
+    case PowerAction::kSoftReboot:
+    case PowerAction::kHardReboot: {
+      bool hard = action == PowerAction::kHardReboot;
+      auto r = driver_.reboot(uuid, hard, options_.soft_reboot_timeout);
+      if (!r) {
+        result = r.error();
+      } else {
+        how = *r ? "soft" : "hard";
+      }
+      break;
+    }
+    case PowerAction::kStop: {
+      auto r = driver_.powerOff(uuid, options_.shutdown_timeout);
+      if (!r) {
+        result = r.error();
+      } else {
+        how = *r ? "clean shutdown" : "powered off after the timeout";
+      }
+      break;
+    }
+    case PowerAction::kStart:
+      result = driver_.powerOn(uuid);
+      break;
+  }
+  std::lock_guard lock(entry->mu);
+  InstanceRecord& rec = entry->record;
+  rec.task_state.clear();
+  if (result) {
+    bool running = action != PowerAction::kStop;
+    rec.state = running ? InstanceState::kActive : InstanceState::kStopped;
+    rec.power_state = running ? "running" : "shutdown";
+    rec.fault.clear();
+    log::info("Instance '{}' is {}{}", uuid, state::stateName(rec.state),
+              how.empty() ? "" : " (" + how + ")");
+  } else {
+    rec.action_error = result.error().message;
+    log::warn("Instance '{}': {}", uuid, rec.action_error);
+  }
+  if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
 }
 
 Result<InstanceRecord> InstanceManager::attachVolume(const std::string& uuid,
@@ -698,7 +821,7 @@ void InstanceManager::reconcileOne(const EntryPtr& entry) {
       rec.state = InstanceState::kStopped;
     } else if (p == drivers::PowerState::kCrashed && rec.state != InstanceState::kError) {
       rec.state = InstanceState::kError;
-      rec.fault = "The instance crashed";
+      rec.fault = "The instance crashed: its QEMU process ended unexpectedly";
     }
   }
   if (rec.state != before.state || rec.power_state != before.power_state) {

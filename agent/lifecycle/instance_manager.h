@@ -7,6 +7,7 @@
 // time: a delete waits for a launch to reach a step boundary, where it sees the request).
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,8 +30,12 @@ namespace kiln::lifecycle {
 struct ManagerOptions {
   std::string instances_dir;  // state_path/instances
   unsigned workers = 4;
-  bool use_cow_images = true;  // vda: qcow2 overlay over the base, or a full copy
+  bool use_cow_images = true;                 // vda: qcow2 overlay over the base, or a full copy
+  std::chrono::seconds shutdown_timeout{60};  // stop: clean shutdown, then power off
+  std::chrono::seconds soft_reboot_timeout{120};  // SOFT reboot falls back to HARD after it
 };
+
+enum class PowerAction { kSoftReboot, kHardReboot, kStop, kStart };
 
 struct Usage {
   std::uint64_t vcpus = 0;
@@ -55,6 +60,8 @@ class InstanceManager {
   // existing record; a different body is kConflict.
   Result<state::InstanceRecord> launch(const api::LaunchRequest& request);
   Result<state::InstanceRecord> requestDelete(const std::string& uuid);
+  // reboot, stop, start; 202-style, kConflict when the action does not fit the state.
+  Result<state::InstanceRecord> powerAction(const std::string& uuid, PowerAction action);
   // Hot-plug and unplug of volumes on an active or stopped instance; 202-style.
   Result<state::InstanceRecord> attachVolume(const std::string& uuid,
                                              api::BlockDeviceRequest request);
@@ -90,6 +97,7 @@ class InstanceManager {
   Result<drivers::DiskSpec> connectVolume(const EntryPtr& entry,
                                           const api::BlockDeviceRequest& bdm);
   void runDelete(const EntryPtr& entry);
+  void runPowerAction(const EntryPtr& entry, PowerAction action);
   void runAttach(const EntryPtr& entry, const api::BlockDeviceRequest& bdm);
   void runDetach(const EntryPtr& entry, const std::string& volume_id);
   void reconcileOne(const EntryPtr& entry);

@@ -36,6 +36,16 @@ PowerState fromVirState(int state) {
   }
 }
 
+// A domain whose QEMU died (killed, or failed) is shut off with reason "crashed" or "failed":
+// that is not the same as a guest that powered itself off.
+PowerState fromVirStateReason(int state, int reason) {
+  if (state == VIR_DOMAIN_SHUTOFF &&
+      (reason == VIR_DOMAIN_SHUTOFF_CRASHED || reason == VIR_DOMAIN_SHUTOFF_FAILED)) {
+    return PowerState::kCrashed;
+  }
+  return fromVirState(state);
+}
+
 std::string versionString(unsigned long v) {
   return fmt::format("{}.{}.{}", v / 1000000, (v / 1000) % 1000, v % 1000);
 }
@@ -60,16 +70,51 @@ Error LibvirtDriver::failed(std::string_view what) {
   return e;
 }
 
-std::string LibvirtDriver::domainXml(const InstanceSpec& spec) const {
-  return renderDomainXml(
-      domainSpecFor(spec, options_.virt_type, options_.machine_type, options_.cpu_mode));
+Result<std::string> LibvirtDriver::domainXml(const InstanceSpec& spec) const {
+  DomainOptions options;
+  options.domain_type = options_.virt_type;
+  options.machine_type = options_.machine_type;
+  options.cpu_mode = options_.cpu_mode;
+  if (spec.hardware.firmware == hardware::FirmwareType::kUefi) {
+    auto firmware = chooseUefiFirmware(options_.firmware_dirs, spec.hardware.secure_boot,
+                                       options_.uefi_loader, options_.uefi_nvram_template);
+    if (!firmware) return firmware.error();
+    log::debug("Instance '{}' uses UEFI firmware '{}' ({})", spec.uuid, firmware->loader_path,
+               firmware->descriptor_path.empty() ? "configured" : firmware->descriptor_path);
+    options.firmware = *firmware;
+    options.nvram_path = spec.nvram_path;
+  }
+  options.cdrom_path = spec.cdrom_path;
+  auto domain = domainSpecFor(spec, spec.hardware, options);
+  if (!domain) return domain.error();
+  return renderDomainXml(*domain);
+}
+
+Result<std::string> LibvirtDriver::capabilities(virConnectPtr conn) {
+  std::lock_guard lock(caps_mutex_);
+  if (!caps_xml_.empty()) return caps_xml_;
+  LibvirtString caps(virConnectGetCapabilities(conn));
+  if (!caps) return failed("Reading the host's capabilities");
+  caps_xml_ = caps.get();
+  return caps_xml_;
 }
 
 Result<void> LibvirtDriver::spawn(const InstanceSpec& spec, Timeline& timeline) {
   auto session = connection_.session();
   if (!session) return session.error();
   virConnectPtr conn = (*session)->get();
-  std::string xml = domainXml(spec);
+  auto xml_or = domainXml(spec);
+  if (!xml_or) return xml_or.error();
+  const std::string& xml = *xml_or;
+  if (!spec.hardware.machine_type.empty()) {
+    auto caps = capabilities(conn);
+    if (!caps) return caps.error();
+    if (!machineSupported(*caps, "x86_64", options_.virt_type, spec.hardware.machine_type)) {
+      return Error::invalid(
+          fmt::format("Machine type '{}' is not available for {} guests on this host",
+                      spec.hardware.machine_type, options_.virt_type));
+    }
+  }
   DomainHandle dom;
   {
     auto step = timeline.step("domain.define");
@@ -142,6 +187,49 @@ Result<void> LibvirtDriver::destroy(const std::string& uuid) {
   return success();
 }
 
+Result<DomainHandle> LibvirtDriver::lookup(const std::string& uuid) {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  DomainHandle dom(virDomainLookupByUUIDString((*session)->get(), uuid.c_str()));
+  if (!dom) return failed(fmt::format("Looking up instance '{}'", uuid));
+  return dom;
+}
+
+Result<bool> LibvirtDriver::powerOff(const std::string& uuid, std::chrono::seconds grace) {
+  auto dom = lookup(uuid);
+  if (!dom) return dom.error();
+  if (virDomainIsActive(dom->get()) != 1) return true;
+  if (grace.count() > 0 && virDomainShutdown(dom->get()) == 0) {
+    auto deadline = std::chrono::steady_clock::now() + grace;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (virDomainIsActive(dom->get()) == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  } else {
+    virResetLastError();
+  }
+  if (virDomainDestroy(dom->get()) < 0) {
+    Error e = failed(fmt::format("Powering off instance '{}'", uuid));
+    if (e.code != ErrorCode::kConflict) return e;  // it stopped on its own meanwhile
+  }
+  return false;
+}
+
+Result<void> LibvirtDriver::powerOn(const std::string& uuid) {
+  auto dom = lookup(uuid);
+  if (!dom) return dom.error();
+  if (virDomainIsActive(dom->get()) == 1) return success();
+  if (virDomainCreate(dom->get()) < 0) return failed(fmt::format("Starting instance '{}'", uuid));
+  return success();
+}
+
+Result<bool> LibvirtDriver::reboot(const std::string& uuid, bool hard, std::chrono::seconds grace) {
+  auto off = powerOff(uuid, hard ? std::chrono::seconds(0) : grace);
+  if (!off) return off.error();
+  if (auto on = powerOn(uuid); !on) return on.error();
+  return !hard && *off;
+}
+
 Result<std::optional<PowerState>> LibvirtDriver::powerState(const std::string& uuid) {
   auto session = connection_.session();
   if (!session) return session.error();
@@ -158,7 +246,7 @@ Result<std::optional<PowerState>> LibvirtDriver::powerState(const std::string& u
     if (e.code == ErrorCode::kNotFound) return std::optional<PowerState>{};
     return e;
   }
-  return std::optional<PowerState>(fromVirState(state));
+  return std::optional<PowerState>(fromVirStateReason(state, reason));
 }
 
 Result<std::vector<DomainStatus>> LibvirtDriver::listManaged() {
@@ -184,7 +272,7 @@ Result<std::vector<DomainStatus>> LibvirtDriver::listManaged() {
       connection_.reportFailure(e);
       return e;
     }
-    out.push_back({uuid, fromVirState(state)});
+    out.push_back({uuid, fromVirStateReason(state, reason)});
   }
   return out;
 }
@@ -331,8 +419,10 @@ void LibvirtDriver::setEventSink(std::function<void(const DomainEvent&)> sink) {
             ev.power = PowerState::kPaused;
             break;
           case VIR_DOMAIN_EVENT_STOPPED:
-            ev.power = detail == VIR_DOMAIN_EVENT_STOPPED_CRASHED ? PowerState::kCrashed
-                                                                  : PowerState::kShutoff;
+            ev.power = detail == VIR_DOMAIN_EVENT_STOPPED_CRASHED ||
+                               detail == VIR_DOMAIN_EVENT_STOPPED_FAILED
+                           ? PowerState::kCrashed
+                           : PowerState::kShutoff;
             break;
           case VIR_DOMAIN_EVENT_SHUTDOWN:
             ev.power = PowerState::kShutdown;

@@ -1,8 +1,12 @@
 #pragma once
 #include <memory>
+#include <mutex>
+#include <vector>
 
 #include "drivers/compute_driver.h"
 #include "drivers/libvirt/connection.h"
+#include "drivers/libvirt/firmware.h"
+#include "drivers/libvirt/handles.h"
 
 namespace kiln::drivers::libvirt {
 
@@ -11,6 +15,10 @@ struct LibvirtDriverOptions {
   std::string virt_type = "kvm";  // the domain type: kvm, qemu (or test)
   std::string machine_type = "pc";
   std::string cpu_mode;
+  // UEFI firmware: found through QEMU's firmware descriptors unless both paths are given.
+  std::string uefi_loader;
+  std::string uefi_nvram_template;
+  std::vector<std::string> firmware_dirs = defaultFirmwareDescriptorDirs();
 };
 
 class LibvirtDriver final : public ComputeDriver {
@@ -25,6 +33,9 @@ class LibvirtDriver final : public ComputeDriver {
 
   Result<void> spawn(const InstanceSpec& spec, Timeline& timeline) override;
   Result<void> destroy(const std::string& uuid) override;
+  Result<bool> powerOff(const std::string& uuid, std::chrono::seconds grace) override;
+  Result<void> powerOn(const std::string& uuid) override;
+  Result<bool> reboot(const std::string& uuid, bool hard, std::chrono::seconds grace) override;
   Result<std::optional<PowerState>> powerState(const std::string& uuid) override;
   Result<std::vector<DomainStatus>> listManaged() override;
   Result<HypervisorInfo> hypervisorInfo() override;
@@ -38,11 +49,16 @@ class LibvirtDriver final : public ComputeDriver {
   void setReconnectHook(std::function<void()> hook) override;
 
   // The XML spawn() would define, for tests and the benchmark's floor.
-  std::string domainXml(const InstanceSpec& spec) const;
+  Result<std::string> domainXml(const InstanceSpec& spec) const;
 
  private:
   Error failed(std::string_view what);
   Result<std::string> liveXml(virDomainPtr dom);
+  Result<DomainHandle> lookup(const std::string& uuid);
+  // The host's capabilities XML, read once per connection (machine types do not change).
+  Result<std::string> capabilities(virConnectPtr conn);
+  std::mutex caps_mutex_;
+  std::string caps_xml_;
   LibvirtDriverOptions options_;
   Connection connection_;
 };

@@ -31,6 +31,24 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     domains.erase(uuid);
     return success();
   }
+  Result<bool> powerOff(const std::string& uuid, std::chrono::seconds) override {
+    std::lock_guard lock(mutex_);
+    if (domains.count(uuid) == 0) return Error::notFound("no domain");
+    domains[uuid] = drivers::PowerState::kShutoff;
+    return true;
+  }
+  Result<void> powerOn(const std::string& uuid) override {
+    std::lock_guard lock(mutex_);
+    if (domains.count(uuid) == 0) return Error::notFound("no domain");
+    domains[uuid] = drivers::PowerState::kRunning;
+    return success();
+  }
+  Result<bool> reboot(const std::string& uuid, bool hard, std::chrono::seconds) override {
+    std::lock_guard lock(mutex_);
+    if (domains.count(uuid) == 0) return Error::notFound("no domain");
+    ++reboots;
+    return !hard;
+  }
   Result<std::optional<drivers::PowerState>> powerState(const std::string& uuid) override {
     std::lock_guard lock(mutex_);
     auto it = domains.find(uuid);
@@ -93,6 +111,7 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   std::optional<Error> fail_spawn;
   std::optional<Error> fail_destroy;
   std::optional<Error> fail_secret;
+  int reboots = 0;
   std::map<std::string, std::string> secrets;
   std::map<std::string, std::vector<std::string>> attached;
 };

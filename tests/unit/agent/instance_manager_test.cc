@@ -122,7 +122,7 @@ TEST_CASE("a launch makes both disks, spawns, and records the timeline", "[manag
   CHECK(h.driver.spawned[0].disks[0].backing_path == rec.disks[0].backing_path);
 }
 
-TEST_CASE("the same request again creates nothing new; a different one conflicts", "[manager]") {
+TEST_CASE("the same request again creates nothing new, a different one conflicts", "[manager]") {
   Harness h;
   REQUIRE(h.manager->launch(h.request()).ok());
   h.waitSettled();
@@ -176,7 +176,7 @@ TEST_CASE("a spawn failure rolls back disks and reports the reason", "[manager]"
   CHECK(stdfs::exists(h.cache->basePathFor("img")));
 }
 
-TEST_CASE("delete removes the domain, the files and the record; the base stays", "[manager]") {
+TEST_CASE("delete removes the domain, the files and the record, the base stays", "[manager]") {
   Harness h;
   REQUIRE(h.manager->launch(h.request()).ok());
   h.waitSettled();
@@ -426,4 +426,50 @@ TEST_CASE("reconcile re-creates a CHAP secret that libvirtd forgot", "[manager][
   }
   std::lock_guard lock(h.driver.mutex_);
   CHECK(h.driver.secrets[rec.volumes[0].secret_usage] == "pa55-vol-1");
+}
+
+TEST_CASE("stop, start and reboot follow the state rules", "[manager][power]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  h.waitSettled();
+  auto settle = [&] {
+    for (int i = 0; i < 200 && !h.manager->get(kUuid)->task_state.empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return *h.manager->get(kUuid);
+  };
+  using kiln::lifecycle::PowerAction;
+  CHECK(h.manager->powerAction(kUuid, PowerAction::kStart).error().code ==
+        kiln::ErrorCode::kConflict);
+  auto stopping = h.manager->powerAction(kUuid, PowerAction::kStop);
+  REQUIRE(stopping.ok());
+  CHECK(stopping->task_state == "powering_off");
+  CHECK(settle().state == InstanceState::kStopped);
+  CHECK(h.manager->powerAction(kUuid, PowerAction::kStop).error().code ==
+        kiln::ErrorCode::kConflict);
+  CHECK(h.manager->powerAction(kUuid, PowerAction::kSoftReboot).error().code ==
+        kiln::ErrorCode::kConflict);
+  REQUIRE(h.manager->powerAction(kUuid, PowerAction::kStart).ok());
+  CHECK(settle().state == InstanceState::kActive);
+  REQUIRE(h.manager->powerAction(kUuid, PowerAction::kSoftReboot).ok());
+  auto rec = settle();
+  CHECK(rec.state == InstanceState::kActive);
+  CHECK(h.driver.reboots == 1);
+  CHECK(h.manager->powerAction("00000000-0000-4000-8000-000000000000", PowerAction::kStop)
+            .error()
+            .code == kiln::ErrorCode::kNotFound);
+}
+
+TEST_CASE("a crashed domain puts the instance in error with a fault", "[manager][power]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  h.waitSettled();
+  h.driver.setPower(kUuid, kiln::drivers::PowerState::kCrashed);
+  for (int i = 0; i < 200 && h.manager->get(kUuid)->state != InstanceState::kError; ++i) {
+    h.manager->reconcileAll();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto rec = h.manager->get(kUuid);
+  CHECK(rec->state == InstanceState::kError);
+  CHECK(rec->fault.find("QEMU process ended unexpectedly") != std::string::npos);
 }

@@ -48,7 +48,7 @@ TEST_CASE("records survive a reopen unchanged", "[store]") {
   CHECK((*all)[1].fault == "it broke");
 }
 
-TEST_CASE("insertNew refuses a duplicate; put replaces; remove deletes", "[store]") {
+TEST_CASE("insertNew refuses a duplicate, put replaces, remove deletes", "[store]") {
   kiln::testing::TempDir dir;
   auto store = InstanceStore::open(dir.path() + "/kiln.db");
   REQUIRE(store.ok());

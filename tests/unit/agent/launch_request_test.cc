@@ -133,7 +133,7 @@ TEST_CASE("volumes take vdc, vdd, ... in order unless named", "[request][volumes
   CHECK(r->block_devices[0].target.paths[0].port == 3260);
 }
 
-TEST_CASE("an ephemeral disk keeps vdb; the first volume is still vdc", "[request][volumes]") {
+TEST_CASE("an ephemeral disk keeps vdb, the first volume is still vdc", "[request][volumes]") {
   auto r =
       parseLaunchRequest(volumeBody("[" + bdm("a") + "]", true,
                                     R"({"vcpus":1,"memory_mb":256,"root_gb":1,"ephemeral_gb":1})"),
@@ -142,7 +142,7 @@ TEST_CASE("an ephemeral disk keeps vdb; the first volume is still vdc", "[reques
   CHECK(r->block_devices[0].device == "vdc");
 }
 
-TEST_CASE("boot from volume needs no image; the volume is vda", "[request][volumes]") {
+TEST_CASE("boot from volume needs no image, the volume is vda", "[request][volumes]") {
   auto r = parseLaunchRequest(volumeBody("[" + bdm("root", R"(,"boot_index":0)") + "," +
                                              bdm("data", R"(,"boot_index":-1)") + "]",
                                          false),

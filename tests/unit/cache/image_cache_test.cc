@@ -136,7 +136,7 @@ TEST_CASE("an image too big for the flavor is refused from its header, before co
   CHECK(h.nothingCached("huge"));
 }
 
-TEST_CASE("unused bases are removed after their minimum age; used and pinned ones stay",
+TEST_CASE("unused bases are removed after their minimum age, used and pinned ones stay",
           "[cache]") {
   CacheHarness h;
   for (const char* id : {"a", "b", "c"}) {
@@ -223,7 +223,7 @@ class SlowSource final : public kiln::imagecache::ImageSource {
 
 }  // namespace
 
-TEST_CASE("different images download in parallel up to the bound; one image downloads once",
+TEST_CASE("different images download in parallel up to the bound, one image downloads once",
           "[cache]") {
   kiln::testing::TempDir dir;
   SlowSource source;

@@ -285,7 +285,7 @@ TEST_CASE("Glance's error pages are quoted only as a short, tag-free, one-line e
   CHECK(m.size() < 600);
 }
 
-TEST_CASE("The token goes out as X-Auth-Token; token_file is read again for every request",
+TEST_CASE("The token goes out as X-Auth-Token, token_file is read again for every request",
           "[glance]") {
   TempDir dir;
   std::string token_file = dir.path() + "/token";
