@@ -65,6 +65,14 @@ Result<void> QemuImg::convert(const std::string& src, const std::string& src_for
   return success();
 }
 
+Result<void> QemuImg::exportImage(const std::string& src, const std::string& src_format,
+                                  const std::string& dst, const std::string& dst_format) {
+  auto out = run({"convert", "-q", "-U", "-f", src_format, "-O", dst_format, src, dst},
+                 limits_.convert);
+  if (!out) return out.error();
+  return success();
+}
+
 Result<void> QemuImg::resize(const std::string& path, const std::string& format,
                              std::uint64_t size_bytes) {
   auto out = run({"resize", "-q", "-f", format, path, std::to_string(size_bytes)}, limits_.inspect);

@@ -34,6 +34,10 @@ class QemuImg {
                       const std::string& backing_path = "", const std::string& backing_format = "");
   Result<void> convert(const std::string& src, const std::string& src_format,
                        const std::string& dst, const std::string& dst_format);
+  // Copies a disk a running (paused) QEMU holds open: -U shares its lock; the chain's formats
+  // come from the overlay's header, which kiln wrote with -F.
+  Result<void> exportImage(const std::string& src, const std::string& src_format,
+                           const std::string& dst, const std::string& dst_format);
   Result<void> resize(const std::string& path, const std::string& format, std::uint64_t size_bytes);
 
  private:

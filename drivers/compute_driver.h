@@ -96,6 +96,9 @@ class ComputeDriver {
   // guest does not shut down in time, a hard reboot. HARD: power off and start again. The
   // domain's definition (and its NVRAM) is kept either way. Returns whether it was soft.
   virtual Result<bool> reboot(const std::string& uuid, bool hard, std::chrono::seconds grace) = 0;
+  // Pauses the guest's vCPUs (for a consistent copy of its disks); true when it was running.
+  virtual Result<bool> pause(const std::string& uuid) = 0;
+  virtual Result<void> resume(const std::string& uuid) = 0;
   // The domain's power state, or nothing when no such domain exists.
   virtual Result<std::optional<PowerState>> powerState(const std::string& uuid) = 0;
   // Every domain this agent manages (named kiln-<uuid>).

@@ -230,6 +230,26 @@ Result<bool> LibvirtDriver::reboot(const std::string& uuid, bool hard, std::chro
   return !hard && *off;
 }
 
+Result<bool> LibvirtDriver::pause(const std::string& uuid) {
+  auto dom = lookup(uuid);
+  if (!dom) return dom.error();
+  int state = 0;
+  int reason = 0;
+  if (virDomainGetState(dom->get(), &state, &reason, 0) < 0) {
+    return failed(fmt::format("Reading the state of instance '{}'", uuid));
+  }
+  if (state != VIR_DOMAIN_RUNNING && state != VIR_DOMAIN_BLOCKED) return false;
+  if (virDomainSuspend(dom->get()) < 0) return failed(fmt::format("Pausing instance '{}'", uuid));
+  return true;
+}
+
+Result<void> LibvirtDriver::resume(const std::string& uuid) {
+  auto dom = lookup(uuid);
+  if (!dom) return dom.error();
+  if (virDomainResume(dom->get()) < 0) return failed(fmt::format("Resuming instance '{}'", uuid));
+  return success();
+}
+
 Result<std::optional<PowerState>> LibvirtDriver::powerState(const std::string& uuid) {
   auto session = connection_.session();
   if (!session) return session.error();

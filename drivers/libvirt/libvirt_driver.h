@@ -36,6 +36,8 @@ class LibvirtDriver final : public ComputeDriver {
   Result<bool> powerOff(const std::string& uuid, std::chrono::seconds grace) override;
   Result<void> powerOn(const std::string& uuid) override;
   Result<bool> reboot(const std::string& uuid, bool hard, std::chrono::seconds grace) override;
+  Result<bool> pause(const std::string& uuid) override;
+  Result<void> resume(const std::string& uuid) override;
   Result<std::optional<PowerState>> powerState(const std::string& uuid) override;
   Result<std::vector<DomainStatus>> listManaged() override;
   Result<HypervisorInfo> hypervisorInfo() override;

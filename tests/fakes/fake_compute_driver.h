@@ -49,6 +49,19 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     ++reboots;
     return !hard;
   }
+  Result<bool> pause(const std::string& uuid) override {
+    std::lock_guard lock(mutex_);
+    if (domains.count(uuid) == 0) return Error::notFound("no domain");
+    bool running = domains[uuid] == drivers::PowerState::kRunning;
+    if (running) domains[uuid] = drivers::PowerState::kPaused;
+    ++pauses;
+    return running;
+  }
+  Result<void> resume(const std::string& uuid) override {
+    std::lock_guard lock(mutex_);
+    domains[uuid] = drivers::PowerState::kRunning;
+    return success();
+  }
   Result<std::optional<drivers::PowerState>> powerState(const std::string& uuid) override {
     std::lock_guard lock(mutex_);
     auto it = domains.find(uuid);
@@ -112,6 +125,7 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   std::optional<Error> fail_destroy;
   std::optional<Error> fail_secret;
   int reboots = 0;
+  int pauses = 0;
   std::map<std::string, std::string> secrets;
   std::map<std::string, std::vector<std::string>> attached;
 };

@@ -225,7 +225,8 @@ json KilndHarness::waitForState(const std::string& uuid, const std::string& stat
       last = r.json;
       std::string now = last.value("state", "");
       if (now == state) return last;
-      if (now != "building" && now != "deleting") break;
+      // A launch that failed will not turn into anything else; other states may still change.
+      if (now == "error" && last.value("task_state", json()).is_null()) break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
