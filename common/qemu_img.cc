@@ -67,8 +67,8 @@ Result<void> QemuImg::convert(const std::string& src, const std::string& src_for
 
 Result<void> QemuImg::exportImage(const std::string& src, const std::string& src_format,
                                   const std::string& dst, const std::string& dst_format) {
-  auto out = run({"convert", "-q", "-U", "-f", src_format, "-O", dst_format, src, dst},
-                 limits_.convert);
+  auto out =
+      run({"convert", "-q", "-U", "-f", src_format, "-O", dst_format, src, dst}, limits_.convert);
   if (!out) return out.error();
   return success();
 }
