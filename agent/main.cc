@@ -131,6 +131,7 @@ int run(const config::KilnConfig& cfg) {
   // The image service: Glance when api_servers are configured, else the local directory.
   imagecache::CurlClient http;
   std::unique_ptr<imagecache::ImageSource> image_source;
+  std::unique_ptr<imagecache::ImageUploader> uploader;
   if (!cfg.glance.api_servers.empty()) {
     imagecache::GlanceOptions glance;
     glance.api_servers = cfg.glance.api_servers;
@@ -145,8 +146,12 @@ int run(const config::KilnConfig& cfg) {
     auto source = imagecache::GlanceSource::create(glance, http);
     if (!source) return fail(source.error().message);
     image_source = std::move(source).value();
+    auto up = imagecache::GlanceUploader::make(glance, http);
+    if (!up) return fail(up.error().message);
+    uploader = std::move(up).value();
   } else {
     image_source = std::make_unique<imagecache::LocalDirSource>(cfg.images.local_dir);
+    uploader = std::make_unique<imagecache::LocalDirUploader>(cfg.images.local_dir);
   }
   imagecache::ImageCacheOptions cache_options;
   cache_options.base_dir = state_path + "/_base";
@@ -167,9 +172,9 @@ int run(const config::KilnConfig& cfg) {
     volumes = std::make_unique<drivers::volume::NativeIscsiConnector>(driver);
   }
   lifecycle::InstanceManager manager(
-      driver, cache, disks, *volumes, *secrets, **store, clock,
-      {state_path + "/instances", cfg.defaults.launch_workers, cfg.defaults.use_cow_images,
-       std::chrono::seconds(cfg.defaults.shutdown_timeout),
+      driver, cache, disks, *volumes, *secrets, *uploader, **store, clock,
+      {state_path + "/instances", state_path + "/snapshots", cfg.defaults.launch_workers,
+       cfg.defaults.use_cow_images, std::chrono::seconds(cfg.defaults.shutdown_timeout),
        std::chrono::seconds(cfg.libvirt.wait_soft_reboot_seconds)});
   if (auto r = manager.recover(); !r) return fail(r.error().message);
   driver.setEventSink([&manager](const drivers::DomainEvent& ev) { manager.onDomainEvent(ev); });
@@ -194,7 +199,9 @@ int run(const config::KilnConfig& cfg) {
   limits.max_connections = 256;
   rpc::HttpServer server(cfg.api.listen_host, cfg.api.listen_port, limits,
                          [&router](const rpc::HttpRequest& req) { return router.handle(req); });
-  if (auto r = server.start(); !r) return fail(r.error().message);
+  // Two I/O threads: a request that waits on the image service (a snapshot's image record) does
+  // not hold up the others.
+  if (auto r = server.start(2); !r) return fail(r.error().message);
 
   log::info("kilnd {} listening on {}:{} (libvirt {}, virt_type {})", kVersion, cfg.api.listen_host,
             server.port(), cfg.libvirt.uri, cfg.libvirt.virt_type);

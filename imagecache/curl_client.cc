@@ -1,13 +1,22 @@
 #include "imagecache/curl_client.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "common/fs.h"
+#include "common/unique_fd.h"
 
 namespace kiln::imagecache {
 namespace {
@@ -24,6 +33,8 @@ using CurlSlist = std::unique_ptr<curl_slist, CurlSlistDeleter>;
 
 // A response with more header lines than this is hostile or broken; curl bounds each line.
 constexpr std::size_t kMaxHeaderLines = 256;
+// How much of a file upload() hands curl per read; curl's default (64 KiB) costs throughput.
+constexpr long kUploadBufferBytes = 512 << 10;
 
 CURLcode globalInitResult() {
   // curl_global_init is not thread-safe on every libcurl build: a function-local static runs it
@@ -50,12 +61,24 @@ std::string_view trim(std::string_view s) {
 
 enum class Mode { kCollect, kStream };
 
+// The file upload() sends as the request body.
+struct UploadFile {
+  const std::string* path = nullptr;
+  int fd = -1;
+  std::uint64_t size = 0;  // at open; exactly this many bytes go out
+  std::uint64_t sent = 0;
+  const ByteSink* on_read = nullptr;
+};
+
 // What the callbacks share with perform(); lives on perform()'s stack.
 struct Transfer {
   Mode mode = Mode::kCollect;
   const HttpRequestSpec* spec = nullptr;
   const ByteSink* sink = nullptr;
   const ResponseHook* on_response = nullptr;
+  std::string method = "GET";
+  const std::string* body = nullptr;  // send(): the request body
+  std::optional<UploadFile> upload;   // upload(): the file
   HttpResult result;
   bool head_done = false;
   // stream(): a non-2xx body reached its bound; the transfer was cut on purpose.
@@ -142,6 +165,52 @@ std::size_t onBody(char* data, std::size_t size, std::size_t count, void* user) 
   return 0;
 }
 
+// Feeds upload()'s file to curl. Exactly `size` bytes go out: a file that grew meanwhile is cut
+// there (Content-Length is already on the wire), one that shrank aborts the transfer, as the
+// server would otherwise wait for the missing bytes until the stall timeout.
+std::size_t onRead(char* buffer, std::size_t size, std::size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  UploadFile& f = *t->upload;
+  std::uint64_t left = f.size - f.sent;
+  if (left == 0) return 0;
+  std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(size * count, left));
+  ssize_t n = 0;
+  do {
+    n = ::read(f.fd, buffer, want);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    t->abort = Error::internal(fmt::format("Cannot read '{}' while sending it to '{}': {}", *f.path,
+                                           redactUrl(t->spec->url), fs::errnoText(errno)));
+    return CURL_READFUNC_ABORT;
+  }
+  if (n == 0) {
+    t->abort = Error::internal(
+        fmt::format("File '{}' ended after {} of its {} bytes while being sent to '{}'", *f.path,
+                    f.sent, f.size, redactUrl(t->spec->url)));
+    return CURL_READFUNC_ABORT;
+  }
+  auto len = static_cast<std::size_t>(n);
+  if (f.on_read != nullptr && *f.on_read) {
+    if (auto r = (*f.on_read)(buffer, len); !r) {
+      t->abort = std::move(r).error();
+      return CURL_READFUNC_ABORT;
+    }
+  }
+  f.sent += len;
+  return len;
+}
+
+bool isMethodToken(std::string_view method) {
+  return !method.empty() && method.size() <= 16 &&
+         std::all_of(method.begin(), method.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
+}
+
+bool namesHeader(const HttpRequestSpec& spec, std::string_view lowercase_name) {
+  return std::any_of(spec.headers.begin(), spec.headers.end(), [&](const auto& h) {
+    return h.first.size() == lowercase_name.size() && startsWithNoCase(h.first, lowercase_name);
+  });
+}
+
 Error transportError(CURLcode rc, const char* errbuf, const std::string& url) {
   std::string detail = errbuf[0] != '\0' ? std::string(trim(errbuf)) : curl_easy_strerror(rc);
   switch (rc) {
@@ -185,7 +254,16 @@ Result<HttpResult> perform(Transfer& t) {
     return Error::invalid(
         fmt::format("URL '{}' is not an http:// or https:// URL", redactUrl(spec.url)));
   }
+  if (!isMethodToken(t.method)) {
+    return Error::invalid(fmt::format("HTTP method '{}' for '{}' is not an upper-case token",
+                                      t.method.substr(0, 16), redactUrl(spec.url)));
+  }
   CurlSlist header_list;
+  auto appendHeaderLine = [&](const std::string& line) {
+    curl_slist* head = curl_slist_append(header_list.get(), line.c_str());
+    if (head != nullptr && !header_list) header_list.reset(head);
+    return head != nullptr;
+  };
   for (const auto& [name, value] : spec.headers) {
     // A line break would smuggle a second header (or request) in. The value is not quoted: it
     // may be a token.
@@ -197,9 +275,17 @@ Result<HttpResult> perform(Transfer& t) {
           redactUrl(spec.url)));
     }
     std::string line = value.empty() ? name + ";" : name + ": " + value;  // "X;" sends "X:"
-    curl_slist* head = curl_slist_append(header_list.get(), line.c_str());
-    if (head == nullptr) return Error::exhausted("Out of memory building HTTP request headers");
-    if (!header_list) header_list.reset(head);
+    if (!appendHeaderLine(line)) {
+      return Error::exhausted("Out of memory building HTTP request headers");
+    }
+  }
+  if (t.body != nullptr || t.upload) {
+    // "Name:" removes a header curl would add on its own: a form content type for a POST body,
+    // and, for a small body, the extra round trip of Expect: 100-continue. An upload keeps the
+    // Expect: the server may refuse it (401, 409, 413) before any byte of a big file is sent.
+    bool ok = namesHeader(spec, "content-type") || appendHeaderLine("Content-Type:");
+    if (t.body != nullptr && !namesHeader(spec, "expect")) ok = ok && appendHeaderLine("Expect:");
+    if (!ok) return Error::exhausted("Out of memory building HTTP request headers");
   }
 
   CurlEasy easy(curl_easy_init());
@@ -208,7 +294,25 @@ Result<HttpResult> perform(Transfer& t) {
   Options o(easy.get());
   o.set(CURLOPT_ERRORBUFFER, errbuf);
   o.set(CURLOPT_URL, spec.url.c_str());
-  o.set(CURLOPT_HTTPGET, 1L);
+  if (t.upload) {
+    o.set(CURLOPT_UPLOAD, 1L);  // a PUT unless CUSTOMREQUEST names another method
+    o.set(CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(t.upload->size));
+    o.set(CURLOPT_READFUNCTION, &onRead);
+    o.set(CURLOPT_READDATA, &t);
+    o.set(CURLOPT_UPLOAD_BUFFERSIZE, kUploadBufferBytes);
+    if (t.method != "PUT") o.set(CURLOPT_CUSTOMREQUEST, t.method.c_str());
+  } else if (t.method == "HEAD") {
+    o.set(CURLOPT_NOBODY, 1L);
+  } else if (t.body != nullptr &&
+             (!t.body->empty() || t.method == "POST" || t.method == "PUT" || t.method == "PATCH")) {
+    // The body is sent from the caller's string, which outlives the transfer.
+    o.set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t.body->size()));
+    o.set(CURLOPT_POSTFIELDS, t.body->data());
+    if (t.method != "POST") o.set(CURLOPT_CUSTOMREQUEST, t.method.c_str());
+  } else {
+    o.set(CURLOPT_HTTPGET, 1L);
+    if (t.method != "GET") o.set(CURLOPT_CUSTOMREQUEST, t.method.c_str());
+  }
   // Never another scheme (file://, gopher://, ...), neither directly nor through a redirect;
   // and no redirects at all: a 3xx to another host would carry the X-Auth-Token along.
 #if LIBCURL_VERSION_NUM >= 0x075500  // 7.85.0
@@ -278,6 +382,43 @@ Result<HttpResult> CurlClient::stream(const HttpRequestSpec& spec, const ByteSin
   t.spec = &spec;
   t.sink = &sink;
   t.on_response = &on_response;
+  return perform(t);
+}
+
+Result<HttpResult> CurlClient::send(const HttpRequestSpec& spec, const std::string& method,
+                                    const std::string& body) {
+  Transfer t;
+  t.mode = Mode::kCollect;
+  t.spec = &spec;
+  t.method = method;
+  t.body = &body;
+  return perform(t);
+}
+
+Result<HttpResult> CurlClient::upload(const HttpRequestSpec& spec, const std::string& method,
+                                      const std::string& file_path, const ByteSink& on_read) {
+  // O_NONBLOCK: a FIFO at the path must not hang the open; it is refused below.
+  UniqueFd fd(::open(file_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!fd.valid()) {
+    int err = errno;
+    return Error{err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kInternal,
+                 fmt::format("Cannot open '{}' to send it to '{}': {}", file_path,
+                             redactUrl(spec.url), fs::errnoText(err))};
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return Error::internal(fmt::format("Cannot stat '{}': {}", file_path, fs::errnoText(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Error::invalid(fmt::format("'{}' is not a regular file and cannot be sent to '{}'",
+                                      file_path, redactUrl(spec.url)));
+  }
+  (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  Transfer t;
+  t.mode = Mode::kCollect;
+  t.spec = &spec;
+  t.method = method;
+  t.upload = UploadFile{&file_path, fd.get(), static_cast<std::uint64_t>(st.st_size), 0, &on_read};
   return perform(t);
 }
 

@@ -15,6 +15,11 @@ class CurlClient final : public HttpClient {
   Result<HttpResult> get(const HttpRequestSpec& spec) override;
   Result<HttpResult> stream(const HttpRequestSpec& spec, const ByteSink& sink,
                             const ResponseHook& on_response) override;
+  Result<HttpResult> send(const HttpRequestSpec& spec, const std::string& method,
+                          const std::string& body) override;
+  // CURLOPT_UPLOAD with CURLOPT_INFILESIZE_LARGE, fed by a read callback in 512 KiB pieces.
+  Result<HttpResult> upload(const HttpRequestSpec& spec, const std::string& method,
+                            const std::string& file_path, const ByteSink& on_read) override;
 };
 
 // `url` without any user:password@ part, for messages and logs.

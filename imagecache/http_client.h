@@ -34,8 +34,8 @@ struct HttpRequestSpec {
   // Zero means none. Worth setting for small requests (a record), never for image bytes.
   std::chrono::milliseconds total_timeout{0};
   std::string ca_file;  // PEM bundle for https; empty means the system store
-  // get(): a longer body fails with kTooLarge. stream(): the bound on a non-2xx body kept for the
-  // error message (the rest is dropped, the transfer still ends cleanly).
+  // get(), send(), upload(): a longer body fails with kTooLarge. stream(): the bound on a non-2xx
+  // body kept for the error message (the rest is dropped, the transfer still ends cleanly).
   std::size_t max_body_bytes = 16 << 20;
 };
 
@@ -43,8 +43,8 @@ struct HttpResult {
   long status = 0;
   // Response headers as received, names lower-cased, values trimmed; in order.
   std::vector<std::pair<std::string, std::string>> headers;
-  // get(): the body. stream(): empty for a 2xx (the bytes went to the sink), otherwise the start
-  // of the error page, at most max_body_bytes.
+  // get(), send(), upload(): the body. stream(): empty for a 2xx (the bytes went to the sink),
+  // otherwise the start of the error page, at most max_body_bytes.
   std::string body;
 
   // The first header called `lowercase_name`, if any.
@@ -61,7 +61,7 @@ struct HttpResult {
 using ResponseHook = std::function<Result<void>(const HttpResult& head)>;
 
 // Implementations must be safe to call from several threads at once (two launches may fetch two
-// images); neither call follows redirects, which come back as a 3xx status.
+// images); no call follows redirects, which come back as a 3xx status.
 class HttpClient {
  public:
   virtual ~HttpClient() = default;
@@ -78,6 +78,25 @@ class HttpClient {
   // callers that need to know how far it got count the bytes in their sink.
   virtual Result<HttpResult> stream(const HttpRequestSpec& spec, const ByteSink& sink,
                                     const ResponseHook& on_response) = 0;
+
+  // A request with a small body held in memory (a JSON document to POST, nothing for a DELETE),
+  // answered like get(). `method` is an upper-case token ("POST", "DELETE", "PATCH"); anything
+  // else is kInvalidArgument. POST, PUT and PATCH always send their body, even an empty one
+  // (Content-Length: 0); other methods send none when `body` is empty. Name the body's type in
+  // spec.headers ("Content-Type"): the client adds none of its own.
+  virtual Result<HttpResult> send(const HttpRequestSpec& spec, const std::string& method,
+                                  const std::string& body) = 0;
+
+  // Sends the regular file at `file_path` as the request body ("PUT" for Glance), streamed in
+  // pieces and never read whole, with Content-Length set from its size when opened; the answer
+  // comes back like get(). `on_read` (may be empty) sees each byte of the file exactly once, in
+  // order, as it goes out, so the caller can hash what was sent; its error aborts the transfer
+  // and is returned. A file that cannot be opened is kNotFound (missing) or kInternal, one that
+  // is not a regular file kInvalidArgument, one that shrinks while being sent kInternal: none of
+  // these is worth retrying. Transport failures are kUnavailable, and a new call starts again
+  // from the first byte.
+  virtual Result<HttpResult> upload(const HttpRequestSpec& spec, const std::string& method,
+                                    const std::string& file_path, const ByteSink& on_read) = 0;
 };
 
 }  // namespace kiln::imagecache

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "agent/rpc/json_response.h"
 #include "common/fs.h"
 #include "common/uuid.h"
@@ -166,7 +168,8 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid
                            "An action body is one object with one key, such as "
                            "{\"attach_volume\": {...}} or {\"detach_volume\": {...}}");
     }
-    const auto& [action, args] = *body.items().begin();
+    const std::string action = body.begin().key();
+    const json& args = body.begin().value();
     auto power = [&](lifecycle::PowerAction a) {
       auto rec = manager_.powerAction(uuid, a);
       if (!rec) return errorResponse(rec.error());
@@ -193,6 +196,34 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid
       }
       return power(action == "stop" ? lifecycle::PowerAction::kStop
                                     : lifecycle::PowerAction::kStart);
+    }
+    if (action == "snapshot") {
+      if (!args.is_object() || !args.contains("name") || !args["name"].is_string()) {
+        return errorResponse(400, "snapshot takes {\"name\": \"...\", \"metadata\": {...}}");
+      }
+      for (const auto& [key, value] : args.items()) {
+        (void)value;
+        if (key != "name" && key != "metadata") {
+          return errorResponse(
+              400, fmt::format("snapshot has an unknown field '{}'", key.substr(0, 64)));
+        }
+      }
+      std::string name = args["name"].get<std::string>();
+      if (name.empty() || name.size() > 255 ||
+          std::any_of(name.begin(), name.end(), [](unsigned char c) { return c < 0x20; })) {
+        return errorResponse(400,
+                             "snapshot.name must be 1 to 255 bytes without control characters");
+      }
+      json metadata = args.value("metadata", json::object());
+      if (!metadata.is_object()) return errorResponse(400, "snapshot.metadata must be an object");
+      for (const auto& [key, value] : metadata.items()) {
+        (void)key;
+        if (!value.is_string())
+          return errorResponse(400, "snapshot.metadata values must be strings");
+      }
+      auto image_id = manager_.snapshot(uuid, name, metadata);
+      if (!image_id) return errorResponse(image_id.error());
+      return jsonResponse(202, {{"image_id", *image_id}});
     }
     if (action == "attach_volume") {
       auto bdm = parseBlockDevice(args);

@@ -28,13 +28,15 @@ constexpr const char* kInterruptedLaunch =
 InstanceManager::InstanceManager(drivers::ComputeDriver& driver, imagecache::ImageCache& cache,
                                  drivers::disk::DiskBuilder& disks,
                                  drivers::volume::VolumeConnector& volumes,
-                                 const SecretBox& secrets, state::InstanceStore& store,
-                                 const Clock& clock, ManagerOptions options)
+                                 const SecretBox& secrets, imagecache::ImageUploader& uploader,
+                                 state::InstanceStore& store, const Clock& clock,
+                                 ManagerOptions options)
     : driver_(driver),
       cache_(cache),
       disks_(disks),
       volumes_(volumes),
       secrets_(secrets),
+      uploader_(uploader),
       store_(store),
       clock_(clock),
       options_(std::move(options)),
@@ -555,6 +557,113 @@ void InstanceManager::runPowerAction(const EntryPtr& entry, PowerAction action) 
   } else {
     rec.action_error = result.error().message;
     log::warn("Instance '{}': {}", uuid, rec.action_error);
+  }
+  if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+}
+
+Result<std::string> InstanceManager::snapshot(const std::string& uuid, const std::string& name,
+                                              const nlohmann::json& metadata) {
+  EntryPtr entry = find(uuid);
+  if (!entry) return Error::notFound(fmt::format("Instance '{}' does not exist", uuid));
+  imagecache::NewImage image;
+  image.name = name;
+  image.disk_format = "qcow2";
+  {
+    std::lock_guard lock(entry->mu);
+    const InstanceRecord& rec = entry->record;
+    if ((rec.state != InstanceState::kActive && rec.state != InstanceState::kStopped) ||
+        !rec.task_state.empty()) {
+      return Error::conflict(
+          fmt::format("Instance '{}' is {}; only an idle active or stopped "
+                      "instance can be snapshotted",
+                      uuid, state::stateName(rec.state)));
+    }
+    if (rec.disks.empty() || rec.disks[0].device != "vda") {
+      return Error::conflict(fmt::format(
+          "Instance '{}' boots from a volume; snapshot the volume in the volume service", uuid));
+    }
+    // As nova: the new image inherits the base image's properties, minus what describes the
+    // base's own bits, and says where it came from.
+    for (const auto& [key, value] : rec.image_properties.items()) {
+      if (key.starts_with("os_glance") || key.starts_with("img_signature") ||
+          key == "cache_in_nova" || key == "bittorrent" || key == "image_type" ||
+          key == "instance_uuid" || key == "base_image_ref") {
+        continue;
+      }
+      image.properties[key] = value.is_string() ? value.get<std::string>() : value.dump();
+    }
+    for (const auto& [key, value] : metadata.items()) image.properties[key] = value;
+    image.properties["image_type"] = "snapshot";
+    image.properties["instance_uuid"] = uuid;
+    image.properties["base_image_ref"] = rec.image_id;
+  }
+  if (auto v = imagecache::validateNewImage(image); !v) return v.error();
+  // The image record exists before the answer, so the scheduler gets an id it can poll.
+  auto image_id = uploader_.create(image);
+  if (!image_id) return image_id.error();
+  {
+    std::lock_guard lock(entry->mu);
+    if (!entry->record.task_state.empty()) {
+      (void)uploader_.discard(*image_id);
+      return Error::conflict(fmt::format("Instance '{}' became busy", uuid));
+    }
+    entry->record.task_state = "image_uploading";
+    entry->record.action_error.clear();
+    if (auto sv = saveLocked(*entry); !sv) {
+      (void)uploader_.discard(*image_id);
+      return sv.error();
+    }
+  }
+  std::string id = *image_id;
+  if (!jobs_.post([this, entry, id] { runSnapshot(entry, id); })) {
+    (void)uploader_.discard(id);
+    return Error::unavailable("kilnd is shutting down");
+  }
+  return id;
+}
+
+void InstanceManager::runSnapshot(const EntryPtr& entry, const std::string& image_id) {
+  std::lock_guard job(entry->job);
+  const std::string uuid = entry->record.uuid;
+  state::DiskRecord root;
+  {
+    std::lock_guard lock(entry->mu);
+    root = entry->record.disks[0];
+  }
+  const std::string tmp = options_.snapshots_dir + "/" + image_id + ".qcow2";
+  auto started = clock_.steadyNow();
+  Result<void> result = fs::makeDirectories(options_.snapshots_dir, 0700);
+  if (result) {
+    // A short pause makes the copy one point in time; the guest resumes before the upload.
+    auto paused = driver_.pause(uuid);
+    if (!paused) {
+      result = paused.error();
+    } else {
+      result = disks_.exportDisk(root.path, root.format, tmp, "qcow2");
+      if (*paused) {
+        if (auto r = driver_.resume(uuid); !r) {
+          log::error("Instance '{}' stays paused after its snapshot: {}", uuid, r.error().message);
+          if (result) result = r;
+        }
+      }
+    }
+  }
+  auto captured = clock_.steadyNow();
+  if (result) result = uploader_.upload(image_id, tmp);
+  if (!result) (void)uploader_.discard(image_id);
+  ::unlink(tmp.c_str());
+  std::lock_guard lock(entry->mu);
+  entry->record.task_state.clear();
+  if (result) {
+    auto ms = [](auto d) {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+    };
+    log::info("Instance '{}': snapshot '{}' uploaded (capture {} ms, upload {} ms)", uuid, image_id,
+              ms(captured - started), ms(clock_.steadyNow() - captured));
+  } else {
+    entry->record.action_error =
+        fmt::format("Snapshot '{}' failed: {}", image_id, result.error().message);
+    log::warn("Instance '{}': {}", uuid, entry->record.action_error);
   }
   if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
 }

@@ -24,11 +24,13 @@
 #include "drivers/disk/disk_builder.h"
 #include "drivers/volume/volume_connector.h"
 #include "imagecache/image_cache.h"
+#include "imagecache/image_uploader.h"
 
 namespace kiln::lifecycle {
 
 struct ManagerOptions {
   std::string instances_dir;  // state_path/instances
+  std::string snapshots_dir;  // state_path/snapshots: temporary copies being uploaded
   unsigned workers = 4;
   bool use_cow_images = true;                 // vda: qcow2 overlay over the base, or a full copy
   std::chrono::seconds shutdown_timeout{60};  // stop: clean shutdown, then power off
@@ -48,8 +50,8 @@ class InstanceManager {
  public:
   InstanceManager(drivers::ComputeDriver& driver, imagecache::ImageCache& cache,
                   drivers::disk::DiskBuilder& disks, drivers::volume::VolumeConnector& volumes,
-                  const SecretBox& secrets, state::InstanceStore& store, const Clock& clock,
-                  ManagerOptions options);
+                  const SecretBox& secrets, imagecache::ImageUploader& uploader,
+                  state::InstanceStore& store, const Clock& clock, ManagerOptions options);
   ~InstanceManager();
 
   // Loads the records, finishes interrupted deletes, fails interrupted launches, then
@@ -62,6 +64,10 @@ class InstanceManager {
   Result<state::InstanceRecord> requestDelete(const std::string& uuid);
   // reboot, stop, start; 202-style, kConflict when the action does not fit the state.
   Result<state::InstanceRecord> powerAction(const std::string& uuid, PowerAction action);
+  // Captures the root disk (paused for a consistent copy) and uploads it as a new image that
+  // inherits the base image's properties. Returns the new image's id; the upload runs on.
+  Result<std::string> snapshot(const std::string& uuid, const std::string& name,
+                               const nlohmann::json& metadata);
   // Hot-plug and unplug of volumes on an active or stopped instance; 202-style.
   Result<state::InstanceRecord> attachVolume(const std::string& uuid,
                                              api::BlockDeviceRequest request);
@@ -98,6 +104,7 @@ class InstanceManager {
                                           const api::BlockDeviceRequest& bdm);
   void runDelete(const EntryPtr& entry);
   void runPowerAction(const EntryPtr& entry, PowerAction action);
+  void runSnapshot(const EntryPtr& entry, const std::string& image_id);
   void runAttach(const EntryPtr& entry, const api::BlockDeviceRequest& bdm);
   void runDetach(const EntryPtr& entry, const std::string& volume_id);
   void reconcileOne(const EntryPtr& entry);
@@ -114,6 +121,7 @@ class InstanceManager {
   drivers::disk::DiskBuilder& disks_;
   drivers::volume::VolumeConnector& volumes_;
   const SecretBox& secrets_;
+  imagecache::ImageUploader& uploader_;
   state::InstanceStore& store_;
   const Clock& clock_;
   ManagerOptions options_;

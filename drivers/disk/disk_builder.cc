@@ -18,6 +18,11 @@ Result<void> DiskBuilder::createBlank(const std::string& path, const std::string
   return qemu_img_.create(path, format, size_bytes);
 }
 
+Result<void> DiskBuilder::exportDisk(const std::string& src, const std::string& src_format,
+                                     const std::string& dst, const std::string& dst_format) {
+  return qemu_img_.exportImage(src, src_format, dst, dst_format);
+}
+
 Result<std::uint64_t> DiskBuilder::virtualSize(const std::string& path, const std::string& format) {
   auto info = qemu_img_.info(path, format);
   if (!info) return info.error();

@@ -22,6 +22,9 @@ class DiskBuilder {
   // A new empty disk.
   Result<void> createBlank(const std::string& path, const std::string& format,
                            std::uint64_t size_bytes);
+  // A standalone copy of a disk that a running (paused) guest holds open, e.g. for a snapshot.
+  Result<void> exportDisk(const std::string& src, const std::string& src_format,
+                          const std::string& dst, const std::string& dst_format);
   // The virtual size as qemu-img reports it, reading the file as `format`.
   Result<std::uint64_t> virtualSize(const std::string& path, const std::string& format);
 

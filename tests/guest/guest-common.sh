@@ -164,7 +164,26 @@ hook_write_marker() {
         echo "KILN-WROTE $1 KILN-MARK:$text"
 }
 
-DISK_HOOKS="hook_write_marker hook_find_marker"
+# The root disk carries a mark too, 100 MiB in (past the 32 MiB image, so the boot files are
+# untouched): a guest that finds none writes one with a random id and says KILN-ROOT-WROTE; a guest
+# that finds one (an instance launched from a snapshot) says KILN-ROOT-FOUND with that id.
+hook_root_marker() {
+    [ "$1" = vda ] || return 0
+    disk_bytes vda
+    [ "$bytes" -gt $((101 * 1024 * 1024)) ] || return 0
+    found=$(dd if=/dev/vda bs=1M skip=100 count=1 2>/dev/null | head -c 64 |
+        grep -ao '^KILN-ROOT:[0-9a-f-]*' | head -n 1)
+    if [ -n "$found" ]; then
+        echo "KILN-ROOT-FOUND ${found#KILN-ROOT:}"
+        return 0
+    fi
+    id=$(cat /proc/sys/kernel/random/uuid)
+    { printf 'KILN-ROOT:%s\n' "$id"; dd if=/dev/zero bs=4096 count=1 2>/dev/null; } |
+        dd of=/dev/vda bs=4096 count=1 seek=25600 iflag=fullblock conv=fsync,notrunc 2>/dev/null &&
+        echo "KILN-ROOT-WROTE $id"
+}
+
+DISK_HOOKS="hook_write_marker hook_find_marker hook_root_marker"
 # ----------------------------------------------------------------- end of per-disk hooks
 
 run_disk_hooks() {

@@ -30,6 +30,7 @@ struct Harness {
   kiln::drivers::volume::NativeIscsiConnector connector{driver};
   kiln::SecretBox secrets = kiln::SecretBox::fromKeyForTest({});
   kiln::imagecache::LocalDirSource source{images};
+  kiln::imagecache::LocalDirUploader uploader{images};
   std::unique_ptr<kiln::imagecache::ImageCache> cache;
   std::unique_ptr<kiln::state::InstanceStore> store;
   std::unique_ptr<InstanceManager> manager;
@@ -52,8 +53,8 @@ struct Harness {
     REQUIRE(s.ok());
     store = std::move(s).value();
     manager = std::make_unique<InstanceManager>(
-        driver, *cache, disks, connector, secrets, *store, clock,
-        kiln::lifecycle::ManagerOptions{state + "/instances", 2, use_cow});
+        driver, *cache, disks, connector, secrets, uploader, *store, clock,
+        kiln::lifecycle::ManagerOptions{state + "/instances", state + "/snapshots", 2, use_cow});
     REQUIRE(manager->recover().ok());
   }
   void restart() {

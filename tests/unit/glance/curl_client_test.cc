@@ -2,11 +2,17 @@
 
 #include "imagecache/curl_client.h"
 
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <fstream>
 #include <string>
 
 #include "loopback_http_server.h"
+#include "temp_dir.h"
 
 namespace {
 
@@ -239,4 +245,161 @@ TEST_CASE("redactUrl drops credentials only", "[glance][curl]") {
   CHECK(redactUrl("https://glance/v2/images/x?a=b@c") == "https://glance/v2/images/x?a=b@c");
   CHECK(redactUrl("http://glance:9292") == "http://glance:9292");
   CHECK(redactUrl("not a url") == "not a url");
+}
+
+namespace {
+
+// The request body that follows `head` on `fd` (Content-Length bytes), answering an
+// Expect: 100-continue first the way Glance's eventlet server does.
+std::string readBody(const std::string& head, int fd) {
+  auto end = head.find("\r\n\r\n");
+  std::string body = end == std::string::npos ? "" : head.substr(end + 4);
+  auto at = head.find("Content-Length: ");
+  if (at == std::string::npos) return body;
+  std::size_t length = std::stoul(head.substr(at + 16));
+  if (head.find("Expect: 100-continue") != std::string::npos) {
+    Server::send(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  char buf[65536];
+  while (body.size() < length) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0) break;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    body.append(buf, static_cast<std::size_t>(n));
+  }
+  return body;
+}
+
+}  // namespace
+
+TEST_CASE("CurlClient::send POSTs a body with the caller's content type and no Expect",
+          "[glance][curl]") {
+  std::string received;
+  Server server([&](const std::string& head, int fd) {
+    received = readBody(head, fd);
+    Server::send(fd, response(201, R"({"id": "x", "status": "queued"})"));
+  });
+  CurlClient client;
+  HttpRequestSpec spec = specFor(server.url("/v2/images"));
+  spec.headers = {{"Content-Type", "application/json"}, {"X-Auth-Token", "tok"}};
+  std::string body = R"({"name": "snap", "x": ")" + std::string(3000, 'y') + "\"}";
+  auto r = client.send(spec, "POST", body);
+  REQUIRE(r.ok());
+  CHECK(r->status == 201);
+  CHECK(r->body == R"({"id": "x", "status": "queued"})");
+  CHECK(received == body);
+  auto requests = server.requests();
+  REQUIRE(requests.size() == 1);
+  CHECK_THAT(requests[0], Catch::StartsWith("POST /v2/images HTTP/1.1\r\n"));
+  CHECK_THAT(requests[0], Catch::Contains("\r\nContent-Type: application/json\r\n"));
+  CHECK_THAT(requests[0], Catch::Contains("\r\nContent-Length: " + std::to_string(body.size())));
+  CHECK_THAT(requests[0], !Catch::Contains("Expect:"));
+  CHECK_THAT(requests[0], !Catch::Contains("x-www-form-urlencoded"));
+}
+
+TEST_CASE("CurlClient::send DELETEs without a body and refuses odd methods", "[glance][curl]") {
+  Server server([&](const std::string&, int fd) { Server::send(fd, response(204, "")); });
+  CurlClient client;
+  auto r = client.send(specFor(server.url("/v2/images/x")), "DELETE", "");
+  REQUIRE(r.ok());
+  CHECK(r->status == 204);
+  auto requests = server.requests();
+  REQUIRE(requests.size() == 1);
+  CHECK_THAT(requests[0], Catch::StartsWith("DELETE /v2/images/x HTTP/1.1\r\n"));
+  CHECK_THAT(requests[0], !Catch::Contains("Content-Length"));
+  CHECK_THAT(requests[0], !Catch::Contains("Content-Type"));
+
+  for (const char* method : {"", "delete", "GET /x HTTP/1.0\r\n", "PO ST"}) {
+    INFO(method);
+    CHECK(client.send(specFor(server.url("/x")), method, "").error().code ==
+          ErrorCode::kInvalidArgument);
+  }
+  CHECK(server.requests().size() == 1);
+}
+
+TEST_CASE("CurlClient::upload streams the file as the PUT body, each byte seen once",
+          "[glance][curl]") {
+  kiln::testing::TempDir dir;
+  std::string bytes((5 << 20) + 321, '\0');
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 31) ^ (i >> 9));
+  std::string path = dir.path() + "/snap.qcow2";
+  std::ofstream(path, std::ios::binary) << bytes;
+
+  std::string received;
+  Server server([&](const std::string& head, int fd) {
+    received = readBody(head, fd);
+    Server::send(fd, response(204, ""));
+  });
+  CurlClient client;
+  HttpRequestSpec spec = specFor(server.url("/v2/images/x/file"));
+  spec.headers = {{"Content-Type", "application/octet-stream"}};
+  std::string seen;
+  std::size_t largest_piece = 0;
+  auto r = client.upload(spec, "PUT", path, [&](const char* data, std::size_t len) {
+    seen.append(data, len);
+    largest_piece = std::max(largest_piece, len);
+    return kiln::success();
+  });
+  REQUIRE(r.ok());
+  CHECK(r->status == 204);
+  CHECK(received == bytes);
+  CHECK(seen == bytes);
+  CHECK(largest_piece <= (1u << 20));  // streamed in pieces, never the whole file
+  auto requests = server.requests();
+  REQUIRE(requests.size() == 1);
+  CHECK_THAT(requests[0], Catch::StartsWith("PUT /v2/images/x/file HTTP/1.1\r\n"));
+  CHECK_THAT(requests[0], Catch::Contains("\r\nContent-Type: application/octet-stream\r\n"));
+  CHECK_THAT(requests[0], Catch::Contains("\r\nContent-Length: " + std::to_string(bytes.size())));
+  // The server may refuse before the bytes go out.
+  CHECK_THAT(requests[0], Catch::Contains("\r\nExpect: 100-continue\r\n"));
+}
+
+TEST_CASE("CurlClient::upload: an early refusal sends no bytes; file problems are not retryable",
+          "[glance][curl]") {
+  kiln::testing::TempDir dir;
+  std::string path = dir.path() + "/snap.qcow2";
+  std::ofstream(path, std::ios::binary) << std::string(3 << 20, 'q');
+  Server server([&](const std::string& head, int fd) {
+    if (head.find("PUT /refuse") == 0) {
+      Server::send(fd, response(409, "<html>Image status is saving</html>"));
+      return;
+    }
+    (void)readBody(head, fd);
+    Server::send(fd, response(204, ""));
+  });
+  CurlClient client;
+
+  std::size_t seen = 0;
+  auto counting = [&](const char*, std::size_t len) {
+    seen += len;
+    return kiln::success();
+  };
+  auto refused = client.upload(specFor(server.url("/refuse")), "PUT", path, counting);
+  REQUIRE(refused.ok());
+  CHECK(refused->status == 409);
+  CHECK(refused->body == "<html>Image status is saving</html>");
+  CHECK(seen == 0);
+
+  auto missing = client.upload(specFor(server.url("/x")), "PUT", dir.path() + "/gone", counting);
+  CHECK(missing.error().code == ErrorCode::kNotFound);
+  auto directory = client.upload(specFor(server.url("/x")), "PUT", dir.path(), counting);
+  CHECK(directory.error().code == ErrorCode::kInvalidArgument);
+
+  // The observer's error aborts the transfer and is returned as it is.
+  auto aborted = client.upload(specFor(server.url("/x")), "PUT", path,
+                               [](const char*, std::size_t) -> Result<void> {
+                                 return Error::exhausted("Hash context out of memory");
+                               });
+  CHECK(aborted.error().message == "Hash context out of memory");
+
+  // A file that shrinks while it is being sent cannot fill its Content-Length.
+  auto shrunk =
+      client.upload(specFor(server.url("/x")), "PUT", path, [&](const char*, std::size_t) {
+        REQUIRE(::truncate(path.c_str(), 0) == 0);
+        return kiln::success();
+      });
+  REQUIRE_FALSE(shrunk.ok());
+  CHECK(shrunk.error().code == ErrorCode::kInternal);
+  CHECK_THAT(shrunk.error().message, Catch::Contains("ended after"));
 }

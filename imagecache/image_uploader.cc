@@ -1,0 +1,859 @@
+#include "imagecache/image_uploader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/unique_fd.h"
+#include "common/uuid.h"
+#include "imagecache/stream_hasher.h"
+
+namespace kiln::imagecache {
+namespace {
+
+constexpr std::size_t kRecordMaxBytes = 16 << 20;
+constexpr std::size_t kErrorPageMaxBytes = 64 << 10;
+constexpr std::size_t kSnippetMaxChars = 200;
+constexpr std::size_t kTokenFileMaxBytes = 64 << 10;
+constexpr std::size_t kCopyChunk = 1 << 20;
+constexpr unsigned kMaxBackoffDoublings = 4;
+constexpr std::size_t kMaxNameChars = 255;
+constexpr std::size_t kMaxPropertyKeyChars = 255;
+// Glance keeps property values in a TEXT column (65535 bytes on MySQL).
+constexpr std::size_t kMaxPropertyValueBytes = 65535;
+constexpr std::size_t kQueuedRecordMaxBytes = 4 << 20;
+
+using Clock = std::chrono::steady_clock;
+
+// Fields Glance owns: a property may not take one of these names (Glance answers 403 or 409).
+const std::set<std::string, std::less<>>& glanceCoreFields() {
+  static const std::set<std::string, std::less<>> fields = {
+      "id",         "name",         "status",       "visibility",
+      "protected",  "checksum",     "os_hash_algo", "os_hash_value",
+      "size",       "virtual_size", "disk_format",  "container_format",
+      "min_disk",   "min_ram",      "owner",        "created_at",
+      "updated_at", "tags",         "self",         "file",
+      "schema",     "direct_url",   "locations",    "os_hidden",
+      "stores",     "deleted",      "deleted_at"};
+  return fields;
+}
+// Glance reserves this namespace for itself (since Ussuri) and refuses such properties.
+constexpr std::string_view kReservedPropertyPrefix = "os_glance_";
+
+bool hasControlCharacter(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+// Untrusted or user-given text made safe to quote in a message or a log line.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 140)) {
+    auto u = static_cast<unsigned char>(c);
+    out += (u < 0x20 || u >= 0x7f) ? '?' : c;
+  }
+  if (s.size() > 140) out += "...";
+  return out;
+}
+
+// UTF-8 characters, counted as Glance counts a name's length (the input is valid UTF-8).
+std::size_t utf8Length(std::string_view s) {
+  return static_cast<std::size_t>(
+      std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+}
+
+bool isPropertyKey(std::string_view key) {
+  if (key.empty() || key.size() > kMaxPropertyKeyChars) return false;
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == ':' || c == '.' ||
+           c == '-';
+  });
+}
+
+// Glance's error pages are small HTML documents, or JSON {"message": ...} when asked with
+// Accept: application/json: only a short, tag-free, one-line ASCII excerpt goes into a message
+// (the treatment GlanceSource gives them).
+std::string snippet(std::string_view body) {
+  auto doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_object() && doc.contains("message") && doc["message"].is_string()) {
+    body = doc["message"].get_ref<const std::string&>();
+  }
+  if (auto head_end = body.find("</head>"); head_end != std::string_view::npos) {
+    body.remove_prefix(head_end + 7);  // the <title> repeats the <h1>
+  }
+  std::string out;
+  bool in_tag = false;
+  bool pending_space = false;
+  for (char c : body) {
+    if (c == '<') {
+      in_tag = true;
+      continue;
+    }
+    if (in_tag) {
+      if (c == '>') {
+        in_tag = false;
+        pending_space = true;
+      }
+      continue;
+    }
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) {
+      pending_space = true;
+      continue;
+    }
+    if (out.size() >= kSnippetMaxChars) {
+      out += "...";
+      break;
+    }
+    if (pending_space && !out.empty()) out += ' ';
+    pending_space = false;
+    out += c;
+  }
+  return out;
+}
+
+std::string quotedList(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += ", ";
+    out += "'" + item + "'";
+  }
+  return out;
+}
+
+struct Failure {
+  Error error;
+  bool retryable = false;
+};
+
+// A non-success answer from Glance to a request to `action` ("create image 'x'"). `image_id` is
+// set when a 404 means that image is gone rather than a wrong endpoint.
+Failure failureForStatus(long status, const std::string& body, const std::string& server,
+                         const std::string& action, const std::string& image_id, bool sent_token) {
+  std::string excerpt = snippet(body);
+  std::string detail = excerpt.empty() ? "" : ": " + excerpt;
+  switch (status) {
+    case 400:
+      return {Error::invalid(
+                  fmt::format("Glance at '{}' refused to {} (HTTP 400){}", server, action, detail)),
+              false};
+    case 401:
+      return {Error{ErrorCode::kUnauthorized,
+                    sent_token ? fmt::format("Glance at '{}' rejected kiln's token when asked to "
+                                             "{} (HTTP 401); check [glance] token or token_file",
+                                             server, action)
+                               : fmt::format("Glance at '{}' wants a token to {} (HTTP 401); set "
+                                             "[glance] token or token_file",
+                                             server, action)},
+              false};
+    case 403:
+      return {Error{ErrorCode::kForbidden,
+                    fmt::format("Glance at '{}' does not let this node {} (HTTP 403){}", server,
+                                action, detail)},
+              false};
+    case 404:
+      if (!image_id.empty()) {
+        return {Error::notFound(
+                    fmt::format("Image '{}' was not found in Glance at '{}'", image_id, server)),
+                false};
+      }
+      break;
+    case 409:
+      return {Error::conflict(fmt::format(
+                  "Glance at '{}' refused to {}: the image is not in a state that allows it "
+                  "(HTTP 409){}",
+                  server, action, detail)),
+              false};
+    case 413:
+      return {Error{ErrorCode::kTooLarge,
+                    fmt::format("Glance at '{}' refused to {}: over its size or quota limits "
+                                "(HTTP 413){}",
+                                server, action, detail)},
+              false};
+    default:
+      break;
+  }
+  if (status == 429 || (status >= 500 && status < 600)) {
+    return {Error::unavailable(fmt::format("Glance at '{}' answered HTTP {} when asked to {}{}",
+                                           server, status, action, detail)),
+            true};
+  }
+  return {Error::unavailable(
+              fmt::format("Glance at '{}' answered HTTP {} when asked to {}, which kiln does not "
+                          "expect{}",
+                          server, status, action, detail)),
+          false};
+}
+
+bool sentToken(const HttpRequestSpec& spec) {
+  return std::any_of(spec.headers.begin(), spec.headers.end(),
+                     [](const auto& h) { return h.first == "X-Auth-Token"; });
+}
+
+// The image's Glance fields and properties as one JSON object; `doc` gets the properties as
+// top-level keys, as Glance takes and returns them.
+nlohmann::json glanceFields(const NewImage& image) {
+  nlohmann::json doc = image.properties.is_object() ? image.properties : nlohmann::json::object();
+  doc["name"] = image.name;
+  doc["disk_format"] = image.disk_format;
+  doc["container_format"] = image.container_format;
+  return doc;
+}
+
+// What went out in one upload attempt: the bytes read from the file and their digests.
+struct SentBytes {
+  std::uint64_t size = 0;
+  std::string md5;
+  std::string sha512;
+};
+
+// Hashes bytes as they pass by, for both digests a Glance record carries.
+class DualHasher {
+ public:
+  static Result<DualHasher> create() {
+    auto md5 = StreamHasher::create("md5");
+    if (!md5) return md5.error();
+    auto sha512 = StreamHasher::create("sha512");
+    if (!sha512) return sha512.error();
+    return DualHasher(std::move(md5).value(), std::move(sha512).value());
+  }
+  void update(const char* data, std::size_t len) {
+    md5_.update(data, len);
+    sha512_.update(data, len);
+    size_ += len;
+  }
+  std::uint64_t size() const { return size_; }
+  SentBytes finish() { return {size_, md5_.finalHex(), sha512_.finalHex()}; }
+
+ private:
+  DualHasher(StreamHasher md5, StreamHasher sha512)
+      : md5_(std::move(md5)), sha512_(std::move(sha512)) {}
+  StreamHasher md5_;
+  StreamHasher sha512_;
+  std::uint64_t size_ = 0;
+};
+
+// Why a record read back from Glance does not match the bytes sent, or nothing if it does.
+std::optional<std::string> recordMismatch(const ImageRecord& record, const SentBytes& sent) {
+  if (record.status != "active") {
+    return fmt::format("its status is '{}', not 'active'", printable(record.status));
+  }
+  if (record.size != sent.size) {
+    return fmt::format("Glance stored {} bytes but {} were sent",
+                       record.size ? std::to_string(*record.size) : std::string("no"), sent.size);
+  }
+  auto lower = [](std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  if (record.checksum && lower(*record.checksum) != sent.md5) {
+    return fmt::format("Glance's md5 checksum {} differs from the {} of the bytes sent",
+                       printable(*record.checksum), sent.md5);
+  }
+  if (record.os_hash_algo == "sha512" &&
+      (!record.os_hash_value || lower(*record.os_hash_value) != sent.sha512)) {
+    return fmt::format("Glance's sha512 {} differs from the {} of the bytes sent",
+                       printable(record.os_hash_value.value_or("(none)")), sent.sha512);
+  }
+  return std::nullopt;
+}
+
+// --- the local directory
+
+std::string errnoMessage(const std::string& what, const std::string& path, int err) {
+  return fmt::format("Cannot {} '{}': {}", what, path, fs::errnoText(err));
+}
+
+ErrorCode codeForWriteErrno(int err) {
+  return (err == ENOSPC || err == EDQUOT || err == EFBIG) ? ErrorCode::kResourceExhausted
+                                                          : ErrorCode::kInternal;
+}
+
+Result<void> writeAll(int fd, const char* data, std::size_t len, const std::string& path) {
+  while (len > 0) {
+    ssize_t n = ::write(fd, data, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      return Error{codeForWriteErrno(err), errnoMessage("write", path, err)};
+    }
+    data += n;
+    len -= static_cast<std::size_t>(n);
+  }
+  return success();
+}
+
+// Copies `from` to a new file `to` (which must not exist), hashing every byte on the way, and
+// fsyncs it. On failure `to` may be left behind for the caller to remove.
+Result<SentBytes> copyHashed(const std::string& from, const std::string& to) {
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!in.valid()) {
+    int err = errno;
+    return Error{err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kInternal,
+                 errnoMessage("open", from, err)};
+  }
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) return Error::internal(errnoMessage("stat", from, errno));
+  if (!S_ISREG(st.st_mode)) {
+    return Error::invalid(fmt::format("'{}' is not a regular file", from));
+  }
+  (void)::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!out.valid()) {
+    int err = errno;
+    return Error{codeForWriteErrno(err), errnoMessage("create", to, err)};
+  }
+  if (::fchmod(out.get(), 0644) != 0) return Error::internal(errnoMessage("chmod", to, errno));
+  auto hasher = DualHasher::create();
+  if (!hasher) return hasher.error();
+  std::vector<char> buf(kCopyChunk);
+  for (;;) {
+    ssize_t n = ::read(in.get(), buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::internal(errnoMessage("read", from, errno));
+    }
+    if (n == 0) break;
+    hasher->update(buf.data(), static_cast<std::size_t>(n));
+    if (auto w = writeAll(out.get(), buf.data(), static_cast<std::size_t>(n), to); !w) {
+      return std::move(w).error();
+    }
+  }
+  if (hasher->size() != static_cast<std::uint64_t>(st.st_size)) {
+    return Error::internal(fmt::format("'{}' changed size while being copied: {} bytes, then {}",
+                                       from, st.st_size, hasher->size()));
+  }
+  if (::fsync(out.get()) != 0) {
+    int err = errno;
+    return Error{codeForWriteErrno(err), errnoMessage("fsync", to, err)};
+  }
+  if (::close(out.release()) != 0) {
+    int err = errno;
+    return Error{codeForWriteErrno(err), errnoMessage("close", to, err)};
+  }
+  return hasher->finish();
+}
+
+// The size and digests of a file, read once more: only when an upload is repeated.
+Result<SentBytes> hashFile(const std::string& path) {
+  UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!in.valid()) {
+    int err = errno;
+    return Error{err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kInternal,
+                 errnoMessage("open", path, err)};
+  }
+  auto hasher = DualHasher::create();
+  if (!hasher) return hasher.error();
+  std::vector<char> buf(kCopyChunk);
+  for (;;) {
+    ssize_t n = ::read(in.get(), buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::internal(errnoMessage("read", path, errno));
+    }
+    if (n == 0) return hasher->finish();
+    hasher->update(buf.data(), static_cast<std::size_t>(n));
+  }
+}
+
+// Removes `path`; a missing file is fine (removal must be repeatable).
+Result<void> removeIfPresent(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Error::internal(errnoMessage("remove", path, errno));
+  }
+  return success();
+}
+
+}  // namespace
+
+Result<void> validateNewImage(const NewImage& image) {
+  // nlohmann refuses to serialise invalid UTF-8 (by exception): find out here, not mid-request.
+  try {
+    (void)nlohmann::json(image.name).dump();
+    (void)image.properties.dump();
+  } catch (const nlohmann::json::exception&) {
+    return Error::invalid(fmt::format("The name or a property of new image '{}' is not valid UTF-8",
+                                      printable(image.name)));
+  }
+  if (image.name.empty() || utf8Length(image.name) > kMaxNameChars ||
+      hasControlCharacter(image.name)) {
+    return Error::invalid(
+        fmt::format("Image name '{}' must have 1 to {} characters and no control characters",
+                    printable(image.name), kMaxNameChars));
+  }
+  if (image.disk_format != "qcow2" && image.disk_format != "raw") {
+    return Error::invalid(fmt::format("Disk format '{}' of new image '{}' is not 'qcow2' or 'raw'",
+                                      printable(image.disk_format), printable(image.name)));
+  }
+  // kiln writes plain disk files; the other container formats describe wrappers it never makes.
+  if (image.container_format != "bare") {
+    return Error::invalid(fmt::format("Container format '{}' of new image '{}' is not 'bare'",
+                                      printable(image.container_format), printable(image.name)));
+  }
+  if (image.properties.is_null()) return success();
+  if (!image.properties.is_object()) {
+    return Error::invalid(fmt::format("The properties of new image '{}' are not a JSON object",
+                                      printable(image.name)));
+  }
+  for (const auto& [key, value] : image.properties.items()) {
+    if (!isPropertyKey(key)) {
+      return Error::invalid(
+          fmt::format("Property name '{}' of new image '{}' is not 1 to {} of [a-z0-9_:.-]",
+                      printable(key), printable(image.name), kMaxPropertyKeyChars));
+    }
+    if (glanceCoreFields().count(key) != 0 || key.rfind(kReservedPropertyPrefix, 0) == 0) {
+      return Error::invalid(fmt::format(
+          "Property '{}' of new image '{}' is a Glance field or reserved name, not a property", key,
+          printable(image.name)));
+    }
+    if (!value.is_string()) {
+      return Error::invalid(fmt::format("Property '{}' of new image '{}' is not a string", key,
+                                        printable(image.name)));
+    }
+    if (value.get_ref<const std::string&>().size() > kMaxPropertyValueBytes) {
+      return Error::invalid(fmt::format("Property '{}' of new image '{}' is longer than {} bytes",
+                                        key, printable(image.name), kMaxPropertyValueBytes));
+    }
+  }
+  return success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// LocalDirUploader
+
+namespace {
+
+std::string queuedPath(const std::string& dir, const std::string& id) {
+  return dir + "/." + id + ".queued";
+}
+
+}  // namespace
+
+Result<std::string> LocalDirUploader::create(const NewImage& image) {
+  if (auto v = validateNewImage(image); !v) return std::move(v).error();
+  std::string id = randomUuid();
+  nlohmann::json queued = glanceFields(image);
+  queued["id"] = id;
+  queued["status"] = "queued";
+  if (auto w = fs::writeFileAtomically(queuedPath(dir_, id), queued.dump(2) + "\n"); !w) {
+    return std::move(w).error();
+  }
+  log::info("Created image '{}' ('{}') in '{}'", id, printable(image.name), dir_);
+  return id;
+}
+
+Result<void> LocalDirUploader::upload(const std::string& image_id, const std::string& file_path) {
+  if (!isSafeImageId(image_id)) {
+    return Error::invalid(
+        fmt::format("Image id '{}' is not a valid image id", printable(image_id)));
+  }
+  const std::string record_path = dir_ + "/" + image_id + ".json";
+  const std::string image_path = dir_ + "/" + image_id + ".img";
+  auto fail = [&](Error cause) -> Result<void> {
+    if (auto d = discard(image_id); !d) {
+      log::error("Image '{}' could not be removed after its upload failed: {}", image_id,
+                 d.error().message);
+      cause.message += fmt::format("; removing the image failed too: {}", d.error().message);
+    }
+    return cause;
+  };
+  struct stat st {};
+  if (::stat(record_path.c_str(), &st) == 0) {
+    // Already active: an upload repeated after a crash. The bytes are never replaced under a
+    // record that a reader may be using; the repeat succeeds if they are this file's.
+    auto source = LocalDirSource(dir_).getRecord(image_id);
+    if (!source) return fail(source.error());
+    auto sent = hashFile(file_path);
+    if (!sent) return fail(sent.error());
+    if (auto mismatch = recordMismatch(*source, *sent)) {
+      return fail(Error::conflict(
+          fmt::format("Image '{}' in '{}' is already active with other bytes than '{}': {}",
+                      image_id, dir_, file_path, *mismatch)));
+    }
+    (void)removeIfPresent(queuedPath(dir_, image_id));
+    return success();
+  }
+  auto text = fs::readFile(queuedPath(dir_, image_id), kQueuedRecordMaxBytes);
+  if (!text) {
+    if (text.error().code != ErrorCode::kNotFound) return fail(text.error());
+    return Error::notFound(
+        fmt::format("Image '{}' was not created in '{}' (or was discarded); nothing to upload to",
+                    image_id, dir_));
+  }
+  auto queued = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (queued.is_discarded() || !queued.is_object() || !queued.contains("name") ||
+      !queued["name"].is_string()) {
+    return fail(Error::internal(
+        fmt::format("The queued record of image '{}' in '{}' is damaged", image_id, dir_)));
+  }
+
+  auto start = Clock::now();
+  // A hidden name (ids never start with a dot) that no reader looks at; removed on failure, and
+  // by discard() after a crash.
+  const std::string tmp_path = dir_ + "/." + image_id + ".img.tmp-" + randomUuid().substr(0, 8);
+  auto copied = copyHashed(file_path, tmp_path);
+  if (!copied) {
+    (void)::unlink(tmp_path.c_str());
+    return fail(
+        Error{copied.error().code, fmt::format("Copying '{}' into image '{}' failed: {}", file_path,
+                                               image_id, copied.error().message)});
+  }
+  if (::rename(tmp_path.c_str(), image_path.c_str()) != 0) {
+    int err = errno;
+    (void)::unlink(tmp_path.c_str());
+    return fail(Error::internal(
+        fmt::format("Cannot rename '{}' to '{}': {}", tmp_path, image_path, fs::errnoText(err))));
+  }
+  if (auto s = fs::fsyncDirectory(dir_); !s) return fail(std::move(s).error());
+
+  // The record last: once it exists, all of the bytes do.
+  nlohmann::json record = queued;
+  record["id"] = image_id;
+  record["status"] = "active";
+  record["size"] = copied->size;
+  record["checksum"] = copied->md5;
+  record["os_hash_algo"] = "sha512";
+  record["os_hash_value"] = copied->sha512;
+  if (auto w = fs::writeFileAtomically(record_path, record.dump(2) + "\n"); !w) {
+    return fail(std::move(w).error());
+  }
+  if (auto r = removeIfPresent(queuedPath(dir_, image_id)); !r) {
+    log::warn("Image '{}' is active but its queued record stays: {}", image_id, r.error().message);
+  }
+  double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  log::info("Image '{}' is active in '{}': {} bytes from '{}' in {:.1f} s", image_id, dir_,
+            copied->size, file_path, seconds);
+  return success();
+}
+
+Result<void> LocalDirUploader::discard(const std::string& image_id) {
+  if (!isSafeImageId(image_id)) {
+    return Error::invalid(
+        fmt::format("Image id '{}' is not a valid image id", printable(image_id)));
+  }
+  // The record first: a reader must never find it without its bytes.
+  for (const std::string& path : {dir_ + "/" + image_id + ".json", dir_ + "/" + image_id + ".img",
+                                  queuedPath(dir_, image_id)}) {
+    if (auto r = removeIfPresent(path); !r) return r;
+  }
+  // Temporary files an interrupted upload left behind (a crash mid-copy).
+  const std::string tmp_prefixes[] = {"." + image_id + ".img.tmp-", image_id + ".json.tmp-"};
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    std::string name = entry.path().filename().string();
+    for (const auto& prefix : tmp_prefixes) {
+      if (name.rfind(prefix, 0) == 0) {
+        if (auto r = removeIfPresent(entry.path().string()); !r) return r;
+      }
+    }
+  }
+  return fs::fsyncDirectory(dir_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GlanceUploader
+
+Result<std::unique_ptr<GlanceUploader>> GlanceUploader::make(GlanceOptions options,
+                                                             HttpClient& http, Sleeper sleep) {
+  if (auto v = validateGlanceOptions(options); !v) return std::move(v).error();
+  for (auto& server : options.api_servers) {
+    while (server.size() > 1 && server.back() == '/') server.pop_back();
+  }
+  if (!sleep) sleep = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
+  GlanceOptions record_options = options;
+  record_options.allowed_direct_url_schemes.clear();
+  record_options.direct_download_dirs.clear();
+  auto records = GlanceSource::create(std::move(record_options), http, sleep);
+  if (!records) return records.error();
+  return std::unique_ptr<GlanceUploader>(
+      new GlanceUploader(std::move(options), http, std::move(sleep), std::move(records).value()));
+}
+
+GlanceUploader::GlanceUploader(GlanceOptions options, HttpClient& http, Sleeper sleep,
+                               std::unique_ptr<GlanceSource> records)
+    : options_(std::move(options)),
+      http_(http),
+      sleep_(std::move(sleep)),
+      records_(std::move(records)) {}
+
+// The same schedule as GlanceSource: a server not yet tried in this call is asked at once, going
+// round again waits retry_backoff, then twice that, and so on.
+template <typename T>
+Result<T> GlanceUploader::withRetries(
+    const std::string& what, const std::function<Attempt<T>(const std::string& server)>& once,
+    unsigned max_attempts) {
+  const auto& servers = options_.api_servers;
+  const std::size_t count = servers.size();
+  const std::size_t start = preferred_server_.load() % count;
+  const unsigned attempts = max_attempts > 0 ? std::min(max_attempts, options_.num_retries + 1)
+                                             : options_.num_retries + 1;
+  unsigned waits = 0;
+  std::vector<std::string> tried;
+  std::string last_error;
+  for (unsigned i = 0; i < attempts; ++i) {
+    std::size_t index = (start + i) % count;
+    if (i >= count) {
+      sleep_(options_.retry_backoff * (1u << std::min(waits, kMaxBackoffDoublings)));
+      ++waits;
+    }
+    Attempt<T> attempt = once(servers[index]);
+    if (attempt.result || !attempt.retryable) {
+      preferred_server_.store(index);
+      return std::move(attempt.result);
+    }
+    last_error = attempt.result.error().message;
+    if (std::find(tried.begin(), tried.end(), servers[index]) == tried.end()) {
+      tried.push_back(servers[index]);
+    }
+    if (i + 1 < attempts) {
+      log::warn("{} failed (attempt {} of {}): {}", what, i + 1, attempts, last_error);
+    }
+  }
+  return Error::unavailable(fmt::format("{} failed after {} attempt(s) on Glance {}: {}", what,
+                                        attempts, quotedList(tried), last_error));
+}
+
+Result<HttpRequestSpec> GlanceUploader::requestFor(const std::string& url) const {
+  HttpRequestSpec spec;
+  spec.url = url;
+  spec.connect_timeout = options_.connect_timeout;
+  spec.low_speed_bytes_per_second = 1;
+  spec.low_speed_time = options_.stall_timeout;
+  spec.ca_file = options_.ca_file;
+  std::string token = options_.token;
+  if (!options_.token_file.empty()) {
+    // Read on every request: a token rotated by the operator (or a sidecar) applies at once.
+    auto text = fs::readFile(options_.token_file, kTokenFileMaxBytes);
+    if (!text) {
+      return Error{ErrorCode::kUnauthorized,
+                   fmt::format("Cannot read the Glance token file '{}': {}", options_.token_file,
+                               text.error().message)};
+    }
+    std::string_view t = *text;
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
+    if (t.empty()) {
+      return Error{ErrorCode::kUnauthorized,
+                   fmt::format("The Glance token file '{}' is empty", options_.token_file)};
+    }
+    if (hasControlCharacter(t)) {
+      return Error{
+          ErrorCode::kUnauthorized,
+          fmt::format("The Glance token file '{}' holds more than one line", options_.token_file)};
+    }
+    token = std::string(t);
+  }
+  if (!token.empty()) spec.headers.emplace_back("X-Auth-Token", std::move(token));
+  return spec;
+}
+
+Result<std::string> GlanceUploader::create(const NewImage& image) {
+  if (auto v = validateNewImage(image); !v) return std::move(v).error();
+  // kiln picks the id: a POST whose answer was lost can then be recognised on the next attempt
+  // (Glance answers 409 for an id it has) instead of leaving a second, orphaned image.
+  const std::string id = randomUuid();
+  nlohmann::json doc = glanceFields(image);
+  doc["id"] = id;
+  doc["visibility"] = "private";  // a snapshot belongs to its project, as nova makes them
+  const std::string body = doc.dump();
+  const std::string action = fmt::format("create image '{}'", printable(image.name));
+  // Whether an earlier attempt may have reached Glance (a broken transfer, a 5xx).
+  bool maybe_created = false;
+  auto created = withRetries<std::string>(
+      fmt::format("Creating image '{}' ({})", printable(image.name), id),
+      [&](const std::string& server) -> Attempt<std::string> {
+        auto spec = requestFor(server + "/v2/images");
+        if (!spec) return {spec.error(), false};
+        bool sent_token = sentToken(*spec);
+        spec->max_body_bytes = kRecordMaxBytes;
+        spec->total_timeout = options_.connect_timeout + options_.stall_timeout;
+        spec->headers.emplace_back("Content-Type", "application/json");
+        spec->headers.emplace_back("Accept", "application/json");
+        auto reply = http_.send(*spec, "POST", body);
+        if (!reply) {
+          bool retryable = reply.error().code == ErrorCode::kUnavailable;
+          maybe_created = maybe_created || retryable;
+          return {reply.error(), retryable};
+        }
+        if (reply->status == 201 || reply->status == 200) {
+          auto answer = nlohmann::json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
+          if (answer.is_object() && answer.contains("id") && answer["id"].is_string() &&
+              answer["id"] != id) {
+            // Glance created an image, just not under our id: use it if it can be one of ours.
+            const auto& other = answer["id"].get_ref<const std::string&>();
+            if (isSafeImageId(other)) return {other, false};
+            return {Error::unavailable(fmt::format(
+                        "Glance at '{}' created image '{}' under an id kiln cannot use ('{}')",
+                        server, printable(image.name), printable(other))),
+                    false};
+          }
+          return {id, false};
+        }
+        if (reply->status == 409 && maybe_created) {
+          // Most likely our own earlier attempt, whose answer was lost.
+          auto record = records_->getRecord(id);
+          if (record && record->status == "queued" && record->name == image.name) {
+            log::info("Image '{}' was created by an earlier attempt whose answer was lost", id);
+            return {id, false};
+          }
+        }
+        Failure f = failureForStatus(reply->status, reply->body, server, action, "", sent_token);
+        maybe_created = maybe_created || f.retryable;
+        return {std::move(f.error), f.retryable};
+      });
+  if (!created) {
+    // A queued image may exist after all; removing it is worth one quick try per server.
+    if (maybe_created) {
+      if (auto d = remove(id, static_cast<unsigned>(options_.api_servers.size())); !d) {
+        log::warn("Image '{}' may be left queued in Glance after its creation failed: {}", id,
+                  d.error().message);
+      }
+    }
+    return created;
+  }
+  log::info("Created image '{}' ('{}') in Glance", *created, printable(image.name));
+  return created;
+}
+
+Result<void> GlanceUploader::upload(const std::string& image_id, const std::string& file_path) {
+  if (!isSafeImageId(image_id)) {
+    return Error::invalid(
+        fmt::format("Image id '{}' is not a valid image id", printable(image_id)));
+  }
+  auto start = Clock::now();
+  struct stat st {};
+  if (::stat(file_path.c_str(), &st) != 0) {
+    int err = errno;
+    return deleteAfterFailure(
+        image_id, Error{err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kInternal,
+                        fmt::format("Cannot upload '{}' to image '{}': {}", file_path, image_id,
+                                    fs::errnoText(err))});
+  }
+  const auto file_size = static_cast<std::uint64_t>(st.st_size);
+  const std::string action = fmt::format("upload the data of image '{}'", image_id);
+  // The digests of an attempt that read the whole file: what Glance must show afterwards.
+  std::optional<SentBytes> complete;
+  bool conflict = false;
+  auto put = withRetries<void>(
+      fmt::format("Uploading '{}' to image '{}'", file_path, image_id),
+      [&](const std::string& server) -> Attempt<void> {
+        auto spec = requestFor(server + "/v2/images/" + image_id + "/file");
+        if (!spec) return {spec.error(), false};
+        bool sent_token = sentToken(*spec);
+        spec->max_body_bytes = kErrorPageMaxBytes;
+        spec->headers.emplace_back("Content-Type", "application/octet-stream");
+        auto hasher = DualHasher::create();
+        if (!hasher) return {hasher.error(), false};
+        // Every attempt starts from the first byte: Glance has no resumable upload.
+        ByteSink on_read = [&](const char* data, std::size_t len) -> Result<void> {
+          hasher->update(data, len);
+          return success();
+        };
+        auto reply = http_.upload(*spec, "PUT", file_path, on_read);
+        bool succeeded = reply && reply->status >= 200 && reply->status < 300;
+        if (succeeded || hasher->size() == file_size) complete = hasher->finish();
+        if (!reply) return {reply.error(), reply.error().code == ErrorCode::kUnavailable};
+        if (succeeded) return {success(), false};
+        Failure f =
+            failureForStatus(reply->status, reply->body, server, action, image_id, sent_token);
+        conflict = reply->status == 409;
+        return {std::move(f.error), f.retryable};
+      });
+  const bool uploaded = put.ok();
+  if (!uploaded && !conflict) return deleteAfterFailure(image_id, std::move(put).error());
+  if (!uploaded && !complete) {
+    // A 409 before any attempt sent the whole file: an upload repeated after a crash finds the
+    // image active. Hash the file to compare it with what Glance holds.
+    auto hashed = hashFile(file_path);
+    if (!hashed) return deleteAfterFailure(image_id, hashed.error());
+    complete = std::move(hashed).value();
+  }
+  // After a 409, the record read back decides: the image may be active with exactly these bytes
+  // (an earlier attempt completed but its answer was lost, or the upload is a repeat).
+
+  auto record = records_->getRecord(image_id);
+  if (!record) {
+    Error cause = uploaded ? Error{record.error().code,
+                                   fmt::format("Image '{}' was uploaded but its record cannot be "
+                                               "read back to check it: {}",
+                                               image_id, record.error().message)}
+                           : std::move(put).error();
+    return deleteAfterFailure(image_id, std::move(cause));
+  }
+  if (auto mismatch = recordMismatch(*record, *complete)) {
+    Error cause = uploaded ? Error::unavailable(fmt::format(
+                                 "Image '{}' does not hold what was uploaded from '{}': {}",
+                                 image_id, file_path, *mismatch))
+                           : std::move(put).error();
+    if (!uploaded) cause.message += "; and " + *mismatch;
+    return deleteAfterFailure(image_id, std::move(cause));
+  }
+  if (!uploaded) log::info("Image '{}' already holds the bytes of '{}'", image_id, file_path);
+  double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  log::info("Image '{}' is active in Glance: {} bytes from '{}' in {:.1f} s", image_id,
+            complete->size, file_path, seconds);
+  return success();
+}
+
+Result<void> GlanceUploader::discard(const std::string& image_id) {
+  if (!isSafeImageId(image_id)) {
+    return Error::invalid(
+        fmt::format("Image id '{}' is not a valid image id", printable(image_id)));
+  }
+  return remove(image_id, 0);
+}
+
+Result<void> GlanceUploader::remove(const std::string& image_id, unsigned max_attempts) {
+  const std::string action = fmt::format("delete image '{}'", image_id);
+  return withRetries<void>(
+      fmt::format("Deleting image '{}'", image_id),
+      [&](const std::string& server) -> Attempt<void> {
+        auto spec = requestFor(server + "/v2/images/" + image_id);
+        if (!spec) return {spec.error(), false};
+        bool sent_token = sentToken(*spec);
+        spec->max_body_bytes = kErrorPageMaxBytes;
+        spec->total_timeout = options_.connect_timeout + options_.stall_timeout;
+        auto reply = http_.send(*spec, "DELETE", "");
+        if (!reply) return {reply.error(), reply.error().code == ErrorCode::kUnavailable};
+        // 404: already gone, which is what was asked for.
+        if (reply->status == 204 || reply->status == 200 || reply->status == 404) {
+          return {success(), false};
+        }
+        Failure f =
+            failureForStatus(reply->status, reply->body, server, action, image_id, sent_token);
+        return {std::move(f.error), f.retryable};
+      },
+      max_attempts);
+}
+
+Error GlanceUploader::deleteAfterFailure(const std::string& image_id, Error cause) {
+  auto deleted = discard(image_id);
+  if (!deleted) {
+    log::error("Image '{}' could not be deleted from Glance after a failed upload: {}", image_id,
+               deleted.error().message);
+    cause.message += fmt::format("; deleting image '{}' failed too, so it is left in Glance: {}",
+                                 image_id, deleted.error().message);
+  } else {
+    log::info("Deleted image '{}' from Glance after a failed upload", image_id);
+  }
+  return cause;
+}
+
+}  // namespace kiln::imagecache
