@@ -45,7 +45,9 @@ class ImageUploader {
   // answer with it before the upload finishes.
   virtual Result<std::string> create(const NewImage& image) = 0;
   // Uploads the file's bytes (streamed, never read whole into memory) and makes the image
-  // active. On any failure the image is deleted: no half image is left behind.
+  // active. On any failure the image is deleted: no half image is left behind. Repeating it for
+  // an image already active with exactly this file's bytes succeeds (a retry after a crash);
+  // with another file, or none, that too is a failure and the image goes.
   virtual Result<void> upload(const std::string& image_id, const std::string& file_path) = 0;
   // Removes a created image that will not be uploaded (e.g. the capture failed). An image that
   // is already gone is not an error: discard may be repeated (after a crash, say).
