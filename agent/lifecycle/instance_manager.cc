@@ -590,6 +590,17 @@ Result<std::string> InstanceManager::snapshot(const std::string& uuid, const std
           key == "instance_uuid" || key == "base_image_ref") {
         continue;
       }
+      // A key Glance would refuse on a new image (an operator's "Description", say) is dropped,
+      // not allowed to fail the snapshot.
+      bool glance_key =
+          !key.empty() && key.size() <= 255 && std::all_of(key.begin(), key.end(), [](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == ':' ||
+                   c == '.' || c == '-';
+          });
+      if (!glance_key) {
+        log::info("Snapshot of '{}': not inheriting image property '{}'", uuid, key.substr(0, 64));
+        continue;
+      }
       image.properties[key] = value.is_string() ? value.get<std::string>() : value.dump();
     }
     for (const auto& [key, value] : metadata.items()) image.properties[key] = value;
