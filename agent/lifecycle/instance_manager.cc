@@ -23,6 +23,19 @@ constexpr std::uint64_t kGiB = 1024ULL * 1024 * 1024;
 constexpr const char* kInterruptedLaunch =
     "The launch was interrupted by a restart of kilnd; the instance was cleaned up";
 
+// Volume and image actions need an instance that is active or stopped and runs no other task.
+Result<void> requireIdleActiveOrStopped(const InstanceRecord& rec, std::string_view action) {
+  if ((rec.state == InstanceState::kActive || rec.state == InstanceState::kStopped) &&
+      rec.task_state.empty()) {
+    return success();
+  }
+  return Error::conflict(
+      fmt::format("Instance '{}' is {}{}; {} needs an idle active or stopped "
+                  "instance",
+                  rec.uuid, state::stateName(rec.state),
+                  rec.task_state.empty() ? "" : " (" + rec.task_state + ")", action));
+}
+
 }  // namespace
 
 InstanceManager::InstanceManager(drivers::ComputeDriver& driver, imagecache::ImageCache& cache,
@@ -571,13 +584,7 @@ Result<std::string> InstanceManager::snapshot(const std::string& uuid, const std
   {
     std::lock_guard lock(entry->mu);
     const InstanceRecord& rec = entry->record;
-    if ((rec.state != InstanceState::kActive && rec.state != InstanceState::kStopped) ||
-        !rec.task_state.empty()) {
-      return Error::conflict(
-          fmt::format("Instance '{}' is {}; only an idle active or stopped "
-                      "instance can be snapshotted",
-                      uuid, state::stateName(rec.state)));
-    }
+    if (auto r = requireIdleActiveOrStopped(rec, "a snapshot"); !r) return r.error();
     if (rec.disks.empty() || rec.disks[0].device != "vda") {
       return Error::conflict(fmt::format(
           "Instance '{}' boots from a volume; snapshot the volume in the volume service", uuid));
@@ -687,14 +694,7 @@ Result<InstanceRecord> InstanceManager::attachVolume(const std::string& uuid,
   {
     std::lock_guard lock(entry->mu);
     InstanceRecord& rec = entry->record;
-    if ((rec.state != InstanceState::kActive && rec.state != InstanceState::kStopped) ||
-        !rec.task_state.empty()) {
-      return Error::conflict(
-          fmt::format("Instance '{}' is {}{}; volumes attach to an idle active "
-                      "or stopped instance",
-                      uuid, state::stateName(rec.state),
-                      rec.task_state.empty() ? "" : " (" + rec.task_state + ")"));
-    }
+    if (auto r = requireIdleActiveOrStopped(rec, "attaching a volume"); !r) return r.error();
     std::vector<std::string> taken;
     for (const auto& d : rec.disks) taken.push_back(d.device);
     for (const auto& v : rec.volumes) {
@@ -764,12 +764,7 @@ Result<InstanceRecord> InstanceManager::detachVolume(const std::string& uuid,
   {
     std::lock_guard lock(entry->mu);
     InstanceRecord& rec = entry->record;
-    if ((rec.state != InstanceState::kActive && rec.state != InstanceState::kStopped) ||
-        !rec.task_state.empty()) {
-      return Error::conflict(
-          fmt::format("Instance '{}' is {}; volumes detach from an idle active or stopped instance",
-                      uuid, state::stateName(rec.state)));
-    }
+    if (auto r = requireIdleActiveOrStopped(rec, "detaching a volume"); !r) return r.error();
     auto it = std::find_if(rec.volumes.begin(), rec.volumes.end(),
                            [&](const auto& v) { return v.volume_id == volume_id; });
     if (it == rec.volumes.end()) {
