@@ -12,21 +12,22 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string_view>
-#include <thread>
 
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
+#include "imagecache/glance_endpoint.h"
 
 namespace kiln::imagecache {
 namespace {
 
-constexpr std::size_t kRecordMaxBytes = 16 << 20;
-constexpr std::size_t kErrorPageMaxBytes = 64 << 10;
-constexpr std::size_t kSnippetMaxChars = 200;
-constexpr std::size_t kTokenFileMaxBytes = 64 << 10;
+using glance::Failure;
+using glance::printable;
+using glance::snippet;
+template <typename T>
+using Attempt = GlanceEndpoint::Attempt<T>;
+
 constexpr std::size_t kDirectReadChunk = 1 << 20;
-constexpr unsigned kMaxBackoffDoublings = 4;
 
 bool startsWithNoCase(std::string_view text, std::string_view lower_prefix) {
   if (text.size() < lower_prefix.size()) return false;
@@ -34,24 +35,6 @@ bool startsWithNoCase(std::string_view text, std::string_view lower_prefix) {
     if (std::tolower(static_cast<unsigned char>(text[i])) != lower_prefix[i]) return false;
   }
   return true;
-}
-
-bool hasControlCharacter(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
-}
-
-// Untrusted text (an image id from the API) made safe to quote in a message or a log line.
-std::string printable(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 140)) {
-    auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u >= 0x7f) ? '?' : c;
-  }
-  if (s.size() > 140) out += "...";
-  return out;
 }
 
 std::string urlEncode(std::string_view s) {
@@ -66,57 +49,6 @@ std::string urlEncode(std::string_view s) {
   }
   return out;
 }
-
-// Glance's errors are small HTML pages. Only a short, tag-free, single-line, ASCII excerpt goes
-// into a message: the page is the server's text, and messages end up in logs and API answers.
-std::string snippet(std::string_view body) {
-  if (auto head_end = body.find("</head>"); head_end != std::string_view::npos) {
-    body.remove_prefix(head_end + 7);  // the <title> repeats the <h1>
-  }
-  std::string out;
-  bool in_tag = false;
-  bool pending_space = false;
-  for (char c : body) {
-    if (c == '<') {
-      in_tag = true;
-      continue;
-    }
-    if (in_tag) {
-      if (c == '>') {
-        in_tag = false;
-        pending_space = true;
-      }
-      continue;
-    }
-    auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f) {
-      pending_space = true;
-      continue;
-    }
-    if (out.size() >= kSnippetMaxChars) {
-      out += "...";
-      break;
-    }
-    if (pending_space && !out.empty()) out += ' ';
-    pending_space = false;
-    out += c;
-  }
-  return out;
-}
-
-std::string quotedList(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) out += ", ";
-    out += "'" + item + "'";
-  }
-  return out;
-}
-
-struct Failure {
-  Error error;
-  bool retryable = false;
-};
 
 // A non-success answer from Glance, as an error whose message names the server and the image.
 Failure failureForStatus(long status, const std::string& body, const std::string& server,
@@ -191,7 +123,7 @@ Result<void> validateGlanceOptions(const GlanceOptions& o) {
   }
   for (const auto& server : o.api_servers) {
     if ((!startsWithNoCase(server, "http://") && !startsWithNoCase(server, "https://")) ||
-        hasControlCharacter(server) || server.find_first_of(" ?#") != std::string::npos) {
+        glance::hasControlCharacter(server) || server.find_first_of(" ?#") != std::string::npos) {
       return Error::invalid(fmt::format(
           "Glance API server '{}' is not an http:// or https:// URL without query or fragment",
           printable(server)));
@@ -200,7 +132,7 @@ Result<void> validateGlanceOptions(const GlanceOptions& o) {
   if (!o.token.empty() && !o.token_file.empty()) {
     return Error::invalid("[glance] token and token_file are both set; use one of them");
   }
-  if (hasControlCharacter(o.token)) {
+  if (glance::hasControlCharacter(o.token)) {
     return Error::invalid("[glance] token contains a line break or another control character");
   }
   if (o.connect_timeout.count() <= 0 || o.stall_timeout.count() <= 0 ||
@@ -233,100 +165,31 @@ Result<void> validateGlanceOptions(const GlanceOptions& o) {
 
 Result<std::unique_ptr<GlanceSource>> GlanceSource::create(GlanceOptions options, HttpClient& http,
                                                            Sleeper sleep) {
-  if (auto v = validateGlanceOptions(options); !v) return std::move(v).error();
-  for (auto& server : options.api_servers) {
-    while (server.size() > 1 && server.back() == '/') server.pop_back();
-  }
-  if (!sleep) sleep = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
-  return std::unique_ptr<GlanceSource>(
-      new GlanceSource(std::move(options), http, std::move(sleep)));
+  auto endpoint = GlanceEndpoint::create(std::move(options), std::move(sleep));
+  if (!endpoint) return endpoint.error();
+  return std::unique_ptr<GlanceSource>(new GlanceSource(std::move(endpoint).value(), http));
 }
 
-GlanceSource::GlanceSource(GlanceOptions options, HttpClient& http, Sleeper sleep)
-    : options_(std::move(options)), http_(http), sleep_(std::move(sleep)) {}
+GlanceSource::GlanceSource(std::unique_ptr<GlanceEndpoint> endpoint, HttpClient& http)
+    : endpoint_(std::move(endpoint)), http_(http) {}
 
-template <typename T>
-Result<T> GlanceSource::withRetries(
-    const std::string& what, const std::function<Attempt<T>(const std::string& server)>& once) {
-  const auto& servers = options_.api_servers;
-  const std::size_t count = servers.size();
-  const std::size_t start = preferred_server_.load() % count;
-  const unsigned attempts = options_.num_retries + 1;
-  unsigned waits = 0;
-  std::vector<std::string> tried;
-  std::string last_error;
-  for (unsigned i = 0; i < attempts; ++i) {
-    std::size_t index = (start + i) % count;
-    // A server not yet tried in this call is asked at once (failover); going round again waits.
-    if (i >= count) {
-      sleep_(options_.retry_backoff * (1u << std::min(waits, kMaxBackoffDoublings)));
-      ++waits;
-    }
-    Attempt<T> attempt = once(servers[index]);
-    if (attempt.result || !attempt.retryable) {
-      preferred_server_.store(index);
-      return std::move(attempt.result);
-    }
-    last_error = attempt.result.error().message;
-    if (std::find(tried.begin(), tried.end(), servers[index]) == tried.end()) {
-      tried.push_back(servers[index]);
-    }
-    if (i + 1 < attempts) {
-      log::warn("{} failed (attempt {} of {}): {}", what, i + 1, attempts, last_error);
-    }
-  }
-  return Error::unavailable(fmt::format("{} failed after {} attempt(s) on Glance {}: {}", what,
-                                        attempts, quotedList(tried), last_error));
-}
-
-Result<HttpRequestSpec> GlanceSource::requestFor(const std::string& url) const {
-  HttpRequestSpec spec;
-  spec.url = url;
-  spec.connect_timeout = options_.connect_timeout;
-  spec.low_speed_bytes_per_second = 1;
-  spec.low_speed_time = options_.stall_timeout;
-  spec.ca_file = options_.ca_file;
-  std::string token = options_.token;
-  if (!options_.token_file.empty()) {
-    // Read on every request: a token rotated by the operator (or a sidecar) applies at once.
-    auto text = fs::readFile(options_.token_file, kTokenFileMaxBytes);
-    if (!text) {
-      return Error{ErrorCode::kUnauthorized,
-                   fmt::format("Cannot read the Glance token file '{}': {}", options_.token_file,
-                               text.error().message)};
-    }
-    std::string_view t = *text;
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
-    if (t.empty()) {
-      return Error{ErrorCode::kUnauthorized,
-                   fmt::format("The Glance token file '{}' is empty", options_.token_file)};
-    }
-    if (hasControlCharacter(t)) {
-      return Error{
-          ErrorCode::kUnauthorized,
-          fmt::format("The Glance token file '{}' holds more than one line", options_.token_file)};
-    }
-    token = std::string(t);
-  }
-  if (!token.empty()) spec.headers.emplace_back("X-Auth-Token", std::move(token));
-  return spec;
-}
+GlanceSource::~GlanceSource() = default;
 
 Result<ImageRecord> GlanceSource::getRecord(const std::string& image_id) {
   if (!isSafeImageId(image_id)) {
     return Error::invalid(
         fmt::format("Image id '{}' is not a valid image id", printable(image_id)));
   }
-  return withRetries<ImageRecord>(
+  return endpoint_->withRetries<ImageRecord>(
       fmt::format("Fetching the record of image '{}'", image_id),
       [&](const std::string& server) -> Attempt<ImageRecord> {
-        auto spec = requestFor(server + "/v2/images/" + urlEncode(image_id));
+        auto spec = endpoint_->requestFor(server + "/v2/images/" + urlEncode(image_id));
         if (!spec) return {spec.error(), false};
         bool sent_token = !spec->headers.empty();
-        spec->max_body_bytes = kRecordMaxBytes;
+        spec->max_body_bytes = glance::kRecordMaxBytes;
         // A record is small: one that trickles in byte by byte must not hold a launch forever.
-        spec->total_timeout = options_.connect_timeout + options_.stall_timeout;
+        spec->total_timeout =
+            endpoint_->options().connect_timeout + endpoint_->options().stall_timeout;
         spec->headers.emplace_back("Accept", "application/json");
         auto reply = http_.get(*spec);
         if (!reply) return {reply.error(), reply.error().code == ErrorCode::kUnavailable};
@@ -351,7 +214,7 @@ Result<void> GlanceSource::download(const ImageRecord& record, const ByteSink& s
         fmt::format("Image id '{}' is not a valid image id", printable(record.id)));
   }
   std::uint64_t delivered = 0;
-  if (!options_.allowed_direct_url_schemes.empty()) {
+  if (!endpoint_->options().allowed_direct_url_schemes.empty()) {
     auto direct = downloadDirect(record, sink, delivered);
     if (!direct) return direct.error();
     if (*direct) return success();
@@ -365,7 +228,7 @@ Result<void> GlanceSource::download(const ImageRecord& record, const ByteSink& s
 Result<bool> GlanceSource::downloadDirect(const ImageRecord& record, const ByteSink& sink,
                                           std::uint64_t& delivered) {
   std::vector<std::string> roots;
-  for (const auto& dir : options_.direct_download_dirs) {
+  for (const auto& dir : endpoint_->options().direct_download_dirs) {
     std::error_code ec;
     auto canonical = std::filesystem::canonical(dir, ec);
     if (!ec) roots.push_back(canonical.string());
@@ -433,13 +296,13 @@ Result<bool> GlanceSource::downloadDirect(const ImageRecord& record, const ByteS
 
 Result<void> GlanceSource::downloadOverHttp(const ImageRecord& record, const ByteSink& sink,
                                             std::uint64_t& delivered) {
-  return withRetries<void>(
+  return endpoint_->withRetries<void>(
       fmt::format("Downloading image '{}'", record.id),
       [&](const std::string& server) -> Attempt<void> {
-        auto spec = requestFor(server + "/v2/images/" + urlEncode(record.id) + "/file");
+        auto spec = endpoint_->requestFor(server + "/v2/images/" + urlEncode(record.id) + "/file");
         if (!spec) return {spec.error(), false};
         bool sent_token = !spec->headers.empty();
-        spec->max_body_bytes = kErrorPageMaxBytes;
+        spec->max_body_bytes = glance::kErrorPageMaxBytes;
         const std::uint64_t resume_from = delivered;
         if (resume_from > 0) {
           spec->headers.emplace_back("Range", fmt::format("bytes={}-", resume_from));

@@ -18,7 +18,6 @@
 // byte N on; if a server ignores the range and sends everything (200), the first N bytes are
 // dropped. The sink sees every byte of the image once, in order, or the download fails.
 
-#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -30,6 +29,8 @@
 #include "imagecache/image_source.h"
 
 namespace kiln::imagecache {
+
+class GlanceEndpoint;
 
 struct GlanceOptions {
   // Endpoints such as "http://glance.example:9292" or "https://cloud.example/image"; the
@@ -70,23 +71,14 @@ class GlanceSource final : public ImageSource {
   static Result<std::unique_ptr<GlanceSource>> create(GlanceOptions options, HttpClient& http,
                                                       Sleeper sleep = {});
 
+  ~GlanceSource() override;
+
   Result<ImageRecord> getRecord(const std::string& image_id) override;
   Result<void> download(const ImageRecord& record, const ByteSink& sink) override;
 
  private:
-  GlanceSource(GlanceOptions options, HttpClient& http, Sleeper sleep);
+  GlanceSource(std::unique_ptr<GlanceEndpoint> endpoint, HttpClient& http);
 
-  // One attempt against one server: its result, and whether another attempt may help.
-  template <typename T>
-  struct Attempt {
-    Result<T> result;
-    bool retryable = false;
-  };
-  template <typename T>
-  Result<T> withRetries(const std::string& what,
-                        const std::function<Attempt<T>(const std::string& server)>& once);
-
-  Result<HttpRequestSpec> requestFor(const std::string& url) const;
   // Reads a permitted file:// location into the sink: true when the whole file went through.
   // False when no location may be read, or a read broke off: the API then serves the image from
   // byte `delivered` on (the bytes the sink accepted so far). An error is the sink's, and final.
@@ -95,11 +87,9 @@ class GlanceSource final : public ImageSource {
   Result<void> downloadOverHttp(const ImageRecord& record, const ByteSink& sink,
                                 std::uint64_t& delivered);
 
-  GlanceOptions options_;
+  // The options, the requests and the retries with failover.
+  std::unique_ptr<GlanceEndpoint> endpoint_;
   HttpClient& http_;
-  Sleeper sleep_;
-  // The index of the server that answered last; the next call starts there.
-  std::atomic<std::size_t> preferred_server_{0};
 };
 
 }  // namespace kiln::imagecache

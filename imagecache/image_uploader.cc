@@ -14,24 +14,24 @@
 #include <optional>
 #include <set>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
 #include "common/uuid.h"
+#include "imagecache/glance_endpoint.h"
 #include "imagecache/stream_hasher.h"
 
 namespace kiln::imagecache {
 namespace {
 
-constexpr std::size_t kRecordMaxBytes = 16 << 20;
-constexpr std::size_t kErrorPageMaxBytes = 64 << 10;
-constexpr std::size_t kSnippetMaxChars = 200;
-constexpr std::size_t kTokenFileMaxBytes = 64 << 10;
+using glance::Failure;
+using glance::printable;
+template <typename T>
+using Attempt = GlanceEndpoint::Attempt<T>;
+
 constexpr std::size_t kCopyChunk = 1 << 20;
-constexpr unsigned kMaxBackoffDoublings = 4;
 constexpr std::size_t kMaxNameChars = 255;
 constexpr std::size_t kMaxPropertyKeyChars = 255;
 // Glance keeps property values in a TEXT column (65535 bytes on MySQL).
@@ -55,24 +55,6 @@ const std::set<std::string, std::less<>>& glanceCoreFields() {
 // Glance reserves this namespace for itself (since Ussuri) and refuses such properties.
 constexpr std::string_view kReservedPropertyPrefix = "os_glance_";
 
-bool hasControlCharacter(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
-}
-
-// Untrusted or user-given text made safe to quote in a message or a log line.
-std::string printable(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 140)) {
-    auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u >= 0x7f) ? '?' : c;
-  }
-  if (s.size() > 140) out += "...";
-  return out;
-}
-
 // UTF-8 characters, counted as Glance counts a name's length (the input is valid UTF-8).
 std::size_t utf8Length(std::string_view s) {
   return static_cast<std::size_t>(
@@ -89,59 +71,14 @@ bool isPropertyKey(std::string_view key) {
 
 // Glance's error pages are small HTML documents, or JSON {"message": ...} when asked with
 // Accept: application/json: only a short, tag-free, one-line ASCII excerpt goes into a message
-// (the treatment GlanceSource gives them).
+// (the treatment GlanceSource gives them, after taking the JSON's message).
 std::string snippet(std::string_view body) {
   auto doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_object() && doc.contains("message") && doc["message"].is_string()) {
     body = doc["message"].get_ref<const std::string&>();
   }
-  if (auto head_end = body.find("</head>"); head_end != std::string_view::npos) {
-    body.remove_prefix(head_end + 7);  // the <title> repeats the <h1>
-  }
-  std::string out;
-  bool in_tag = false;
-  bool pending_space = false;
-  for (char c : body) {
-    if (c == '<') {
-      in_tag = true;
-      continue;
-    }
-    if (in_tag) {
-      if (c == '>') {
-        in_tag = false;
-        pending_space = true;
-      }
-      continue;
-    }
-    auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f) {
-      pending_space = true;
-      continue;
-    }
-    if (out.size() >= kSnippetMaxChars) {
-      out += "...";
-      break;
-    }
-    if (pending_space && !out.empty()) out += ' ';
-    pending_space = false;
-    out += c;
-  }
-  return out;
+  return glance::snippet(body);
 }
-
-std::string quotedList(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) out += ", ";
-    out += "'" + item + "'";
-  }
-  return out;
-}
-
-struct Failure {
-  Error error;
-  bool retryable = false;
-};
 
 // A non-success answer from Glance to a request to `action` ("create image 'x'"). `image_id` is
 // set when a 404 means that image is gone rather than a wrong endpoint.
@@ -393,7 +330,7 @@ Result<void> validateNewImage(const NewImage& image) {
                                       printable(image.name)));
   }
   if (image.name.empty() || utf8Length(image.name) > kMaxNameChars ||
-      hasControlCharacter(image.name)) {
+      glance::hasControlCharacter(image.name)) {
     return Error::invalid(
         fmt::format("Image name '{}' must have 1 to {} characters and no control characters",
                     printable(image.name), kMaxNameChars));
@@ -572,97 +509,22 @@ Result<void> LocalDirUploader::discard(const std::string& image_id) {
 
 Result<std::unique_ptr<GlanceUploader>> GlanceUploader::make(GlanceOptions options,
                                                              HttpClient& http, Sleeper sleep) {
-  if (auto v = validateGlanceOptions(options); !v) return std::move(v).error();
-  for (auto& server : options.api_servers) {
-    while (server.size() > 1 && server.back() == '/') server.pop_back();
-  }
-  if (!sleep) sleep = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
-  GlanceOptions record_options = options;
+  auto endpoint = GlanceEndpoint::create(std::move(options), std::move(sleep));
+  if (!endpoint) return endpoint.error();
+  GlanceOptions record_options = (*endpoint)->options();
   record_options.allowed_direct_url_schemes.clear();
   record_options.direct_download_dirs.clear();
-  auto records = GlanceSource::create(std::move(record_options), http, sleep);
+  auto records = GlanceSource::create(std::move(record_options), http, (*endpoint)->sleeper());
   if (!records) return records.error();
   return std::unique_ptr<GlanceUploader>(
-      new GlanceUploader(std::move(options), http, std::move(sleep), std::move(records).value()));
+      new GlanceUploader(std::move(endpoint).value(), http, std::move(records).value()));
 }
 
-GlanceUploader::GlanceUploader(GlanceOptions options, HttpClient& http, Sleeper sleep,
+GlanceUploader::GlanceUploader(std::unique_ptr<GlanceEndpoint> endpoint, HttpClient& http,
                                std::unique_ptr<GlanceSource> records)
-    : options_(std::move(options)),
-      http_(http),
-      sleep_(std::move(sleep)),
-      records_(std::move(records)) {}
+    : endpoint_(std::move(endpoint)), http_(http), records_(std::move(records)) {}
 
-// The same schedule as GlanceSource: a server not yet tried in this call is asked at once, going
-// round again waits retry_backoff, then twice that, and so on.
-template <typename T>
-Result<T> GlanceUploader::withRetries(
-    const std::string& what, const std::function<Attempt<T>(const std::string& server)>& once,
-    unsigned max_attempts) {
-  const auto& servers = options_.api_servers;
-  const std::size_t count = servers.size();
-  const std::size_t start = preferred_server_.load() % count;
-  const unsigned attempts = max_attempts > 0 ? std::min(max_attempts, options_.num_retries + 1)
-                                             : options_.num_retries + 1;
-  unsigned waits = 0;
-  std::vector<std::string> tried;
-  std::string last_error;
-  for (unsigned i = 0; i < attempts; ++i) {
-    std::size_t index = (start + i) % count;
-    if (i >= count) {
-      sleep_(options_.retry_backoff * (1u << std::min(waits, kMaxBackoffDoublings)));
-      ++waits;
-    }
-    Attempt<T> attempt = once(servers[index]);
-    if (attempt.result || !attempt.retryable) {
-      preferred_server_.store(index);
-      return std::move(attempt.result);
-    }
-    last_error = attempt.result.error().message;
-    if (std::find(tried.begin(), tried.end(), servers[index]) == tried.end()) {
-      tried.push_back(servers[index]);
-    }
-    if (i + 1 < attempts) {
-      log::warn("{} failed (attempt {} of {}): {}", what, i + 1, attempts, last_error);
-    }
-  }
-  return Error::unavailable(fmt::format("{} failed after {} attempt(s) on Glance {}: {}", what,
-                                        attempts, quotedList(tried), last_error));
-}
-
-Result<HttpRequestSpec> GlanceUploader::requestFor(const std::string& url) const {
-  HttpRequestSpec spec;
-  spec.url = url;
-  spec.connect_timeout = options_.connect_timeout;
-  spec.low_speed_bytes_per_second = 1;
-  spec.low_speed_time = options_.stall_timeout;
-  spec.ca_file = options_.ca_file;
-  std::string token = options_.token;
-  if (!options_.token_file.empty()) {
-    // Read on every request: a token rotated by the operator (or a sidecar) applies at once.
-    auto text = fs::readFile(options_.token_file, kTokenFileMaxBytes);
-    if (!text) {
-      return Error{ErrorCode::kUnauthorized,
-                   fmt::format("Cannot read the Glance token file '{}': {}", options_.token_file,
-                               text.error().message)};
-    }
-    std::string_view t = *text;
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
-    if (t.empty()) {
-      return Error{ErrorCode::kUnauthorized,
-                   fmt::format("The Glance token file '{}' is empty", options_.token_file)};
-    }
-    if (hasControlCharacter(t)) {
-      return Error{
-          ErrorCode::kUnauthorized,
-          fmt::format("The Glance token file '{}' holds more than one line", options_.token_file)};
-    }
-    token = std::string(t);
-  }
-  if (!token.empty()) spec.headers.emplace_back("X-Auth-Token", std::move(token));
-  return spec;
-}
+GlanceUploader::~GlanceUploader() = default;
 
 Result<std::string> GlanceUploader::create(const NewImage& image) {
   if (auto v = validateNewImage(image); !v) return std::move(v).error();
@@ -676,14 +538,15 @@ Result<std::string> GlanceUploader::create(const NewImage& image) {
   const std::string action = fmt::format("create image '{}'", printable(image.name));
   // Whether an earlier attempt may have reached Glance (a broken transfer, a 5xx).
   bool maybe_created = false;
-  auto created = withRetries<std::string>(
+  auto created = endpoint_->withRetries<std::string>(
       fmt::format("Creating image '{}' ({})", printable(image.name), id),
       [&](const std::string& server) -> Attempt<std::string> {
-        auto spec = requestFor(server + "/v2/images");
+        auto spec = endpoint_->requestFor(server + "/v2/images");
         if (!spec) return {spec.error(), false};
         bool sent_token = sentToken(*spec);
-        spec->max_body_bytes = kRecordMaxBytes;
-        spec->total_timeout = options_.connect_timeout + options_.stall_timeout;
+        spec->max_body_bytes = glance::kRecordMaxBytes;
+        spec->total_timeout =
+            endpoint_->options().connect_timeout + endpoint_->options().stall_timeout;
         spec->headers.emplace_back("Content-Type", "application/json");
         spec->headers.emplace_back("Accept", "application/json");
         auto reply = http_.send(*spec, "POST", body);
@@ -721,7 +584,7 @@ Result<std::string> GlanceUploader::create(const NewImage& image) {
   if (!created) {
     // A queued image may exist after all; removing it is worth one quick try per server.
     if (maybe_created) {
-      if (auto d = remove(id, static_cast<unsigned>(options_.api_servers.size())); !d) {
+      if (auto d = remove(id, static_cast<unsigned>(endpoint_->options().api_servers.size())); !d) {
         log::warn("Image '{}' may be left queued in Glance after its creation failed: {}", id,
                   d.error().message);
       }
@@ -751,13 +614,13 @@ Result<void> GlanceUploader::upload(const std::string& image_id, const std::stri
   // The digests of an attempt that read the whole file: what Glance must show afterwards.
   std::optional<SentBytes> complete;
   bool conflict = false;
-  auto put = withRetries<void>(
+  auto put = endpoint_->withRetries<void>(
       fmt::format("Uploading '{}' to image '{}'", file_path, image_id),
       [&](const std::string& server) -> Attempt<void> {
-        auto spec = requestFor(server + "/v2/images/" + image_id + "/file");
+        auto spec = endpoint_->requestFor(server + "/v2/images/" + image_id + "/file");
         if (!spec) return {spec.error(), false};
         bool sent_token = sentToken(*spec);
-        spec->max_body_bytes = kErrorPageMaxBytes;
+        spec->max_body_bytes = glance::kErrorPageMaxBytes;
         spec->headers.emplace_back("Content-Type", "application/octet-stream");
         auto hasher = DualHasher::create();
         if (!hasher) return {hasher.error(), false};
@@ -822,14 +685,15 @@ Result<void> GlanceUploader::discard(const std::string& image_id) {
 
 Result<void> GlanceUploader::remove(const std::string& image_id, unsigned max_attempts) {
   const std::string action = fmt::format("delete image '{}'", image_id);
-  return withRetries<void>(
+  return endpoint_->withRetries<void>(
       fmt::format("Deleting image '{}'", image_id),
       [&](const std::string& server) -> Attempt<void> {
-        auto spec = requestFor(server + "/v2/images/" + image_id);
+        auto spec = endpoint_->requestFor(server + "/v2/images/" + image_id);
         if (!spec) return {spec.error(), false};
         bool sent_token = sentToken(*spec);
-        spec->max_body_bytes = kErrorPageMaxBytes;
-        spec->total_timeout = options_.connect_timeout + options_.stall_timeout;
+        spec->max_body_bytes = glance::kErrorPageMaxBytes;
+        spec->total_timeout =
+            endpoint_->options().connect_timeout + endpoint_->options().stall_timeout;
         auto reply = http_.send(*spec, "DELETE", "");
         if (!reply) return {reply.error(), reply.error().code == ErrorCode::kUnavailable};
         // 404: already gone, which is what was asked for.

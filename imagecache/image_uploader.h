@@ -13,7 +13,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,6 +22,8 @@
 #include "imagecache/http_client.h"
 
 namespace kiln::imagecache {
+
+class GlanceEndpoint;
 
 struct NewImage {
   std::string name;
@@ -91,37 +92,26 @@ class GlanceUploader final : public ImageUploader {
   // `http` must outlive the uploader. An empty `sleep` sleeps for real.
   static Result<std::unique_ptr<GlanceUploader>> make(GlanceOptions options, HttpClient& http,
                                                       Sleeper sleep = {});
+  ~GlanceUploader() override;
 
   Result<std::string> create(const NewImage& image) override;
   Result<void> upload(const std::string& image_id, const std::string& file_path) override;
   Result<void> discard(const std::string& image_id) override;
 
  private:
-  GlanceUploader(GlanceOptions options, HttpClient& http, Sleeper sleep,
+  GlanceUploader(std::unique_ptr<GlanceEndpoint> endpoint, HttpClient& http,
                  std::unique_ptr<GlanceSource> records);
 
-  template <typename T>
-  struct Attempt {
-    Result<T> result;
-    bool retryable = false;
-  };
-  // At most `max_attempts` attempts when not zero, otherwise num_retries + 1.
-  template <typename T>
-  Result<T> withRetries(const std::string& what,
-                        const std::function<Attempt<T>(const std::string& server)>& once,
-                        unsigned max_attempts = 0);
-  Result<HttpRequestSpec> requestFor(const std::string& url) const;
   // DELETE /v2/images/{id}; 404 counts as done.
   Result<void> remove(const std::string& image_id, unsigned max_attempts);
   // Deletes the image after a failed upload; returns `cause`, noting a failed delete in it.
   Error deleteAfterFailure(const std::string& image_id, Error cause);
 
-  GlanceOptions options_;
+  // The options, the requests and the retries with failover (its own preferred server).
+  std::unique_ptr<GlanceEndpoint> endpoint_;
   HttpClient& http_;
-  Sleeper sleep_;
   // Reads the records back (the 409 checks, the check after an upload).
   std::unique_ptr<GlanceSource> records_;
-  std::atomic<std::size_t> preferred_server_{0};
 };
 
 }  // namespace kiln::imagecache

@@ -1,0 +1,132 @@
+#include "imagecache/glance_endpoint.h"
+
+#include <cctype>
+#include <thread>
+
+#include "common/fs.h"
+
+namespace kiln::imagecache {
+namespace glance {
+namespace {
+
+constexpr std::size_t kSnippetMaxChars = 200;
+
+}  // namespace
+
+bool hasControlCharacter(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 140)) {
+    auto u = static_cast<unsigned char>(c);
+    out += (u < 0x20 || u >= 0x7f) ? '?' : c;
+  }
+  if (s.size() > 140) out += "...";
+  return out;
+}
+
+std::string snippet(std::string_view body) {
+  if (auto head_end = body.find("</head>"); head_end != std::string_view::npos) {
+    body.remove_prefix(head_end + 7);  // the <title> repeats the <h1>
+  }
+  std::string out;
+  bool in_tag = false;
+  bool pending_space = false;
+  for (char c : body) {
+    if (c == '<') {
+      in_tag = true;
+      continue;
+    }
+    if (in_tag) {
+      if (c == '>') {
+        in_tag = false;
+        pending_space = true;
+      }
+      continue;
+    }
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) {
+      pending_space = true;
+      continue;
+    }
+    if (out.size() >= kSnippetMaxChars) {
+      out += "...";
+      break;
+    }
+    if (pending_space && !out.empty()) out += ' ';
+    pending_space = false;
+    out += c;
+  }
+  return out;
+}
+
+std::string quotedList(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += ", ";
+    out += "'" + item + "'";
+  }
+  return out;
+}
+
+}  // namespace glance
+
+namespace {
+
+constexpr std::size_t kTokenFileMaxBytes = 64 << 10;
+
+}  // namespace
+
+Result<std::unique_ptr<GlanceEndpoint>> GlanceEndpoint::create(GlanceOptions options,
+                                                               Sleeper sleep) {
+  if (auto v = validateGlanceOptions(options); !v) return std::move(v).error();
+  for (auto& server : options.api_servers) {
+    while (server.size() > 1 && server.back() == '/') server.pop_back();
+  }
+  if (!sleep) sleep = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
+  return std::unique_ptr<GlanceEndpoint>(new GlanceEndpoint(std::move(options), std::move(sleep)));
+}
+
+GlanceEndpoint::GlanceEndpoint(GlanceOptions options, Sleeper sleep)
+    : options_(std::move(options)), sleep_(std::move(sleep)) {}
+
+Result<HttpRequestSpec> GlanceEndpoint::requestFor(const std::string& url) const {
+  HttpRequestSpec spec;
+  spec.url = url;
+  spec.connect_timeout = options_.connect_timeout;
+  spec.low_speed_bytes_per_second = 1;
+  spec.low_speed_time = options_.stall_timeout;
+  spec.ca_file = options_.ca_file;
+  std::string token = options_.token;
+  if (!options_.token_file.empty()) {
+    // Read on every request: a token rotated by the operator (or a sidecar) applies at once.
+    auto text = fs::readFile(options_.token_file, kTokenFileMaxBytes);
+    if (!text) {
+      return Error{ErrorCode::kUnauthorized,
+                   fmt::format("Cannot read the Glance token file '{}': {}", options_.token_file,
+                               text.error().message)};
+    }
+    std::string_view t = *text;
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
+    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
+    if (t.empty()) {
+      return Error{ErrorCode::kUnauthorized,
+                   fmt::format("The Glance token file '{}' is empty", options_.token_file)};
+    }
+    if (glance::hasControlCharacter(t)) {
+      return Error{
+          ErrorCode::kUnauthorized,
+          fmt::format("The Glance token file '{}' holds more than one line", options_.token_file)};
+    }
+    token = std::string(t);
+  }
+  if (!token.empty()) spec.headers.emplace_back("X-Auth-Token", std::move(token));
+  return spec;
+}
+
+}  // namespace kiln::imagecache
