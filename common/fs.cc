@@ -19,21 +19,22 @@ namespace stdfs = std::filesystem;
 
 std::string errnoText(int err) { return std::strerror(err); }
 
-namespace {
-
 Result<void> writeAll(int fd, std::string_view data, const stdfs::path& path) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
-      return Error{err == ENOSPC ? ErrorCode::kResourceExhausted : ErrorCode::kInternal,
+      bool full = err == ENOSPC || err == EDQUOT || err == EFBIG;
+      return Error{full ? ErrorCode::kResourceExhausted : ErrorCode::kInternal,
                    fmt::format("Cannot write '{}': {}", path.string(), errnoText(err))};
     }
     data.remove_prefix(static_cast<size_t>(n));
   }
   return success();
 }
+
+namespace {
 
 std::string randomSuffix() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};

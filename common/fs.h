@@ -16,6 +16,10 @@ namespace kiln::fs {
 Result<void> writeFileAtomically(const std::filesystem::path& path, std::string_view contents,
                                  unsigned mode = 0644);
 
+// Writes all of `data`, retrying short writes; a full disk (ENOSPC, EDQUOT, EFBIG) is
+// kResourceExhausted.
+Result<void> writeAll(int fd, std::string_view data, const std::filesystem::path& path);
+
 Result<std::string> readFile(const std::filesystem::path& path, std::uint64_t max_bytes);
 
 // Reads at most `max_bytes` from the end of the file (a console log can grow without bound).

@@ -43,21 +43,6 @@ json recordToJson(const ImageRecord& r) {
   return j;
 }
 
-Result<void> writeAll(int fd, const char* data, std::size_t len, const std::string& path) {
-  while (len > 0) {
-    ssize_t n = ::write(fd, data, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      return Error{err == ENOSPC ? ErrorCode::kResourceExhausted : ErrorCode::kInternal,
-                   fmt::format("Cannot write '{}': {}", path, fs::errnoText(err))};
-    }
-    data += n;
-    len -= static_cast<std::size_t>(n);
-  }
-  return success();
-}
-
 Result<void> fsyncPath(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid() || ::fsync(fd.get()) != 0) {
@@ -308,7 +293,7 @@ Result<CachedImage> ImageCache::fetchUncached(const std::string& image_id, Timel
         return Error::invalid(
             fmt::format("Image '{}' is larger than the {} bytes its record says", image_id, limit));
       }
-      return writeAll(fd.get(), data, len, part);
+      return fs::writeAll(fd.get(), std::string_view(data, len), part);
     });
     if (!copied) {
       step.fail();

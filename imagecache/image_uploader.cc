@@ -223,20 +223,6 @@ ErrorCode codeForWriteErrno(int err) {
                                                           : ErrorCode::kInternal;
 }
 
-Result<void> writeAll(int fd, const char* data, std::size_t len, const std::string& path) {
-  while (len > 0) {
-    ssize_t n = ::write(fd, data, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      return Error{codeForWriteErrno(err), errnoMessage("write", path, err)};
-    }
-    data += n;
-    len -= static_cast<std::size_t>(n);
-  }
-  return success();
-}
-
 // Copies `from` to a new file `to` (which must not exist), hashing every byte on the way, and
 // fsyncs it. On failure `to` may be left behind for the caller to remove.
 Result<SentBytes> copyHashed(const std::string& from, const std::string& to) {
@@ -269,7 +255,9 @@ Result<SentBytes> copyHashed(const std::string& from, const std::string& to) {
     }
     if (n == 0) break;
     hasher->update(buf.data(), static_cast<std::size_t>(n));
-    if (auto w = writeAll(out.get(), buf.data(), static_cast<std::size_t>(n), to); !w) {
+    if (auto w =
+            fs::writeAll(out.get(), std::string_view(buf.data(), static_cast<std::size_t>(n)), to);
+        !w) {
       return std::move(w).error();
     }
   }

@@ -15,7 +15,8 @@ readonly PORT=8790
 scripts/install-deps.sh
 scripts/start-services.sh
 echo "== building kiln"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_INTEGRATION=OFF >/dev/null
+# Same build directory and options as scripts/test.sh, so neither undoes the other.
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_INTEGRATION=ON >/dev/null
 cmake --build build -j"$(nproc)" --target kilnd
 
 # The demo lives in one directory; every directory above a disk needs o+x for QEMU's user.

@@ -10,7 +10,7 @@ scripts/start-services.sh
 
 jobs=$(nproc)
 echo "== build (RelWithDebInfo)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_INTEGRATION=ON >/dev/null
 cmake --build build -j"$jobs"
 
 echo "== build (ASan+UBSan unit tests)"

@@ -149,14 +149,12 @@ Result<void> LibvirtDriver::spawn(const InstanceSpec& spec, Timeline& timeline) 
 }
 
 Result<void> LibvirtDriver::destroy(const std::string& uuid) {
-  auto session = connection_.session();
-  if (!session) return session.error();
-  DomainHandle dom(virDomainLookupByUUIDString((*session)->get(), uuid.c_str()));
-  if (!dom) {
-    Error e = failed(fmt::format("Looking up instance '{}'", uuid));
-    if (e.code == ErrorCode::kNotFound) return success();
-    return e;
+  auto found = lookup(uuid);
+  if (!found) {
+    if (found.error().code == ErrorCode::kNotFound) return success();
+    return found.error();
   }
+  DomainHandle dom = std::move(found).value();
   int state = 0;
   int reason = 0;
   if (virDomainGetState(dom.get(), &state, &reason, 0) < 0) {
@@ -251,14 +249,12 @@ Result<void> LibvirtDriver::resume(const std::string& uuid) {
 }
 
 Result<std::optional<PowerState>> LibvirtDriver::powerState(const std::string& uuid) {
-  auto session = connection_.session();
-  if (!session) return session.error();
-  DomainHandle dom(virDomainLookupByUUIDString((*session)->get(), uuid.c_str()));
-  if (!dom) {
-    Error e = failed(fmt::format("Looking up instance '{}'", uuid));
-    if (e.code == ErrorCode::kNotFound) return std::optional<PowerState>{};
-    return e;
+  auto found = lookup(uuid);
+  if (!found) {
+    if (found.error().code == ErrorCode::kNotFound) return std::optional<PowerState>{};
+    return found.error();
   }
+  DomainHandle dom = std::move(found).value();
   int state = 0;
   int reason = 0;
   if (virDomainGetState(dom.get(), &state, &reason, 0) < 0) {
@@ -345,17 +341,23 @@ Result<void> LibvirtDriver::defineSecret(const std::string& usage, const std::st
   return success();
 }
 
-Result<void> LibvirtDriver::undefineSecret(const std::string& usage) {
+Result<SecretHandle> LibvirtDriver::lookupSecret(const std::string& usage) {
   auto session = connection_.session();
   if (!session) return session.error();
   SecretHandle handle(
       virSecretLookupByUsage((*session)->get(), VIR_SECRET_USAGE_TYPE_ISCSI, usage.c_str()));
   if (!handle) {
     Error e = failed(fmt::format("Looking up the secret '{}'", usage));
-    if (e.code == ErrorCode::kNotFound) return success();
-    return e;
+    if (e.code != ErrorCode::kNotFound) return e;
   }
-  if (virSecretUndefine(handle.get()) < 0) {
+  return handle;  // empty when there is no such secret
+}
+
+Result<void> LibvirtDriver::undefineSecret(const std::string& usage) {
+  auto handle = lookupSecret(usage);
+  if (!handle) return handle.error();
+  if (!*handle) return success();
+  if (virSecretUndefine(handle->get()) < 0) {
     Error e = failed(fmt::format("Removing the secret '{}'", usage));
     if (e.code != ErrorCode::kNotFound) return e;
   }
@@ -363,14 +365,9 @@ Result<void> LibvirtDriver::undefineSecret(const std::string& usage) {
 }
 
 Result<bool> LibvirtDriver::secretExists(const std::string& usage) {
-  auto session = connection_.session();
-  if (!session) return session.error();
-  SecretHandle handle(
-      virSecretLookupByUsage((*session)->get(), VIR_SECRET_USAGE_TYPE_ISCSI, usage.c_str()));
-  if (handle) return true;
-  Error e = failed(fmt::format("Looking up the secret '{}'", usage));
-  if (e.code == ErrorCode::kNotFound) return false;
-  return e;
+  auto handle = lookupSecret(usage);
+  if (!handle) return handle.error();
+  return static_cast<bool>(*handle);
 }
 
 Result<std::string> LibvirtDriver::liveXml(virDomainPtr dom) {
@@ -380,10 +377,9 @@ Result<std::string> LibvirtDriver::liveXml(virDomainPtr dom) {
 }
 
 Result<void> LibvirtDriver::attachDisk(const std::string& uuid, const DiskSpec& disk) {
-  auto session = connection_.session();
-  if (!session) return session.error();
-  DomainHandle dom(virDomainLookupByUUIDString((*session)->get(), uuid.c_str()));
-  if (!dom) return failed(fmt::format("Looking up instance '{}'", uuid));
+  auto found = lookup(uuid);
+  if (!found) return found.error();
+  DomainHandle dom = std::move(found).value();
   std::string xml = renderDiskXml(disk);
   int active = virDomainIsActive(dom.get());
   unsigned flags = VIR_DOMAIN_AFFECT_CONFIG | (active == 1 ? VIR_DOMAIN_AFFECT_LIVE : 0);
@@ -394,10 +390,9 @@ Result<void> LibvirtDriver::attachDisk(const std::string& uuid, const DiskSpec& 
 }
 
 Result<void> LibvirtDriver::detachDisk(const std::string& uuid, const DiskSpec& disk) {
-  auto session = connection_.session();
-  if (!session) return session.error();
-  DomainHandle dom(virDomainLookupByUUIDString((*session)->get(), uuid.c_str()));
-  if (!dom) return failed(fmt::format("Looking up instance '{}'", uuid));
+  auto found = lookup(uuid);
+  if (!found) return found.error();
+  DomainHandle dom = std::move(found).value();
   std::string xml = renderDiskXml(disk);
   int active = virDomainIsActive(dom.get());
   // The persistent definition first: a domain restarted later must not bring the disk back.

@@ -57,6 +57,7 @@ class LibvirtDriver final : public ComputeDriver {
   Error failed(std::string_view what);
   Result<std::string> liveXml(virDomainPtr dom);
   Result<DomainHandle> lookup(const std::string& uuid);
+  Result<SecretHandle> lookupSecret(const std::string& usage);
   // The host's capabilities XML, read once per connection (machine types do not change).
   Result<std::string> capabilities(virConnectPtr conn);
   std::mutex caps_mutex_;

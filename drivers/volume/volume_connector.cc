@@ -24,6 +24,21 @@ bool sameTarget(const Attachment& a, const Attachment& b) {
          a.paths[0].port == b.paths[0].port;
 }
 
+// What every connector records about a volume; each adds its own fields.
+Attachment baseAttachment(const char* connector, const std::string& volume_id,
+                          const std::string& device, bool boot, const IscsiTarget& target) {
+  Attachment a;
+  a.volume_id = volume_id;
+  a.device = device;
+  a.connector = connector;
+  a.boot = boot;
+  a.read_only = target.read_only;
+  a.paths = target.paths;
+  a.auth_method = target.auth_method;
+  a.auth_username = target.auth_username;
+  return a;
+}
+
 }  // namespace
 
 json attachmentToJson(const Attachment& a) {
@@ -87,15 +102,7 @@ DiskSpec diskFor(const Attachment& a) {
 Attachment NativeIscsiConnector::plan(const std::string& instance_uuid,
                                       const std::string& volume_id, const std::string& device,
                                       bool boot, const IscsiTarget& target) {
-  Attachment a;
-  a.volume_id = volume_id;
-  a.device = device;
-  a.connector = "native";
-  a.boot = boot;
-  a.read_only = target.read_only;
-  a.paths = target.paths;
-  a.auth_method = target.auth_method;
-  a.auth_username = target.auth_username;
+  Attachment a = baseAttachment("native", volume_id, device, boot, target);
   if (target.auth_method == "CHAP") {
     // libvirt forbids "/" in a usage name.
     a.secret_usage = fmt::format("kiln-{}-{}", instance_uuid, volume_id);
@@ -154,15 +161,7 @@ Result<CommandOutput> KernelIscsiConnector::iscsiadm(std::vector<std::string> ar
 Attachment KernelIscsiConnector::plan(const std::string&, const std::string& volume_id,
                                       const std::string& device, bool boot,
                                       const IscsiTarget& target) {
-  Attachment a;
-  a.volume_id = volume_id;
-  a.device = device;
-  a.connector = "kernel";
-  a.boot = boot;
-  a.read_only = target.read_only;
-  a.paths = target.paths;
-  a.auth_method = target.auth_method;
-  a.auth_username = target.auth_username;
+  Attachment a = baseAttachment("kernel", volume_id, device, boot, target);
   const IscsiPath& p = target.paths.front();
   a.device_path =
       fmt::format("{}/ip-{}-iscsi-{}-lun-{}", options_.device_dir, portalOf(p), p.iqn, p.lun);
