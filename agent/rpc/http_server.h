@@ -3,9 +3,12 @@
 // types stay in http_server.cc, so nothing else depends on (or recompiles for) the HTTP library.
 //
 // The server faces the network, so every input is hostile until parsed: header and body sizes are
-// capped before a byte is read, every read and write runs under a deadline, connections are
-// counted in total and per peer, and nothing a client sends can crash the process (a handler
-// exception becomes a 500 response).
+// capped before a byte is read, every read and write (and a TLS handshake) runs under a deadline,
+// connections are counted in total and per peer, and nothing a client sends can crash the process
+// (a handler exception becomes a 500 response).
+//
+// It listens on TCP (plain HTTP, or TLS with optional client certificates) and/or on a unix
+// socket. Plain HTTP is only served on loopback addresses unless allow_insecure_http is set.
 
 #include <atomic>
 #include <chrono>
@@ -29,7 +32,7 @@ struct HttpRequest {
   std::string body;
   std::string authorization;  // raw Authorization header value, may be empty
   std::string content_type;
-  std::string peer;  // remote address, for logs
+  std::string peer;  // remote address, or "unix:uid=U,pid=P" on the unix socket; for logs
 };
 
 struct HttpResponse {
@@ -52,31 +55,60 @@ struct ServerLimits {
   std::chrono::milliseconds read_timeout{30000};
   std::chrono::milliseconds idle_timeout{60000};  // kept-alive connection waiting for a request
   std::size_t max_connections = 1024;
+  // A peer is a remote IP address on TCP, a user id (SO_PEERCRED) on the unix socket.
   std::size_t max_connections_per_peer = 128;
+};
+
+// PEM files. The key file must not be readable by group or others. A non-empty ca_file turns on
+// mutual TLS: every client must present a certificate that chains to one of its certificates.
+struct TlsSettings {
+  std::string cert_file;  // the server certificate, then any intermediates
+  std::string key_file;
+  std::string ca_file;
+
+  bool enabled() const { return !cert_file.empty(); }
+};
+
+struct UnixSocketSettings {
+  std::string path;  // empty: no unix socket listener
+  unsigned mode = 0660;
+  std::string group;  // empty: the daemon's group
+};
+
+struct ListenSettings {
+  std::string host = "127.0.0.1";  // empty: no TCP listener
+  std::uint16_t port = 0;          // 0 picks an ephemeral port
+  TlsSettings tls;                 // TCP only; the unix socket is guarded by its file mode
+  // Plain HTTP on an address that is not loopback carries tokens in clear; it takes this flag.
+  bool allow_insecure_http = false;
+  UnixSocketSettings unix_socket;
 };
 
 class HttpServer {
  public:
+  HttpServer(ListenSettings listen, ServerLimits limits, RequestHandler handler);
+  // Plain HTTP on TCP only.
   HttpServer(std::string host, std::uint16_t port, ServerLimits limits, RequestHandler handler);
   ~HttpServer();  // stops
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Resolves, binds and listens (port 0 picks an ephemeral port), then serves on `io_threads`
-  // background threads. Can be called once; the error names host:port (e.g. address in use).
+  // Loads the TLS files, resolves, binds and listens, then serves on `io_threads` background
+  // threads. Can be called once. The error names the file and why it is refused (missing, readable
+  // by others, key and certificate mismatch), host:port (e.g. address in use), or the socket path.
   Result<void> start(unsigned io_threads = 1);
 
-  // Closes the listener and every connection and joins the I/O threads. Idempotent. It waits for
-  // handlers that are running, so it must not be called from inside a handler.
+  // Closes the listeners and every connection, removes the unix socket file and joins the I/O
+  // threads. Idempotent. It waits for handlers that are running, so it must not be called from
+  // inside a handler.
   void stop();
 
-  std::uint16_t port() const;  // the bound port, valid after a successful start()
+  std::uint16_t port() const;  // the bound TCP port, valid after a successful start()
 
  private:
   struct Impl;  // the Asio machinery, so that this header stays free of Boost
 
-  std::string host_;
-  std::uint16_t requested_port_;
+  ListenSettings listen_;
   ServerLimits limits_;
   RequestHandler handler_;
 

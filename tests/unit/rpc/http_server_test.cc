@@ -464,6 +464,67 @@ TEST_CASE("HttpServer survives random bytes and abrupt disconnects", "[rpc][http
   CHECK(all_served);
 }
 
+// Opens connections one after another until the server serves `count` of them at once, which
+// shows that earlier connections have given their places back.
+bool servesConcurrently(std::uint16_t port, std::size_t count, std::chrono::milliseconds within) {
+  auto deadline = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::vector<TestClient> clients;
+    std::size_t served = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      clients.push_back(TestClient::connect(port));
+      if (!clients.back().send(makeRequest("GET", "/alive"))) break;
+      auto response = clients.back().readResponse(1s);
+      if (!response || response->status != 200) break;
+      ++served;
+    }
+    if (served == count) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+TEST_CASE("HttpServer answers 413 to a huge Content-Length at once", "[rpc][http]") {
+  auto server = startServer();  // the default 1 MiB body limit
+  TestClient client = TestClient::connect(server->port());
+  auto start = std::chrono::steady_clock::now();
+  REQUIRE(client.send("PUT /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: 1099511627776\r\n\r\n"));
+  requireJsonError(client.readResponse(), 413);
+  CHECK(std::chrono::steady_clock::now() - start < 1s);
+}
+
+TEST_CASE("HttpServer: a client that does not read its response cannot pin a connection",
+          "[rpc][http]") {
+  ServerLimits limits;
+  limits.read_timeout = 300ms;
+  limits.max_connections = 2;
+  const std::string big(16 * 1024 * 1024, 'x');  // far more than the socket buffers hold
+  auto server = startServer(limits, [&big](const HttpRequest& request) {
+    if (request.path == "/big") return HttpResponse{200, "text/plain", big};
+    return echoHandler(request);
+  });
+
+  TestClient reader_that_never_reads = TestClient::connect(server->port());
+  REQUIRE(reader_that_never_reads.send(makeRequest("GET", "/big")));
+
+  SECTION("one response too large to send") {}
+  SECTION("many pipelined requests") {
+    // Sent from a thread: once the server stops reading, this send blocks until it gives up.
+    TestClient pipeliner = TestClient::connect(server->port());
+    std::string requests;
+    for (int i = 0; i < 2000; ++i) requests += makeRequest("GET", "/big");
+    std::thread sender([&pipeliner, &requests] { (void)pipeliner.send(requests); });
+    std::this_thread::sleep_for(100ms);
+    // Both slots are taken while the writes stall...
+    auto refused = roundTrip(server->port(), makeRequest("GET", "/"));
+    REQUIRE(refused.has_value());
+    CHECK(refused->status == 503);
+    sender.join();
+  }
+  // ...and given back once the write deadline passes, although the clients are still connected.
+  CHECK(servesConcurrently(server->port(), 2, 5s));
+}
+
 TEST_CASE("HttpServer serves concurrent clients on several I/O threads", "[rpc][http]") {
   auto server = startServer({}, echoHandler, 2);
   std::atomic<int> ok{0};
