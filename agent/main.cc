@@ -6,6 +6,8 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <iostream>
@@ -195,18 +197,35 @@ int run(const config::KilnConfig& cfg) {
       manager, images, driver, *flavors, [&tokens] { return tokens.get(); }, identity);
   rpc::ServerLimits limits;
   limits.max_body_bytes = cfg.api.max_body_bytes;
+  limits.max_header_bytes = cfg.api.max_header_bytes;
+  limits.read_timeout = std::chrono::seconds(cfg.api.client_timeout);
   // Bounds the worst case of buffered request bodies (connections x body limit).
-  limits.max_connections = 256;
-  rpc::HttpServer server(cfg.api.listen_host, cfg.api.listen_port, limits,
+  limits.max_connections = cfg.api.max_connections;
+  limits.max_connections_per_peer = cfg.api.max_connections_per_peer;
+  rpc::ListenSettings listen;
+  listen.host = cfg.api.listen_host;
+  listen.port = cfg.api.listen_port;
+  listen.tls = {cfg.api.cert_file, cfg.api.key_file, cfg.api.ca_file};
+  listen.allow_insecure_http = cfg.api.allow_insecure_http;
+  listen.unix_socket = {cfg.api.listen_unix_socket, cfg.api.unix_socket_mode,
+                        cfg.api.unix_socket_group};
+  rpc::HttpServer server(listen, limits,
                          [&router](const rpc::HttpRequest& req) { return router.handle(req); });
   // Two I/O threads: a request that waits on the image service (a snapshot's image record) does
   // not hold up the others.
   if (auto r = server.start(2); !r) return fail(r.error().message);
 
-  log::info("kilnd {} listening on {}:{} (libvirt {}, virt_type {})", kVersion, cfg.api.listen_host,
-            server.port(), cfg.libvirt.uri, cfg.libvirt.virt_type);
-  sd_notifyf(0, "READY=1\nSTATUS=Listening on %s:%u", cfg.api.listen_host.c_str(),
-             static_cast<unsigned>(server.port()));
+  std::string where;
+  if (!listen.host.empty()) {
+    where =
+        fmt::format("{}:{}{}", listen.host, server.port(), listen.tls.enabled() ? " (https)" : "");
+  }
+  if (!listen.unix_socket.path.empty()) {
+    where += fmt::format("{}unix:{}", where.empty() ? "" : " and ", listen.unix_socket.path);
+  }
+  log::info("kilnd {} listening on {} (libvirt {}, virt_type {})", kVersion, where, cfg.libvirt.uri,
+            cfg.libvirt.virt_type);
+  sd_notifyf(0, "READY=1\nSTATUS=Listening on %s", where.c_str());
 
   // One-second ticks: often enough for any systemd WatchdogSec of 2 s or more.
   std::uint64_t watchdog_usec = 0;

@@ -54,8 +54,12 @@ bool printableToken(std::string_view s) {
   return true;
 }
 
-// "127.0.0.1:8790", "[::1]:8790" or "0.0.0.0:80".
+// "127.0.0.1:8790", "[::1]:8790" or "0.0.0.0:80"; empty turns the TCP listener off.
 Result<void> parseListen(std::string_view key, const std::string& value, ApiSection& api) {
+  if (value.empty()) {
+    api.listen_host.clear();
+    return success();
+  }
   std::string host;
   std::string_view port_text;
   if (!value.empty() && value.front() == '[') {
@@ -171,6 +175,91 @@ const std::map<std::string, Setter>& optionTable() {
          auto n = parseInt<std::uint64_t>(k, v, 1024, 64ULL * 1024 * 1024);
          if (!n) return n.error();
          c.api.max_body_bytes = *n;
+         return success();
+       }},
+      {"api.max_header_bytes",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<std::uint64_t>(k, v, 1024, 1024 * 1024);
+         if (!n) return n.error();
+         c.api.max_header_bytes = *n;
+         return success();
+       }},
+      {"api.client_timeout",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 1, 3600);
+         if (!n) return n.error();
+         c.api.client_timeout = *n;
+         return success();
+       }},
+      {"api.max_connections",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 1, 65536);
+         if (!n) return n.error();
+         c.api.max_connections = *n;
+         return success();
+       }},
+      {"api.max_connections_per_peer",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 1, 65536);
+         if (!n) return n.error();
+         c.api.max_connections_per_peer = *n;
+         return success();
+       }},
+      {"api.cert_file",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+         }
+         c.api.cert_file = v;
+         return success();
+       }},
+      {"api.key_file",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+         }
+         c.api.key_file = v;
+         return success();
+       }},
+      {"api.ca_file",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+         }
+         c.api.ca_file = v;
+         return success();
+       }},
+      {"api.allow_insecure_http",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto b = parseBool(k, v);
+         if (!b) return b.error();
+         c.api.allow_insecure_http = *b;
+         return success();
+       }},
+      {"api.listen_unix_socket",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+           // sockaddr_un holds 108 bytes with the terminating NUL.
+           if (v.size() > 107) return invalidValue(k, v, "must be at most 107 bytes long");
+         }
+         c.api.listen_unix_socket = v;
+         return success();
+       }},
+      {"api.unix_socket_mode",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         unsigned mode = 0;
+         auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), mode, 8);
+         if (v.empty() || ec != std::errc() || end != v.data() + v.size() || mode > 0777) {
+           return invalidValue(k, v, "must be an octal file mode such as 0660");
+         }
+         c.api.unix_socket_mode = mode;
+         return success();
+       }},
+      {"api.unix_socket_group",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty() && !printableToken(v)) return invalidValue(k, v, "must be a group name");
+         c.api.unix_socket_group = v;
          return success();
        }},
       {"libvirt.uri",
@@ -422,6 +511,21 @@ Result<KilnConfig> parseConfig(std::string_view text, std::string_view source_na
     }
     seen[opt.string_key] = value;
     if (auto r = it->second(opt.string_key, value, cfg); !r) return std::move(r).error();
+  }
+  if (cfg.api.listen_host.empty() && cfg.api.listen_unix_socket.empty()) {
+    return Error::invalid(
+        fmt::format("The API has nothing to listen on in '{}': [api] listen is empty and [api] "
+                    "listen_unix_socket is not set",
+                    source_name));
+  }
+  if (cfg.api.cert_file.empty() != cfg.api.key_file.empty()) {
+    return Error::invalid(fmt::format(
+        "[api] cert_file and [api] key_file must be set together in '{}'", source_name));
+  }
+  if (!cfg.api.ca_file.empty() && cfg.api.cert_file.empty()) {
+    return Error::invalid(fmt::format(
+        "[api] ca_file (client certificates) needs [api] cert_file and key_file in '{}'",
+        source_name));
   }
   return cfg;
 }

@@ -28,10 +28,22 @@ struct DefaultSection {
 };
 
 struct ApiSection {
-  std::string listen_host = "127.0.0.1";
+  std::string listen_host = "127.0.0.1";  // empty ("listen =" with no value): no TCP listener
   std::uint16_t listen_port = 8790;
   std::string token_file = "/etc/kiln/api-tokens";
   std::uint64_t max_body_bytes = 1024 * 1024;
+  std::uint64_t max_header_bytes = 16 * 1024;
+  unsigned client_timeout = 30;  // seconds for a TLS handshake, a request, or writing a response
+  unsigned max_connections = 256;
+  unsigned max_connections_per_peer = 128;
+  // TLS on the TCP listener (PEM files); a ca_file requires client certificates from that CA.
+  std::string cert_file;
+  std::string key_file;
+  std::string ca_file;
+  bool allow_insecure_http = false;  // plain HTTP on an address that is not loopback
+  std::string listen_unix_socket;    // empty: no unix socket listener
+  unsigned unix_socket_mode = 0660;
+  std::string unix_socket_group;  // empty: kilnd's group
 };
 
 struct LibvirtSection {

@@ -106,3 +106,63 @@ TEST_CASE("kiln.conf lists every option kilnd reads", "[config]") {
     CHECK(sample.find(option, section_at) != std::string::npos);
   }
 }
+
+TEST_CASE("the API's TLS, unix socket and limit options are read and checked", "[config]") {
+  auto cfg = parseConfig(R"(
+[api]
+listen =
+cert_file = /etc/kiln/api.pem
+key_file = /etc/kiln/api.key
+ca_file = /etc/kiln/clients-ca.pem
+allow_insecure_http = true
+listen_unix_socket = /run/kiln/api.sock
+unix_socket_mode = 0640
+unix_socket_group = kiln
+max_header_bytes = 8192
+client_timeout = 10
+max_connections = 64
+max_connections_per_peer = 8
+)",
+                         "api.conf");
+  INFO((cfg ? std::string() : cfg.error().message));
+  REQUIRE(cfg.ok());
+  CHECK(cfg->api.listen_host.empty());  // no TCP listener
+  CHECK(cfg->api.cert_file == "/etc/kiln/api.pem");
+  CHECK(cfg->api.key_file == "/etc/kiln/api.key");
+  CHECK(cfg->api.ca_file == "/etc/kiln/clients-ca.pem");
+  CHECK(cfg->api.allow_insecure_http);
+  CHECK(cfg->api.listen_unix_socket == "/run/kiln/api.sock");
+  CHECK(cfg->api.unix_socket_mode == 0640);
+  CHECK(cfg->api.unix_socket_group == "kiln");
+  CHECK(cfg->api.max_header_bytes == 8192);
+  CHECK(cfg->api.client_timeout == 10);
+  CHECK(cfg->api.max_connections == 64);
+  CHECK(cfg->api.max_connections_per_peer == 8);
+
+  auto defaults = parseConfig("", "empty");
+  REQUIRE(defaults.ok());
+  CHECK(defaults->api.unix_socket_mode == 0660);
+  CHECK(defaults->api.max_header_bytes == 16384);
+  CHECK(defaults->api.client_timeout == 30);
+  CHECK(defaults->api.max_connections == 256);
+  CHECK_FALSE(defaults->api.allow_insecure_http);
+
+  auto check = [](const char* text, const char* expected) {
+    auto bad = parseConfig(text, "bad.conf");
+    REQUIRE_FALSE(bad.ok());
+    INFO(bad.error().message);
+    CHECK(bad.error().message.find(expected) != std::string::npos);
+  };
+  check("[api]\nlisten =\n", "nothing to listen on");
+  check("[api]\ncert_file = /a.pem\n", "[api] cert_file and [api] key_file");
+  check("[api]\nkey_file = /a.key\n", "[api] cert_file and [api] key_file");
+  check("[api]\nca_file = /ca.pem\n", "[api] ca_file");
+  check("[api]\ncert_file = a.pem\n", "[api] cert_file");
+  check("[api]\nunix_socket_mode = 0999\n", "[api] unix_socket_mode");
+  check("[api]\nunix_socket_mode = 01777\n", "[api] unix_socket_mode");
+  check("[api]\nlisten_unix_socket = relative.sock\n", "[api] listen_unix_socket");
+  check("[api]\nclient_timeout = 0\n", "[api] client_timeout");
+  check("[api]\nmax_header_bytes = 10\n", "[api] max_header_bytes");
+  check("[api]\nmax_connections = 0\n", "[api] max_connections");
+  check("[api]\nallow_insecure_http = maybe\n", "[api] allow_insecure_http");
+}
