@@ -204,8 +204,8 @@ ApiResponse KilndHarness::api(const std::string& method, const std::string& path
   std::string headers = extra_headers;
   if (with_token) headers += "Authorization: Bearer " + token_ + "\r\n";
   if (!body.empty()) headers += "Content-Type: application/json\r\n";
-  auto resp =
-      rpc::testing::roundTrip(port_, rpc::testing::makeRequest(method, path, body, headers));
+  std::string request = rpc::testing::makeRequest(method, path, body, headers);
+  auto resp = transport_ ? transport_(request) : rpc::testing::roundTrip(port_, request);
   ApiResponse out;
   if (!resp) return out;
   out.status = resp->status;

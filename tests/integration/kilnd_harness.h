@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -38,6 +39,11 @@ class KilndHarness {
 
   ApiResponse api(const std::string& method, const std::string& path, const std::string& body = "",
                   bool with_token = true, const std::string& extra_headers = "");
+  // How api() (and so the start-up health check) reaches kilnd: one request's bytes in, the
+  // response out. Default: plain HTTP to 127.0.0.1:port().
+  using Transport =
+      std::function<std::optional<rpc::testing::TestResponse>(const std::string& request)>;
+  void setTransport(Transport transport) { transport_ = std::move(transport); }
   // Polls GET /v1/instances/{uuid} until `state`; returns the last record. Fails the test on
   // timeout or when the instance lands in another settled state.
   nlohmann::json waitForState(const std::string& uuid, const std::string& state,
@@ -60,6 +66,7 @@ class KilndHarness {
   const std::string& statePath() const { return state_path_; }
   const std::string& imagesDir() const { return images_dir_; }
   const std::string& token() const { return token_; }
+  const std::string& dir() const { return dir_.path(); }
   std::uint16_t port() const { return port_; }
   std::string logText() const;
 
@@ -74,6 +81,7 @@ class KilndHarness {
   std::string notify_path_;
   std::vector<std::pair<std::string, std::string>> env_;
   UniqueFd notify_fd_;
+  Transport transport_;
 };
 
 // The guest image path (KILN_TEST_GUEST_IMAGE, set by CTest).
