@@ -51,6 +51,18 @@ TEST_CASE("kilnd serves its API over TLS to clients with a certificate from its 
   CHECK(kilnd.logText().find("client certificates required") != std::string::npos);
 }
 
+TEST_CASE("kilnd refuses to start with a private key that others can read", "[integration][tls]") {
+  TempDir certificates;
+  TestPki pki = makeTestPki(certificates.path());
+  ::chmod(pki.server_key.c_str(), 0644);
+  KilndHarness kilnd("[api]\ncert_file = " + pki.server_cert + "\nkey_file = " + pki.server_key +
+                     "\n");
+  CHECK_FALSE(kilnd.tryStart());
+  INFO(kilnd.logText());
+  CHECK(kilnd.logText().find("[api] key_file '" + pki.server_key + "' has mode 0644") !=
+        std::string::npos);
+}
+
 TEST_CASE("kilnd serves its API on a unix socket beside TCP", "[integration][unix]") {
   TempDir run;
   std::string socket_path = run.path() + "/kilnd.sock";

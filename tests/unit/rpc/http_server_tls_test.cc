@@ -252,7 +252,11 @@ TEST_CASE("HttpServer keeps its limits under TLS", "[rpc][http][tls]") {
   limits.max_body_bytes = 1024;
   limits.read_timeout = 300ms;
   limits.max_connections_per_peer = 2;
-  auto server = startTls(serverTls(), limits);
+  const std::string big(16 * 1024 * 1024, 'x');  // far more than the socket buffers hold
+  auto server = startTls(serverTls(), limits, [&big](const HttpRequest& request) {
+    if (request.path == "/big") return HttpResponse{200, "text/plain", big};
+    return echoPeer(request);
+  });
 
   SECTION("431 for headers over the limit") {
     auto response =
@@ -274,6 +278,25 @@ TEST_CASE("HttpServer keeps its limits under TLS", "[rpc][http][tls]") {
     for (int i = 0; i < 40 && slow.send("a"); ++i) std::this_thread::sleep_for(50ms);
     CHECK(slow.waitForClose(5s));
     CHECK(std::chrono::steady_clock::now() - start < 3s);
+  }
+  SECTION("a client that never reads its response is dropped at the deadline") {
+    TestClient never_reads = TestClient::connectTls(server->port(), trusting());
+    REQUIRE(never_reads.send(makeRequest("GET", "/big")));
+    // Served once, then idle: this one keeps its place for idle_timeout (a minute).
+    TestClient idle = TestClient::connectTls(server->port(), trusting());
+    REQUIRE(idle.send(makeRequest("GET", "/")));
+    REQUIRE(idle.readResponse().has_value());
+    // Both places are taken...
+    CHECK_FALSE(tlsRoundTrip(server->port(), trusting(), makeRequest("GET", "/")).has_value());
+    // ...until the stalled write passes its deadline.
+    std::optional<TestResponse> freed;
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!freed && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(50ms);
+      freed = tlsRoundTrip(server->port(), trusting(), makeRequest("GET", "/"));
+    }
+    REQUIRE(freed.has_value());
+    CHECK(freed->status == 200);
   }
   SECTION("connections per peer") {
     TestClient first = TestClient::connectTls(server->port(), trusting());
