@@ -50,8 +50,9 @@ struct ServerLimits {
   std::size_t max_header_bytes = 16 * 1024;
   std::size_t max_body_bytes = 1024 * 1024;
   // The whole request (headers and body) must arrive in this time, counted from the connection's
-  // accept or, on a kept-alive connection, from the request's first byte. Writing a response
-  // gets the same allowance, so a client that never reads cannot pin a connection either.
+  // accept (so a TLS handshake counts against it too) or, on a kept-alive connection, from the
+  // request's first byte. Writing a response gets the same allowance, so a client that never
+  // reads cannot pin a connection either.
   std::chrono::milliseconds read_timeout{30000};
   std::chrono::milliseconds idle_timeout{60000};  // kept-alive connection waiting for a request
   std::size_t max_connections = 1024;
