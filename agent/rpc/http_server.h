@@ -8,7 +8,8 @@
 // (a handler exception becomes a 500 response).
 //
 // It listens on TCP (plain HTTP, or TLS with optional client certificates) and/or on a unix
-// socket. Plain HTTP is only served on loopback addresses unless allow_insecure_http is set.
+// socket. Plain HTTP is only served on loopback addresses unless allow_insecure_http is set. A
+// unix peer's HttpRequest::peer reads "unix:uid=U,pid=P".
 
 #include <atomic>
 #include <chrono>
@@ -32,7 +33,7 @@ struct HttpRequest {
   std::string body;
   std::string authorization;  // raw Authorization header value, may be empty
   std::string content_type;
-  std::string peer;  // remote address, or "unix:uid=U,pid=P" on the unix socket; for logs
+  std::string peer;  // remote address, for logs
 };
 
 struct HttpResponse {
