@@ -162,7 +162,8 @@ int run(const config::KilnConfig& cfg) {
   imagecache::ImageCache cache(*image_source, qemu_img, cache_options, clock);
   if (auto r = cache.init(); !r) return fail(r.error().message);
 
-  // CHAP passwords are kept sealed with a host key beside the database, never in clear.
+  // CHAP passwords and disk keys are kept sealed with a host key beside the database, never in
+  // clear.
   auto secrets = SecretBox::loadOrCreate(state_path + "/secret.key");
   if (!secrets) return fail(secrets.error().message);
   std::unique_ptr<drivers::volume::VolumeConnector> volumes;
@@ -173,11 +174,23 @@ int run(const config::KilnConfig& cfg) {
   } else {
     volumes = std::make_unique<drivers::volume::NativeIscsiConnector>(driver);
   }
-  lifecycle::InstanceManager manager(
-      driver, cache, disks, *volumes, *secrets, *uploader, **store, clock,
-      {state_path + "/instances", state_path + "/snapshots", cfg.defaults.launch_workers,
-       cfg.defaults.use_cow_images, std::chrono::seconds(cfg.defaults.shutdown_timeout),
-       std::chrono::seconds(cfg.libvirt.wait_soft_reboot_seconds)});
+  lifecycle::ManagerOptions manager_options{
+      state_path + "/instances",
+      state_path + "/snapshots",
+      cfg.defaults.launch_workers,
+      cfg.defaults.use_cow_images,
+      std::chrono::seconds(cfg.defaults.shutdown_timeout),
+      std::chrono::seconds(cfg.libvirt.wait_soft_reboot_seconds)};
+  // Validated by the config reader: one of the three names.
+  manager_options.ephemeral_clear = drivers::disk::clearMethodFromName(cfg.libvirt.ephemeral_clear)
+                                        .value_or(drivers::disk::ClearMethod::kZero);
+  const auto& encryption = cfg.ephemeral_storage_encryption;
+  manager_options.encrypt_ephemeral = encryption.enabled;
+  manager_options.ephemeral_luks = {encryption.luks.cipher_alg, encryption.luks.cipher_mode,
+                                    encryption.luks.ivgen_alg, encryption.luks.ivgen_hash_alg};
+  manager_options.ephemeral_key_bits = encryption.key_size;
+  lifecycle::InstanceManager manager(driver, cache, disks, *volumes, *secrets, *uploader, **store,
+                                     clock, manager_options);
   if (auto r = manager.recover(); !r) return fail(r.error().message);
   driver.setEventSink([&manager](const drivers::DomainEvent& ev) { manager.onDomainEvent(ev); });
   driver.setReconnectHook([&manager] { manager.reconcileAll(); });

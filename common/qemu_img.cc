@@ -58,6 +58,30 @@ Result<void> QemuImg::create(const std::string& path, const std::string& format,
   return success();
 }
 
+Result<void> QemuImg::createEncrypted(
+    const std::string& path, std::uint64_t size_bytes, const std::string& secret_file,
+    const std::vector<std::pair<std::string, std::string>>& encrypt_options) {
+  // QEMU's option syntax escapes a comma by doubling it; a value with one would split the list.
+  auto quoted = [](const std::string& v) {
+    std::string out;
+    for (char c : v) {
+      out += c;
+      if (c == ',') out += ',';
+    }
+    return out;
+  };
+  std::string options = "encrypt.format=luks,encrypt.key-secret=sec0";
+  for (const auto& [name, value] : encrypt_options) {
+    options += fmt::format(",encrypt.{}={}", name, quoted(value));
+  }
+  auto out =
+      run({"create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,file=" + quoted(secret_file),
+           "-o", options, path, std::to_string(size_bytes)},
+          limits_.inspect);
+  if (!out) return out.error();
+  return success();
+}
+
 Result<void> QemuImg::convert(const std::string& src, const std::string& src_format,
                               const std::string& dst, const std::string& dst_format) {
   auto out = run({"convert", "-q", "-f", src_format, "-O", dst_format, src, dst}, limits_.convert);

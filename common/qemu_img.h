@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/command_runner.h"
 
@@ -32,6 +34,12 @@ class QemuImg {
   Result<QemuImgInfo> info(const std::string& path, const std::string& format);
   Result<void> create(const std::string& path, const std::string& format, std::uint64_t size_bytes,
                       const std::string& backing_path = "", const std::string& backing_format = "");
+  // A new empty qcow2 encrypted with LUKS. qemu-img reads the passphrase from `secret_file`, so
+  // it never appears on a command line; `encrypt_options` are qcow2's encrypt.* options
+  // (cipher-alg, cipher-mode, ...) without the format and key-secret, which this sets.
+  Result<void> createEncrypted(
+      const std::string& path, std::uint64_t size_bytes, const std::string& secret_file,
+      const std::vector<std::pair<std::string, std::string>>& encrypt_options);
   Result<void> convert(const std::string& src, const std::string& src_format,
                        const std::string& dst, const std::string& dst_format);
   // Copies a disk a running (paused) QEMU holds open: -U shares its lock; the chain's formats

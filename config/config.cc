@@ -368,6 +368,33 @@ const std::map<std::string, Setter>& optionTable() {
          c.libvirt.volume_device_dir = v;
          return success();
        }},
+      {"libvirt.ephemeral_clear",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (v != "none" && v != "discard" && v != "zero")
+           return invalidValue(k, v, "must be 'none', 'discard' or 'zero'");
+         c.libvirt.ephemeral_clear = v;
+         return success();
+       }},
+      {"ephemeral_storage_encryption.enabled",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto b = parseBool(k, v);
+         if (!b) return b.error();
+         c.ephemeral_storage_encryption.enabled = *b;
+         return success();
+       }},
+      {"ephemeral_storage_encryption.cipher",
+       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
+         // Checked with key_size once both are known.
+         c.ephemeral_storage_encryption.cipher = v;
+         return success();
+       }},
+      {"ephemeral_storage_encryption.key_size",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 128, 512);
+         if (!n) return n.error();
+         c.ephemeral_storage_encryption.key_size = *n;
+         return success();
+       }},
       {"glance.api_servers",
        [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
          auto servers = parseList(v);
@@ -527,7 +554,59 @@ Result<KilnConfig> parseConfig(std::string_view text, std::string_view source_na
         "[api] ca_file (client certificates) needs [api] cert_file and key_file in '{}'",
         source_name));
   }
+  auto& encryption = cfg.ephemeral_storage_encryption;
+  auto luks = luksCipherFor(encryption.cipher, encryption.key_size);
+  if (!luks) return luks.error();
+  encryption.luks = *luks;
   return cfg;
+}
+
+Result<LuksCipher> luksCipherFor(const std::string& cipher, unsigned key_size) {
+  auto bad = [&](std::string_view why) {
+    return invalidValue("ephemeral_storage_encryption.cipher", cipher, why);
+  };
+  // <cipher>-<chain mode>-<iv generator>[:<hash>], dm-crypt's notation.
+  auto first = cipher.find('-');
+  auto second = first == std::string::npos ? first : cipher.find('-', first + 1);
+  if (second == std::string::npos) {
+    return bad("must be <cipher>-<mode>-<iv generator> such as 'aes-xts-plain64'");
+  }
+  std::string alg = cipher.substr(0, first);
+  std::string mode = cipher.substr(first + 1, second - first - 1);
+  std::string ivgen = cipher.substr(second + 1);
+  std::string hash;
+  if (auto colon = ivgen.find(':'); colon != std::string::npos) {
+    hash = ivgen.substr(colon + 1);
+    ivgen = ivgen.substr(0, colon);
+  }
+  if (alg != "aes" && alg != "serpent" && alg != "twofish") {
+    return bad("the cipher must be aes, serpent or twofish");
+  }
+  if (mode != "xts" && mode != "cbc") return bad("the mode must be xts or cbc");
+  if (ivgen == "essiv") {
+    if (hash.empty()) hash = "sha256";
+    if (hash != "sha1" && hash != "sha256" && hash != "sha512") {
+      return bad("essiv needs a hash of sha1, sha256 or sha512");
+    }
+  } else if (ivgen == "plain" || ivgen == "plain64") {
+    if (!hash.empty()) return bad("only essiv takes a hash");
+  } else {
+    return bad("the IV generator must be plain, plain64 or essiv");
+  }
+  // XTS uses two keys of half the size each.
+  unsigned cipher_bits = mode == "xts" ? key_size / 2 : key_size;
+  if ((mode == "xts" && key_size % 2 != 0) ||
+      (cipher_bits != 128 && cipher_bits != 192 && cipher_bits != 256)) {
+    return invalidValue(
+        "ephemeral_storage_encryption.key_size", std::to_string(key_size),
+        fmt::format("{} needs {}", cipher, mode == "xts" ? "256, 384 or 512" : "128, 192 or 256"));
+  }
+  LuksCipher luks;
+  luks.cipher_alg = fmt::format("{}-{}", alg, cipher_bits);
+  luks.cipher_mode = mode;
+  luks.ivgen_alg = ivgen;
+  luks.ivgen_hash_alg = hash;
+  return luks;
 }
 
 std::vector<std::string> knownOptions() {

@@ -59,6 +59,24 @@ struct LibvirtSection {
   std::string uefi_nvram_template;         // a SOFT reboot becomes HARD after this
   std::string iscsi_connector = "native";  // native (QEMU's initiator) or kernel (iscsiadm)
   std::string volume_device_dir = "/dev/disk/by-path";  // where the kernel initiator's LUNs appear
+  // How an instance's private files (vda's overlay or copy, vdb, the console log) are cleared
+  // before they are removed: none, discard or zero (drivers/disk/disk_purge.h).
+  std::string ephemeral_clear = "zero";
+};
+
+// dm-crypt's cipher notation (as nova's [ephemeral_storage_encryption] cipher) in QEMU's terms.
+struct LuksCipher {
+  std::string cipher_alg = "aes-256";  // aes-256, serpent-128, twofish-192, ...
+  std::string cipher_mode = "xts";
+  std::string ivgen_alg = "plain64";
+  std::string ivgen_hash_alg;  // essiv only
+};
+
+struct EphemeralStorageEncryptionSection {
+  bool enabled = false;
+  std::string cipher = "aes-xts-plain64";
+  unsigned key_size = 512;  // bits of key for the cipher; XTS splits it in two
+  LuksCipher luks;          // cipher and key_size, checked together once the file is read
 };
 
 struct ImagesSection {
@@ -96,6 +114,7 @@ struct KilnConfig {
   GlanceSection glance;
   ImageFileUrlSection image_file_url;
   ImageCacheSection image_cache;
+  EphemeralStorageEncryptionSection ephemeral_storage_encryption;
   // Unknown options are not fatal (an operator may share one file between versions), but each
   // one is reported so a typo does not go unnoticed.
   std::vector<std::string> warnings;
@@ -104,6 +123,9 @@ struct KilnConfig {
 // Errors name the option: "Invalid value 'xen' for [libvirt] virt_type: must be 'kvm' or 'qemu'".
 Result<KilnConfig> loadConfigFile(const std::string& path);
 Result<KilnConfig> parseConfig(std::string_view text, std::string_view source_name);
+
+// "aes-xts-plain64" with 512 bits -> aes-256, xts, plain64. Errors name both options.
+Result<LuksCipher> luksCipherFor(const std::string& cipher, unsigned key_size);
 
 // Every option kilnd reads, as "section.name" (for docs checks and --help).
 std::vector<std::string> knownOptions();

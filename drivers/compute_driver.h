@@ -34,6 +34,9 @@ struct DiskSpec {
   std::vector<IscsiHost> iscsi_hosts;
   std::string auth_username;
   std::string secret_usage;
+  // kFile: a LUKS-encrypted qcow2 whose passphrase is in the libvirt secret with this uuid
+  // (defineDiskSecret); empty for a disk in clear.
+  std::string encryption_secret_uuid;
   bool read_only = false;
   std::string serial;  // shown to the guest (/dev/disk/by-id); the volume id for volumes
   bool boot = false;   // the disk the firmware boots from
@@ -111,6 +114,15 @@ class ComputeDriver {
   // A missing secret is fine: removal must be idempotent.
   virtual Result<void> undefineSecret(const std::string& usage) = 0;
   virtual Result<bool> secretExists(const std::string& usage) = 0;
+
+  // A disk's LUKS passphrase, as a secret of usage type "volume" whose usage id is the disk's
+  // path, under the fixed `uuid` the disk's <encryption> names. Ephemeral and private like the
+  // CHAP secrets, so libvirtd never writes it to disk; defining it again replaces it.
+  virtual Result<void> defineDiskSecret(const std::string& uuid, const std::string& disk_path,
+                                        const std::string& passphrase) = 0;
+  // A missing secret is fine: removal must be idempotent.
+  virtual Result<void> undefineDiskSecret(const std::string& disk_path) = 0;
+  virtual Result<bool> diskSecretExists(const std::string& disk_path) = 0;
 
   // Hot-plugs a disk into the running domain and its persistent definition.
   virtual Result<void> attachDisk(const std::string& uuid, const DiskSpec& disk) = 0;

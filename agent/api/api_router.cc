@@ -34,6 +34,10 @@ json instanceView(const state::InstanceRecord& record) {
     vol.erase("sealed_password");
     vol.erase("secret_usage");
   }
+  // Nor a disk's encryption key.
+  for (auto& disk : view["disks"]) {
+    if (disk.contains("encryption")) disk["encryption"].erase("sealed_key");
+  }
   return view;
 }
 

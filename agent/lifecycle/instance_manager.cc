@@ -8,6 +8,7 @@
 #include "common/failpoint.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/uuid.h"
 
 namespace kiln::lifecycle {
 
@@ -305,10 +306,29 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
     }
     disks.push_back(root);
   }
+  // device -> passphrase of the disks made encrypted, held until their libvirt secrets exist.
+  std::map<std::string, std::string> disk_keys;
   if (flavor.ephemeral_gb > 0) {
     auto step = timeline.step("disk.ephemeral");
     state::DiskRecord eph{"vdb", dir + "/disk.local", "qcow2", flavor.ephemeral_gb * kGiB, "", ""};
-    if (auto r = disks_.createBlank(eph.path, eph.format, eph.virtual_size); !r) {
+    Result<void> r = success();
+    if (options_.encrypt_ephemeral) {
+      auto passphrase = drivers::disk::newLuksPassphrase(options_.ephemeral_key_bits);
+      auto sealed =
+          passphrase ? secrets_.seal(*passphrase) : Result<std::string>(passphrase.error());
+      if (!sealed) {
+        r = sealed.error();
+      } else {
+        eph.encryption_secret_uuid = randomUuid();
+        eph.sealed_key = *sealed;
+        disk_keys[eph.device] = *passphrase;
+        r = disks_.createEncryptedBlank(eph.path, eph.virtual_size, options_.ephemeral_luks,
+                                        *passphrase);
+      }
+    } else {
+      r = disks_.createBlank(eph.path, eph.format, eph.virtual_size);
+    }
+    if (!r) {
       step.fail();
       return failed(r.error());
     }
@@ -344,9 +364,19 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
     disk.format = d.format;
     disk.backing_path = d.backing_path;
     disk.backing_format = d.backing_format;
+    disk.encryption_secret_uuid = d.encryption_secret_uuid;
     disk.boot = d.device == "vda";
     spec.disks.push_back(disk);
+    if (d.encryption_secret_uuid.empty()) continue;
+    // The record that names this secret is written above: a crash never leaves it unowned.
+    auto step = timeline.step("disk.secret");
+    if (auto r = driver_.defineDiskSecret(d.encryption_secret_uuid, d.path, disk_keys[d.device]);
+        !r) {
+      step.fail();
+      return failed(r.error());
+    }
   }
+  disk_keys.clear();
   for (const auto& bdm : request.block_devices) {
     auto step = timeline.step("volume.connect");
     auto disk = connectVolume(entry, bdm);
@@ -420,8 +450,69 @@ void InstanceManager::rollbackLaunch(const EntryPtr& entry) {
     log::error("Rolling back instance '{}': {}", uuid, d.error().message);
   }
   (void)disconnectVolumes(entry);
-  if (auto r = fs::removeTree(instanceDir(uuid)); !r) {
+  // The guest may have run (and written) before the launch failed: its files are purged as on
+  // delete, and its disk secrets go.
+  if (auto r = destroyDiskKeys(entry); !r) {
     log::error("Rolling back instance '{}': {}", uuid, r.error().message);
+  }
+  if (auto r = purgeInstanceFiles(uuid); !r) {
+    log::error("Rolling back instance '{}': {}", uuid, r.error().message);
+  }
+}
+
+Result<void> InstanceManager::destroyDiskKeys(const EntryPtr& entry) {
+  std::vector<state::DiskRecord> disks;
+  {
+    std::lock_guard lock(entry->mu);
+    disks = entry->record.disks;
+  }
+  bool sealed = false;
+  for (const auto& d : disks) {
+    if (d.encryption_secret_uuid.empty()) continue;
+    if (auto r = driver_.undefineDiskSecret(d.path); !r) return r;
+    sealed = sealed || !d.sealed_key.empty();
+  }
+  if (!sealed) return success();
+  std::lock_guard lock(entry->mu);
+  for (auto& d : entry->record.disks) d.sealed_key.clear();
+  if (auto s = saveLocked(*entry); !s) return s;
+  // Older versions of the record, key included, must not stay behind in the database's log.
+  return store_.forgetHistory();
+}
+
+Result<void> InstanceManager::purgeInstanceFiles(const std::string& uuid) {
+  const std::string dir = instanceDir(uuid);
+  auto cleared = drivers::disk::clearDirectory(dir, options_.ephemeral_clear);
+  if (!cleared) return cleared.error();
+  if (cleared->files > 0 && options_.ephemeral_clear != drivers::disk::ClearMethod::kNone) {
+    log::info("Instance '{}': {} cleared {} files ({} bytes zeroed, {} punched, {} trimmed{}{})",
+              uuid, drivers::disk::clearMethodName(options_.ephemeral_clear), cleared->files,
+              cleared->bytes_zeroed, cleared->bytes_punched, cleared->bytes_trimmed,
+              cleared->trim_unsupported ? "; the filesystem cannot trim" : "",
+              cleared->skipped_linked > 0 ? "; files with other links were left as they are" : "");
+  }
+  return fs::removeTree(dir);
+}
+
+void InstanceManager::restoreDiskSecrets(const EntryPtr& entry) {
+  std::vector<state::DiskRecord> disks;
+  {
+    std::lock_guard lock(entry->mu);
+    disks = entry->record.disks;
+  }
+  for (const auto& d : disks) {
+    if (d.sealed_key.empty()) continue;
+    auto exists = driver_.diskSecretExists(d.path);
+    if (!exists || *exists) continue;  // libvirt away (reconcile retries), or nothing lost
+    auto passphrase = secrets_.open(d.sealed_key);
+    if (!passphrase) {
+      log::error("Disk '{}': {}", d.path, passphrase.error().message);
+      continue;
+    }
+    log::info("Re-creating the key secret of disk '{}' (libvirtd lost it)", d.path);
+    if (auto r = driver_.defineDiskSecret(d.encryption_secret_uuid, d.path, *passphrase); !r) {
+      log::warn("Disk '{}': {}", d.path, r.error().message);
+    }
   }
 }
 
@@ -464,7 +555,15 @@ void InstanceManager::runDelete(const EntryPtr& entry) {
     if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
     return;
   }
-  if (auto r = fs::removeTree(instanceDir(uuid)); !r) {
+  // Crypto-erase first: the keys are gone (from libvirtd and the record) before the files.
+  if (auto r = destroyDiskKeys(entry); !r) {
+    std::lock_guard lock(entry->mu);
+    entry->record.fault = fmt::format("Delete is waiting to be retried: {}", r.error().message);
+    if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+    return;
+  }
+  if (auto fp = failpoint("delete.after_keys"); !fp) return;
+  if (auto r = purgeInstanceFiles(uuid); !r) {
     std::lock_guard lock(entry->mu);
     entry->record.fault = fmt::format("Delete is waiting to be retried: {}", r.error().message);
     if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
@@ -532,6 +631,8 @@ void InstanceManager::runPowerAction(const EntryPtr& entry, PowerAction action) 
   const std::string uuid = entry->record.uuid;
   Result<void> result = success();
   std::string how;
+  // A start needs the disk secrets; libvirtd may have lost them since the last reconcile.
+  if (action != PowerAction::kStop) restoreDiskSecrets(entry);
   switch (action) {
     case PowerAction::kSoftReboot:
     case PowerAction::kHardReboot: {
@@ -916,6 +1017,7 @@ void InstanceManager::reconcileOne(const EntryPtr& entry) {
       log::warn("Volume '{}': {}", att.volume_id, r.error().message);
     }
   }
+  restoreDiskSecrets(entry);
   auto power = driver_.powerState(uuid);
   if (!power) return;  // libvirt away: keep what we know
   std::lock_guard lock(entry->mu);

@@ -22,6 +22,7 @@
 #include "common/work_queue.h"
 #include "drivers/compute_driver.h"
 #include "drivers/disk/disk_builder.h"
+#include "drivers/disk/disk_purge.h"
 #include "drivers/volume/volume_connector.h"
 #include "imagecache/image_cache.h"
 #include "imagecache/image_uploader.h"
@@ -35,6 +36,12 @@ struct ManagerOptions {
   bool use_cow_images = true;                 // vda: qcow2 overlay over the base, or a full copy
   std::chrono::seconds shutdown_timeout{60};  // stop: clean shutdown, then power off
   std::chrono::seconds soft_reboot_timeout{120};  // SOFT reboot falls back to HARD after it
+  // How the instance's private files are cleared on delete and on a rolled-back launch.
+  drivers::disk::ClearMethod ephemeral_clear = drivers::disk::ClearMethod::kZero;
+  // [ephemeral_storage_encryption]: vdb as LUKS qcow2 with a fresh key per instance.
+  bool encrypt_ephemeral = false;
+  drivers::disk::LuksOptions ephemeral_luks{};
+  unsigned ephemeral_key_bits = 512;
 };
 
 enum class PowerAction { kSoftReboot, kHardReboot, kStop, kStart };
@@ -110,6 +117,13 @@ class InstanceManager {
   void reconcileOne(const EntryPtr& entry);
   void rollbackLaunch(const EntryPtr& entry);
   Result<void> disconnectVolumes(const EntryPtr& entry);
+  // Crypto-erase: undefines the encrypted disks' libvirt secrets, then erases their sealed keys
+  // from the record and writes it, all before any file is touched.
+  Result<void> destroyDiskKeys(const EntryPtr& entry);
+  // Clears the instance directory's files (ephemeral_clear), then removes the directory.
+  Result<void> purgeInstanceFiles(const std::string& uuid);
+  // Defines again the disk secrets libvirtd lost (a libvirtd restart forgets ephemeral secrets).
+  void restoreDiskSecrets(const EntryPtr& entry);
   // Every volume attachment on this host except those of `uuid`.
   std::vector<drivers::volume::Attachment> otherAttachments(const std::string& uuid) const;
   // Applies `change` to the record and writes it to the store; the caller holds entry->mu.

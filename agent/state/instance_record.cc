@@ -46,6 +46,11 @@ json toJson(const InstanceRecord& r) {
     if (!d.backing_path.empty()) {
       disk["backing"] = {{"path", d.backing_path}, {"format", d.backing_format}};
     }
+    if (!d.encryption_secret_uuid.empty()) {
+      json encryption = {{"format", "luks"}, {"secret_uuid", d.encryption_secret_uuid}};
+      if (!d.sealed_key.empty()) encryption["sealed_key"] = d.sealed_key;
+      disk["encryption"] = std::move(encryption);
+    }
     disks.push_back(std::move(disk));
   }
   json timeline = json::array();
@@ -109,6 +114,10 @@ Result<InstanceRecord> fromJson(const json& j) {
       if (d.contains("backing")) {
         disk.backing_path = d["backing"].at("path").get<std::string>();
         disk.backing_format = d["backing"].at("format").get<std::string>();
+      }
+      if (d.contains("encryption")) {
+        disk.encryption_secret_uuid = d["encryption"].at("secret_uuid").get<std::string>();
+        disk.sealed_key = d["encryption"].value("sealed_key", "");
       }
       r.disks.push_back(std::move(disk));
     }

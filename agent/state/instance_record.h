@@ -32,6 +32,12 @@ struct DiskRecord {
   std::uint64_t virtual_size = 0;
   std::string backing_path;    // empty when the disk stands alone
   std::string backing_format;  // recorded with the base, given explicitly to qemu-img and libvirt
+  // A LUKS-encrypted disk: the libvirt secret (by uuid) that holds its passphrase, and the
+  // passphrase sealed with the host key (common/secret_box.h) so the secret can be defined again
+  // after a libvirtd restart. A delete erases the sealed key before it touches the file
+  // (crypto-erase); the API never shows it.
+  std::string encryption_secret_uuid{};
+  std::string sealed_key{};
 };
 
 struct InstanceRecord {

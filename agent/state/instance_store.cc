@@ -48,6 +48,8 @@ Result<std::unique_ptr<InstanceStore>> InstanceStore::open(const std::string& pa
   sqlite3_busy_timeout(store->db_.get(), 5000);
   for (const char* sql :
        {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON",
+        // A deleted record (a sealed disk key, say) is overwritten, not left in free pages.
+        "PRAGMA secure_delete=ON",
         "CREATE TABLE IF NOT EXISTS instances ("
         "  uuid TEXT PRIMARY KEY NOT NULL,"
         "  state TEXT NOT NULL,"
@@ -113,6 +115,14 @@ Result<void> InstanceStore::remove(const std::string& uuid) {
   if (!stmt) return stmt.error();
   sqlite3_bind_text(stmt->get(), 1, uuid.c_str(), -1, SQLITE_TRANSIENT);
   if (sqlite3_step(stmt->get()) != SQLITE_DONE) return sqliteError(db_.get(), "delete");
+  return success();
+}
+
+Result<void> InstanceStore::forgetHistory() {
+  std::lock_guard lock(mutex_);
+  int rc =
+      sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  if (rc != SQLITE_OK) return sqliteError(db_.get(), "checkpoint");
   return success();
 }
 

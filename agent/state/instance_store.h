@@ -30,6 +30,10 @@ class InstanceStore {
   Result<void> remove(const std::string& uuid);
   Result<std::vector<InstanceRecord>> loadAll();
   Result<std::optional<InstanceRecord>> get(const std::string& uuid);
+  // Copies the write-ahead log into the database and empties it. With secure_delete, this is
+  // what makes a value erased from a record (a disk key) gone from kiln.db and kiln.db-wal
+  // alike: the log otherwise keeps older versions of the pages until it wraps.
+  Result<void> forgetHistory();
 
  private:
   explicit InstanceStore(SqliteHandle db) : db_(std::move(db)) {}

@@ -43,6 +43,14 @@ void addDisk(pugi::xml_node devices, const DomainDisk& entry) {
       if (!cdrom) d.append_attribute("discard") = "unmap";
       auto file_source = node.append_child("source");
       file_source.append_attribute("file") = disk.path.c_str();
+      if (!disk.encryption_secret_uuid.empty()) {
+        // qcow2's own LUKS layer; the passphrase is in libvirtd's memory, named by uuid only.
+        auto encryption = file_source.append_child("encryption");
+        encryption.append_attribute("format") = "luks";
+        auto secret = encryption.append_child("secret");
+        secret.append_attribute("type") = "passphrase";
+        secret.append_attribute("uuid") = disk.encryption_secret_uuid.c_str();
+      }
       if (cdrom) {
         // The CD-ROM is the cached base itself: shared, verified, never chowned to one guest.
         auto label = file_source.append_child("seclabel");

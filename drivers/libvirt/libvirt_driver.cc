@@ -314,20 +314,33 @@ Result<HypervisorInfo> LibvirtDriver::hypervisorInfo() {
   return info;
 }
 
-Result<void> LibvirtDriver::defineSecret(const std::string& usage, const std::string& value) {
-  // A secret left by an interrupted attach is replaced, not duplicated.
-  if (auto r = undefineSecret(usage); !r) return r;
+Result<void> LibvirtDriver::defineSecretOf(int usage_type, const std::string& usage,
+                                           const std::string& uuid, const char* description,
+                                           const std::string& value) {
+  // A secret left by an interrupted attach or launch is replaced, not duplicated.
+  if (auto r = undefineSecretOf(usage_type, usage); !r) return r;
   auto session = connection_.session();
   if (!session) return session.error();
+  if (!uuid.empty()) {
+    // The uuid may still name a secret for another usage (a disk whose path changed).
+    SecretHandle old(virSecretLookupByUUIDString((*session)->get(), uuid.c_str()));
+    if (old) {
+      virSecretUndefine(old.get());
+    } else {
+      virResetLastError();
+    }
+  }
+  const bool volume = usage_type == VIR_SECRET_USAGE_TYPE_VOLUME;
   pugi::xml_document doc;
   auto secret = doc.append_child("secret");
   // ephemeral: libvirtd never writes it to disk; private: no API call can read it back.
   secret.append_attribute("ephemeral") = "yes";
   secret.append_attribute("private") = "yes";
-  secret.append_child("description").text().set("kiln iSCSI CHAP secret");
+  if (!uuid.empty()) secret.append_child("uuid").text().set(uuid.c_str());
+  secret.append_child("description").text().set(description);
   auto use = secret.append_child("usage");
-  use.append_attribute("type") = "iscsi";
-  use.append_child("target").text().set(usage.c_str());
+  use.append_attribute("type") = volume ? "volume" : "iscsi";
+  use.append_child(volume ? "volume" : "target").text().set(usage.c_str());
   std::ostringstream xml;
   doc.save(xml, "", pugi::format_raw | pugi::format_no_declaration);
   SecretHandle handle(virSecretDefineXML((*session)->get(), xml.str().c_str(), 0));
@@ -341,11 +354,20 @@ Result<void> LibvirtDriver::defineSecret(const std::string& usage, const std::st
   return success();
 }
 
-Result<SecretHandle> LibvirtDriver::lookupSecret(const std::string& usage) {
+Result<void> LibvirtDriver::defineSecret(const std::string& usage, const std::string& value) {
+  return defineSecretOf(VIR_SECRET_USAGE_TYPE_ISCSI, usage, "", "kiln iSCSI CHAP secret", value);
+}
+
+Result<void> LibvirtDriver::defineDiskSecret(const std::string& uuid, const std::string& disk_path,
+                                             const std::string& passphrase) {
+  return defineSecretOf(VIR_SECRET_USAGE_TYPE_VOLUME, disk_path, uuid,
+                        "kiln disk encryption passphrase", passphrase);
+}
+
+Result<SecretHandle> LibvirtDriver::lookupSecret(int usage_type, const std::string& usage) {
   auto session = connection_.session();
   if (!session) return session.error();
-  SecretHandle handle(
-      virSecretLookupByUsage((*session)->get(), VIR_SECRET_USAGE_TYPE_ISCSI, usage.c_str()));
+  SecretHandle handle(virSecretLookupByUsage((*session)->get(), usage_type, usage.c_str()));
   if (!handle) {
     Error e = failed(fmt::format("Looking up the secret '{}'", usage));
     if (e.code != ErrorCode::kNotFound) return e;
@@ -353,8 +375,8 @@ Result<SecretHandle> LibvirtDriver::lookupSecret(const std::string& usage) {
   return handle;  // empty when there is no such secret
 }
 
-Result<void> LibvirtDriver::undefineSecret(const std::string& usage) {
-  auto handle = lookupSecret(usage);
+Result<void> LibvirtDriver::undefineSecretOf(int usage_type, const std::string& usage) {
+  auto handle = lookupSecret(usage_type, usage);
   if (!handle) return handle.error();
   if (!*handle) return success();
   if (virSecretUndefine(handle->get()) < 0) {
@@ -364,8 +386,22 @@ Result<void> LibvirtDriver::undefineSecret(const std::string& usage) {
   return success();
 }
 
+Result<void> LibvirtDriver::undefineSecret(const std::string& usage) {
+  return undefineSecretOf(VIR_SECRET_USAGE_TYPE_ISCSI, usage);
+}
+
+Result<void> LibvirtDriver::undefineDiskSecret(const std::string& disk_path) {
+  return undefineSecretOf(VIR_SECRET_USAGE_TYPE_VOLUME, disk_path);
+}
+
 Result<bool> LibvirtDriver::secretExists(const std::string& usage) {
-  auto handle = lookupSecret(usage);
+  auto handle = lookupSecret(VIR_SECRET_USAGE_TYPE_ISCSI, usage);
+  if (!handle) return handle.error();
+  return static_cast<bool>(*handle);
+}
+
+Result<bool> LibvirtDriver::diskSecretExists(const std::string& disk_path) {
+  auto handle = lookupSecret(VIR_SECRET_USAGE_TYPE_VOLUME, disk_path);
   if (!handle) return handle.error();
   return static_cast<bool>(*handle);
 }

@@ -44,6 +44,10 @@ class LibvirtDriver final : public ComputeDriver {
   Result<void> defineSecret(const std::string& usage, const std::string& value) override;
   Result<void> undefineSecret(const std::string& usage) override;
   Result<bool> secretExists(const std::string& usage) override;
+  Result<void> defineDiskSecret(const std::string& uuid, const std::string& disk_path,
+                                const std::string& passphrase) override;
+  Result<void> undefineDiskSecret(const std::string& disk_path) override;
+  Result<bool> diskSecretExists(const std::string& disk_path) override;
   Result<void> attachDisk(const std::string& uuid, const DiskSpec& disk) override;
   Result<void> detachDisk(const std::string& uuid, const DiskSpec& disk) override;
   bool connected() const override { return connection_.connected(); }
@@ -57,7 +61,11 @@ class LibvirtDriver final : public ComputeDriver {
   Error failed(std::string_view what);
   Result<std::string> liveXml(virDomainPtr dom);
   Result<DomainHandle> lookup(const std::string& uuid);
-  Result<SecretHandle> lookupSecret(const std::string& usage);
+  // Secrets by usage type (VIR_SECRET_USAGE_TYPE_ISCSI or _VOLUME) and usage id.
+  Result<SecretHandle> lookupSecret(int usage_type, const std::string& usage);
+  Result<void> defineSecretOf(int usage_type, const std::string& usage, const std::string& uuid,
+                              const char* description, const std::string& value);
+  Result<void> undefineSecretOf(int usage_type, const std::string& usage);
   // The host's capabilities XML, read once per connection (machine types do not change).
   Result<std::string> capabilities(virConnectPtr conn);
   std::mutex caps_mutex_;

@@ -92,6 +92,22 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     std::lock_guard lock(mutex_);
     return secrets.count(usage) != 0;
   }
+  Result<void> defineDiskSecret(const std::string& uuid, const std::string& disk_path,
+                                const std::string& passphrase) override {
+    std::lock_guard lock(mutex_);
+    if (fail_secret) return *fail_secret;
+    disk_secrets[disk_path] = {uuid, passphrase};
+    return success();
+  }
+  Result<void> undefineDiskSecret(const std::string& disk_path) override {
+    std::lock_guard lock(mutex_);
+    disk_secrets.erase(disk_path);
+    return success();
+  }
+  Result<bool> diskSecretExists(const std::string& disk_path) override {
+    std::lock_guard lock(mutex_);
+    return disk_secrets.count(disk_path) != 0;
+  }
   Result<void> attachDisk(const std::string& uuid, const drivers::DiskSpec& disk) override {
     std::lock_guard lock(mutex_);
     if (domains.count(uuid) == 0) return Error::notFound("no domain");
@@ -127,6 +143,8 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   int reboots = 0;
   int pauses = 0;
   std::map<std::string, std::string> secrets;
+  // disk path -> {secret uuid, passphrase}
+  std::map<std::string, std::pair<std::string, std::string>> disk_secrets;
   std::map<std::string, std::vector<std::string>> attached;
 };
 

@@ -31,6 +31,8 @@
 #   KILN-DISK-REMOVED <name>
 #   KILN-DISK-RESIZED <name> <bytes>       capacity change, e.g. after a volume extend
 #   KILN-POWER-BUTTON                      ACPI power button pressed (virsh shutdown); the guest powers off
+#   KILN-EPH-WROTE <id> / KILN-EPH-FOUND <id>  the ephemeral disk (serial vdb) got, or already had, 1 MiB
+#                                          of "KILN-EPH:<id>" lines at its start (the mark itself is never printed)
 set -euo pipefail
 
 die() {

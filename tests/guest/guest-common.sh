@@ -183,7 +183,27 @@ hook_root_marker() {
         echo "KILN-ROOT-WROTE $id"
 }
 
-DISK_HOOKS="hook_write_marker hook_find_marker hook_root_marker"
+# The ephemeral disk (serial "vdb": a blank disk kiln made, never a volume) carries a mark that a
+# delete must purge: 1 MiB of "KILN-EPH:<id>" lines at its start, synced, and KILN-EPH-WROTE <id> on
+# the console. The console never shows the mark itself, so a test that scans the host's storage for
+# it cannot mistake the console log (which lives beside the disks) for the disk's data. A guest that
+# finds a mark (the same instance after a stop and start) says KILN-EPH-FOUND <id>.
+hook_ephemeral_marker() {
+    serial=""
+    read -r serial <"/sys/block/$1/serial" 2>/dev/null
+    [ "$serial" = vdb ] || return 0
+    found=$(dd if="/dev/$1" bs=4096 count=1 2>/dev/null | grep -ao '^KILN-EPH:[0-9a-f-]*' | head -n 1)
+    if [ -n "$found" ]; then
+        echo "KILN-EPH-FOUND ${found#KILN-EPH:}"
+        return 0
+    fi
+    id=$(cat /proc/sys/kernel/random/uuid)
+    yes "KILN-EPH:$id" | head -c 1048576 |
+        dd of="/dev/$1" bs=65536 iflag=fullblock conv=fsync 2>/dev/null &&
+        echo "KILN-EPH-WROTE $id"
+}
+
+DISK_HOOKS="hook_write_marker hook_find_marker hook_root_marker hook_ephemeral_marker"
 # ----------------------------------------------------------------- end of per-disk hooks
 
 run_disk_hooks() {

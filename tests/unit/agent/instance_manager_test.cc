@@ -1,10 +1,17 @@
 // The lifecycle against a fake hypervisor, with the real image cache, store and qemu-img.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <thread>
 
+#include "agent/api/api_router.h"
 #include "agent/lifecycle/instance_manager.h"
+#include "common/uuid.h"
 #include "fake_compute_driver.h"
 #include "local_images.h"
 #include "temp_dir.h"
@@ -13,6 +20,15 @@ using kiln::lifecycle::InstanceManager;
 using kiln::state::InstanceRecord;
 using kiln::state::InstanceState;
 namespace stdfs = std::filesystem;
+
+namespace {
+kiln::Result<kiln::CommandOutput> runArgv(kiln::CommandRunner& runner,
+                                          std::vector<std::string> argv) {
+  kiln::CommandSpec spec;
+  spec.argv = std::move(argv);
+  return runner.run(spec);
+}
+}  // namespace
 
 namespace {
 
@@ -36,6 +52,9 @@ struct Harness {
   std::unique_ptr<InstanceManager> manager;
   bool force_raw = true;
   bool use_cow;
+  // Set before restart() to change them.
+  kiln::drivers::disk::ClearMethod clear = kiln::drivers::disk::ClearMethod::kZero;
+  bool encrypt = false;
 
   explicit Harness(bool cow = true) : use_cow(cow) {
     stdfs::create_directories(images);
@@ -52,9 +71,12 @@ struct Harness {
     auto s = kiln::state::InstanceStore::open(state + "/kiln.db");
     REQUIRE(s.ok());
     store = std::move(s).value();
-    manager = std::make_unique<InstanceManager>(
-        driver, *cache, disks, connector, secrets, uploader, *store, clock,
-        kiln::lifecycle::ManagerOptions{state + "/instances", state + "/snapshots", 2, use_cow});
+    kiln::lifecycle::ManagerOptions manager_options{state + "/instances", state + "/snapshots", 2,
+                                                    use_cow};
+    manager_options.ephemeral_clear = clear;
+    manager_options.encrypt_ephemeral = encrypt;
+    manager = std::make_unique<InstanceManager>(driver, *cache, disks, connector, secrets, uploader,
+                                                *store, clock, manager_options);
     REQUIRE(manager->recover().ok());
   }
   void restart() {
@@ -473,4 +495,175 @@ TEST_CASE("a crashed domain puts the instance in error with a fault", "[manager]
   auto rec = h.manager->get(kUuid);
   CHECK(rec->state == InstanceState::kError);
   CHECK(rec->fault.find("QEMU process ended unexpectedly") != std::string::npos);
+}
+
+// ---- Ephemeral purge and encryption ----
+
+namespace {
+
+const std::string kTenantMark = "KILN-TENANT-DATA-0b5e\n";
+
+// Writes tenant data into a disk file (as a guest would through QEMU) and returns a descriptor
+// that keeps the inode readable after the delete unlinked it: what it then holds is exactly what
+// the delete left in the freed blocks.
+int plantTenantData(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  std::string block;
+  while (block.size() < 65536) block += kTenantMark;
+  REQUIRE(::pwrite(fd, block.data(), block.size(), 1 << 20) == static_cast<ssize_t>(block.size()));
+  return fd;
+}
+
+bool stillHoldsTenantData(int fd) {
+  struct stat st {};
+  REQUIRE(::fstat(fd, &st) == 0);
+  std::string all(static_cast<std::size_t>(st.st_size), '\0');
+  REQUIRE(::pread(fd, all.data(), all.size(), 0) >= 0);
+  return all.find(kTenantMark) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("delete clears vda and vdb before unlinking them, or not with none", "[manager][purge]") {
+  auto method =
+      GENERATE(kiln::drivers::disk::ClearMethod::kZero, kiln::drivers::disk::ClearMethod::kDiscard,
+               kiln::drivers::disk::ClearMethod::kNone);
+  Harness h;
+  h.clear = method;
+  h.restart();
+  REQUIRE(h.manager->launch(h.request()).ok());
+  auto rec = h.waitSettled();
+  REQUIRE(rec.state == InstanceState::kActive);
+  int vda = plantTenantData(rec.disks[0].path);
+  int vdb = plantTenantData(rec.disks[1].path);
+  std::string base_before = kiln::testing::readAll(h.cache->basePathFor("img"));
+  REQUIRE(h.manager->requestDelete(kUuid).ok());
+  REQUIRE(h.waitGone());
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+  bool kept = method == kiln::drivers::disk::ClearMethod::kNone;
+  CHECK(stillHoldsTenantData(vda) == kept);
+  CHECK(stillHoldsTenantData(vdb) == kept);
+  ::close(vda);
+  ::close(vdb);
+  // The cached base is never cleared.
+  CHECK(kiln::testing::readAll(h.cache->basePathFor("img")) == base_before);
+}
+
+TEST_CASE("an encrypted ephemeral disk: LUKS file, sealed key, secret named in the spec",
+          "[manager][encryption]") {
+  Harness h;
+  h.encrypt = true;
+  h.restart();
+  REQUIRE(h.manager->launch(h.request()).ok());
+  auto rec = h.waitSettled();
+  INFO(rec.fault);
+  REQUIRE(rec.state == InstanceState::kActive);
+  REQUIRE(rec.disks.size() == 2);
+  const auto& vdb = rec.disks[1];
+  CHECK(rec.disks[0].encryption_secret_uuid.empty());  // vda stays in clear
+  REQUIRE(kiln::canonicalUuid(vdb.encryption_secret_uuid));
+  REQUIRE_FALSE(vdb.sealed_key.empty());
+  auto passphrase = h.secrets.open(vdb.sealed_key);
+  REQUIRE(passphrase.ok());
+  CHECK(passphrase->size() == 128);  // 512 bits, hex
+  {
+    std::lock_guard lock(h.driver.mutex_);
+    REQUIRE(h.driver.disk_secrets.count(vdb.path) == 1);
+    CHECK(h.driver.disk_secrets[vdb.path].first == vdb.encryption_secret_uuid);
+    CHECK(h.driver.disk_secrets[vdb.path].second == *passphrase);
+    REQUIRE(h.driver.spawned.size() == 1);
+    CHECK(h.driver.spawned[0].disks[1].encryption_secret_uuid == vdb.encryption_secret_uuid);
+    CHECK(h.driver.spawned[0].disks[0].encryption_secret_uuid.empty());
+  }
+  std::vector<std::string> steps;
+  for (auto& s : rec.timeline) steps.push_back(s.name);
+  CHECK(std::find(steps.begin(), steps.end(), "disk.secret") != steps.end());
+  // qemu-img sees a LUKS qcow2, and the passphrase is nowhere in the file or the record's JSON.
+  kiln::PosixCommandRunner runner;
+  auto info = runArgv(runner, {"qemu-img", "info", "-f", "qcow2", "--output=json", vdb.path});
+  REQUIRE(info.ok());
+  CHECK(info->stdout_text.find("\"encrypted\": true") != std::string::npos);
+  CHECK(kiln::testing::readAll(vdb.path).find(*passphrase) == std::string::npos);
+  CHECK(kiln::state::toJson(rec).dump().find(*passphrase) == std::string::npos);
+  // The API view shows that the disk is encrypted, never its key, sealed or not.
+  auto view = kiln::api::instanceView(rec);
+  CHECK(view["disks"][1]["encryption"]["secret_uuid"] == vdb.encryption_secret_uuid);
+  CHECK_FALSE(view["disks"][1]["encryption"].contains("sealed_key"));
+  CHECK(view.dump().find(vdb.sealed_key) == std::string::npos);
+}
+
+TEST_CASE("reconcile and start define again a disk secret libvirtd forgot",
+          "[manager][encryption]") {
+  Harness h;
+  h.encrypt = true;
+  h.restart();
+  REQUIRE(h.manager->launch(h.request()).ok());
+  auto rec = h.waitSettled();
+  REQUIRE(rec.state == InstanceState::kActive);
+  auto forget = [&] {
+    std::lock_guard lock(h.driver.mutex_);
+    h.driver.disk_secrets.clear();  // what a libvirtd restart does to ephemeral secrets
+  };
+  auto defined = [&] {
+    std::lock_guard lock(h.driver.mutex_);
+    return h.driver.disk_secrets.count(rec.disks[1].path) == 1 &&
+           h.driver.disk_secrets[rec.disks[1].path].first == rec.disks[1].encryption_secret_uuid;
+  };
+  forget();
+  for (int i = 0; i < 200 && !defined(); ++i) {
+    h.manager->reconcileAll();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(defined());
+
+  using kiln::lifecycle::PowerAction;
+  REQUIRE(h.manager->powerAction(kUuid, PowerAction::kStop).ok());
+  for (int i = 0; i < 200 && h.manager->get(kUuid)->state != InstanceState::kStopped; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  forget();
+  REQUIRE(h.manager->powerAction(kUuid, PowerAction::kStart).ok());
+  for (int i = 0; i < 200 && h.manager->get(kUuid)->state != InstanceState::kActive; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(defined());
+}
+
+TEST_CASE("delete destroys the disk key before the file, and a restart resumes it",
+          "[manager][encryption]") {
+  Harness h;
+  h.encrypt = true;
+  h.restart();
+  REQUIRE(h.manager->launch(h.request()).ok());
+  auto rec = h.waitSettled();
+  REQUIRE(rec.state == InstanceState::kActive);
+  // The record as a crash mid-delete leaves it: deleting, key still sealed in it.
+  InstanceRecord deleting = rec;
+  deleting.state = InstanceState::kDeleting;
+  REQUIRE(h.store->put(deleting).ok());
+  // libvirtd also lost the secret meanwhile; the delete must not mind.
+  {
+    std::lock_guard lock(h.driver.mutex_);
+    h.driver.disk_secrets.clear();
+  }
+  h.restart();
+  REQUIRE(h.waitGone());
+  std::lock_guard lock(h.driver.mutex_);
+  CHECK(h.driver.disk_secrets.empty());
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+}
+
+TEST_CASE("a failed spawn removes the disk secret", "[manager][encryption]") {
+  Harness h;
+  h.encrypt = true;
+  h.restart();
+  h.driver.fail_spawn = kiln::Error::internal("QEMU refused");
+  REQUIRE(h.manager->launch(h.request()).ok());
+  auto rec = h.waitSettled();
+  REQUIRE(rec.state == InstanceState::kError);
+  CHECK(rec.disks.empty());
+  std::lock_guard lock(h.driver.mutex_);
+  CHECK(h.driver.disk_secrets.empty());
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
 }

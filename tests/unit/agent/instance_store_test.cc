@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "agent/state/instance_store.h"
+#include "local_images.h"
 #include "temp_dir.h"
 
 using kiln::state::InstanceRecord;
@@ -75,4 +76,35 @@ TEST_CASE("the database runs in WAL mode", "[store]") {
   REQUIRE(store.ok());
   REQUIRE((*store)->insertNew(sample("a")).ok());
   CHECK(std::filesystem::exists(dir.path() + "/kiln.db-wal"));
+}
+
+TEST_CASE("a value erased from a record is gone from the database files", "[store]") {
+  kiln::testing::TempDir dir;
+  auto store = InstanceStore::open(dir.path() + "/kiln.db");
+  REQUIRE(store.ok());
+  auto rec = sample("a");
+  kiln::state::DiskRecord disk;
+  disk.device = "vdb";
+  disk.path = "/x/disk.local";
+  disk.format = "qcow2";
+  disk.encryption_secret_uuid = "5a1c0c4e-3f0e-4d1b-8d2e-0f6f0c2b9a11";
+  disk.sealed_key = "SEALED-KEY-THAT-MUST-NOT-LINGER";
+  rec.disks.push_back(disk);
+  for (int i = 0; i < 5; ++i) REQUIRE((*store)->put(rec).ok());
+  auto files = [&] {
+    return kiln::testing::readAll(dir.path() + "/kiln.db") +
+           kiln::testing::readAll(dir.path() + "/kiln.db-wal");
+  };
+  REQUIRE(files().find(disk.sealed_key) != std::string::npos);
+  rec.disks[1].sealed_key.clear();
+  REQUIRE((*store)->put(rec).ok());
+  // Without the checkpoint the log still holds the older pages.
+  CHECK(files().find(disk.sealed_key) != std::string::npos);
+  REQUIRE((*store)->forgetHistory().ok());
+  CHECK(files().find(disk.sealed_key) == std::string::npos);
+  auto got = (*store)->get("a");
+  REQUIRE(got.ok());
+  REQUIRE(got->has_value());
+  CHECK((*got)->disks[1].encryption_secret_uuid == disk.encryption_secret_uuid);
+  CHECK((*got)->disks[1].sealed_key.empty());
 }

@@ -166,3 +166,86 @@ max_connections_per_peer = 8
   check("[api]\nmax_connections = 0\n", "[api] max_connections");
   check("[api]\nallow_insecure_http = maybe\n", "[api] allow_insecure_http");
 }
+
+TEST_CASE("ephemeral_clear defaults to zero and takes only the three methods", "[config]") {
+  auto cfg = parseConfig("", "kiln.conf");
+  REQUIRE(cfg.ok());
+  CHECK(cfg->libvirt.ephemeral_clear == "zero");
+  CHECK_FALSE(cfg->ephemeral_storage_encryption.enabled);
+  for (const char* method : {"none", "discard", "zero"}) {
+    auto c = parseConfig(std::string("[libvirt]\nephemeral_clear = ") + method + "\n", "kiln.conf");
+    REQUIRE(c.ok());
+    CHECK(c->libvirt.ephemeral_clear == method);
+  }
+  auto bad = parseConfig("[libvirt]\nephemeral_clear = shred\n", "kiln.conf");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().message ==
+        "Invalid value 'shred' for [libvirt] ephemeral_clear: must be 'none', 'discard' or "
+        "'zero'");
+}
+
+TEST_CASE("the encryption cipher and key size are checked together", "[config]") {
+  auto cfg = parseConfig("[ephemeral_storage_encryption]\nenabled = true\n", "kiln.conf");
+  REQUIRE(cfg.ok());
+  const auto& enc = cfg->ephemeral_storage_encryption;
+  CHECK(enc.enabled);
+  CHECK(enc.cipher == "aes-xts-plain64");
+  CHECK(enc.key_size == 512);
+  CHECK(enc.luks.cipher_alg == "aes-256");
+  CHECK(enc.luks.cipher_mode == "xts");
+  CHECK(enc.luks.ivgen_alg == "plain64");
+  CHECK(enc.luks.ivgen_hash_alg.empty());
+
+  auto cbc = parseConfig(
+      "[ephemeral_storage_encryption]\ncipher = serpent-cbc-essiv:sha256\nkey_size = 128\n",
+      "kiln.conf");
+  REQUIRE(cbc.ok());
+  CHECK(cbc->ephemeral_storage_encryption.luks.cipher_alg == "serpent-128");
+  CHECK(cbc->ephemeral_storage_encryption.luks.ivgen_alg == "essiv");
+  CHECK(cbc->ephemeral_storage_encryption.luks.ivgen_hash_alg == "sha256");
+
+  // The order of the two options in the file does not matter.
+  auto reversed = parseConfig(
+      "[ephemeral_storage_encryption]\nkey_size = 256\ncipher = aes-xts-plain\n", "kiln.conf");
+  REQUIRE(reversed.ok());
+  CHECK(reversed->ephemeral_storage_encryption.luks.cipher_alg == "aes-128");
+
+  struct Bad {
+    const char* text;
+    const char* message;
+  };
+  for (const Bad& b : {
+           Bad{"cipher = des-cbc-plain\n",
+               "Invalid value 'des-cbc-plain' for [ephemeral_storage_encryption] cipher: the "
+               "cipher must be aes, serpent or twofish"},
+           Bad{"cipher = aes\n",
+               "Invalid value 'aes' for [ephemeral_storage_encryption] cipher: must be "
+               "<cipher>-<mode>-<iv generator> such as 'aes-xts-plain64'"},
+           Bad{"cipher = aes-ecb-plain64\n",
+               "Invalid value 'aes-ecb-plain64' for [ephemeral_storage_encryption] cipher: the "
+               "mode must be xts or cbc"},
+           Bad{"cipher = aes-xts-benbi\n",
+               "Invalid value 'aes-xts-benbi' for [ephemeral_storage_encryption] cipher: the IV "
+               "generator must be plain, plain64 or essiv"},
+           Bad{"cipher = aes-cbc-plain64:sha256\n",
+               "Invalid value 'aes-cbc-plain64:sha256' for [ephemeral_storage_encryption] "
+               "cipher: only essiv takes a hash"},
+           Bad{"key_size = 128\n",
+               "Invalid value '128' for [ephemeral_storage_encryption] key_size: aes-xts-plain64 "
+               "needs 256, 384 or 512"},
+           Bad{"cipher = aes-cbc-essiv\nkey_size = 512\n",
+               "Invalid value '512' for [ephemeral_storage_encryption] key_size: aes-cbc-essiv "
+               "needs 128, 192 or 256"},
+           Bad{"key_size = 1024\n",
+               "Invalid value '1024' for [ephemeral_storage_encryption] key_size: must be between "
+               "128 and 512"},
+           Bad{"enabled = maybe\n",
+               "Invalid value 'maybe' for [ephemeral_storage_encryption] enabled: must be true or "
+               "false"},
+       }) {
+    auto c = parseConfig(std::string("[ephemeral_storage_encryption]\n") + b.text, "kiln.conf");
+    INFO(b.text);
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.error().message == b.message);
+  }
+}

@@ -600,3 +600,24 @@ TEST_CASE("the hardware matrix validates against libvirt's schema", "[xml][matri
                    seconds));
   CHECK(seconds < 60);
 }
+
+TEST_CASE("an encrypted ephemeral disk names its LUKS secret by uuid and never the key", "[xml]") {
+  auto inst = basicInstance();
+  inst.disks[1].encryption_secret_uuid = "5a1c0c4e-3f0e-4d1b-8d2e-0f6f0c2b9a11";
+  std::string xml = renderDomainXml(domainSpecFor(inst, "qemu", "pc", ""));
+  checkGolden("domain-encrypted-ephemeral", xml);
+  requireSchemaValid(xml);
+  pugi::xml_document doc;
+  REQUIRE(doc.load_string(xml.c_str()));
+  auto secret =
+      doc.select_node("//disk[target/@dev='vdb']/source/encryption[@format='luks']/secret");
+  REQUIRE(secret);
+  CHECK(std::string(secret.node().attribute("type").value()) == "passphrase");
+  CHECK(std::string(secret.node().attribute("uuid").value()) ==
+        "5a1c0c4e-3f0e-4d1b-8d2e-0f6f0c2b9a11");
+  // vda stays in clear: only the disk that asked for it is encrypted.
+  CHECK_FALSE(doc.select_node("//disk[target/@dev='vda']//encryption"));
+  // Hot-plug XML of the same disk carries the same element.
+  std::string one = kiln::drivers::libvirt::renderDiskXml(inst.disks[1]);
+  CHECK(one.find("<encryption format=\"luks\">") != std::string::npos);
+}
