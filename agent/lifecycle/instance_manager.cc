@@ -315,7 +315,9 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
     }
     if (!r) {
       step.fail();
-      return failed(r.error());
+      // qemu-img's words ("No space left on device") name neither the disk nor its filesystem.
+      return failed(Error{r.error().code, fmt::format("Creating the root disk '{}' failed: {}",
+                                                      root.path, r.error().message)});
     }
     disks.push_back(root);
     if (auto fp = failpoint("launch.after_root_disk"); !fp) return failed(fp.error());
