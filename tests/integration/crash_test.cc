@@ -132,15 +132,19 @@ class CrashMatrix {
     auto action = [&](const json& body) {
       return kilnd.api("POST", "/v1/instances/" + uuid + "/action", body.dump());
     };
+    // The job may reach the failpoint before the API thread has written its 202: no answer at
+    // all is then the right outcome.
+    auto answered = [](const kiln::testing::ApiResponse& r) {
+      INFO(r.body);
+      REQUIRE((r.status == 202 || r.status == 0));
+      return r.status == 202;
+    };
     bool acknowledged = false;
     bool deleted = false;
     std::string snapshot_id;
     switch (sc.op) {
       case Op::kLaunch: {
-        auto r = kilnd.api("POST", "/v1/instances", launchBody("uefi", true));
-        // No answer at all is possible: the failpoint may fire before the 202 is written.
-        REQUIRE((r.status == 202 || r.status == 0));
-        acknowledged = r.status == 202;
+        acknowledged = answered(kilnd.api("POST", "/v1/instances", launchBody("uefi", true)));
         break;
       }
       case Op::kDelete:
@@ -159,9 +163,9 @@ class CrashMatrix {
           kilnd.waitForConsole(uuid, "KILN-READY");
           REQUIRE(action({{"attach_volume", volume_.bdm()}}).status == 202);
           REQUIRE(waitIdle(kilnd, uuid)["volumes"].size() == 1);
-          REQUIRE(action({{"detach_volume", {{"volume_id", volume_.name()}}}}).status == 202);
+          answered(action({{"detach_volume", {{"volume_id", volume_.name()}}}}));
         } else {
-          REQUIRE(action({{"attach_volume", volume_.bdm()}}).status == 202);
+          answered(action({{"attach_volume", volume_.bdm()}}));
         }
         break;
       case Op::kSnapshot: {
@@ -169,8 +173,7 @@ class CrashMatrix {
         kilnd.waitForState(uuid, "active");
         acknowledged = true;
         auto r = action({{"snapshot", {{"name", "crash-snap"}}}});
-        REQUIRE(r.status == 202);
-        snapshot_id = r.json["image_id"];
+        if (answered(r)) snapshot_id = r.json["image_id"];
         break;
       }
     }
