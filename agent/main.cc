@@ -121,6 +121,8 @@ int run(const config::KilnConfig& cfg) {
   driver_options.cpu_mode = cfg.libvirt.cpu_mode;
   driver_options.uefi_loader = cfg.libvirt.uefi_loader;
   driver_options.uefi_nvram_template = cfg.libvirt.uefi_nvram_template;
+  // Secrets name their owner, so the recovery sweep can tell this kilnd's from another's.
+  driver_options.secret_owner = state_path + "/instances";
   drivers::libvirt::LibvirtDriver driver(driver_options);
   if (auto r = driver.start(); !r) {
     log::warn("{}; kilnd keeps trying to connect", r.error().message);

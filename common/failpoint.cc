@@ -4,8 +4,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "common/log.h"
 
@@ -24,6 +26,11 @@ Result<void> failpoint(std::string_view name) {
     std::string_view action = eq == std::string_view::npos ? "abort" : item.substr(eq + 1);
     log::warn("Failpoint '{}' hit: {}", name, action);
     if (action == "abort") ::kill(::getpid(), SIGKILL);
+    if (action.starts_with("delay:")) {
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(std::atoi(std::string(action.substr(6)).c_str())));
+      return success();
+    }
     return Error::internal(fmt::format("Failpoint '{}' injected an error", name));
   }
   return success();

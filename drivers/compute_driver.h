@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,22 @@ struct HypervisorInfo {
   std::uint64_t memory_mb = 0;
 };
 
+// What a domain refers to, its live and persistent definitions together: the recovery after a
+// crash decides from it whether a volume action reached the domain, and whether a domain with
+// no record is provably this agent's (its files are under the agent's instances directory).
+struct DomainDevices {
+  std::set<std::string> disk_targets;  // vda, vdc, ...
+  std::vector<std::string> files;      // disk sources, firmware variables, console log
+};
+
+// A libvirt secret as listed (never its value).
+struct SecretInfo {
+  std::string uuid;
+  std::string usage_type;  // "iscsi", "volume", ...
+  std::string usage_id;    // the iSCSI target name or the volume path
+  std::string description;
+};
+
 // A lifecycle change seen by the hypervisor; a hint only, reconcile() is the truth.
 struct DomainEvent {
   std::string uuid;
@@ -107,6 +124,8 @@ class ComputeDriver {
   // Every domain this agent manages (named kiln-<uuid>).
   virtual Result<std::vector<DomainStatus>> listManaged() = 0;
   virtual Result<HypervisorInfo> hypervisorInfo() = 0;
+  // The domain's disks and files, or nothing when no such domain exists.
+  virtual Result<std::optional<DomainDevices>> domainDevices(const std::string& uuid) = 0;
 
   // An iSCSI CHAP secret (ephemeral: held in libvirtd's memory only; private: never readable
   // back). Defining an existing usage again replaces its value.
@@ -114,6 +133,10 @@ class ComputeDriver {
   // A missing secret is fine: removal must be idempotent.
   virtual Result<void> undefineSecret(const std::string& usage) = 0;
   virtual Result<bool> secretExists(const std::string& usage) = 0;
+  // Every secret libvirtd holds, of any usage type; the recovery sweep picks kiln's from them.
+  virtual Result<std::vector<SecretInfo>> listSecrets() = 0;
+  // Removes a secret by its uuid; a missing one is fine.
+  virtual Result<void> removeSecret(const std::string& secret_uuid) = 0;
 
   // A disk's LUKS passphrase, as a secret of usage type "volume" whose usage id is the disk's
   // path, under the fixed `uuid` the disk's <encryption> names. Ephemeral and private like the

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "common/failpoint.h"
 #include "common/fs.h"
@@ -93,6 +94,10 @@ Result<void> InstanceManager::recover() {
       if (entry->record.state == InstanceState::kDeleting) {
         entry->delete_requested = true;
         pending_deletes.push_back(entry);
+      } else if (entry->record.state != InstanceState::kBuilding &&
+                 !entry->record.task_state.empty()) {
+        // Settled by the first reconcile, which asks the hypervisor what really happened.
+        entry->interrupted_action = true;
       }
       entries_.emplace(entry->record.uuid, entry);
     }
@@ -130,6 +135,13 @@ Result<void> InstanceManager::recover() {
     log::info("Resuming the delete of instance '{}'", entry->record.uuid);
     jobs_.post([this, entry] { runDelete(entry); });
   }
+  // Markers listed now, before the API takes new snapshots whose markers must stay.
+  std::vector<std::string> markers;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(options_.snapshots_dir, ec)) {
+    markers.push_back(f.path().string());
+  }
+  if (!markers.empty()) jobs_.post([this, markers] { discardInterruptedSnapshots(markers); });
   jobs_.post([this] { reconcileAll(); });
   return success();
 }
@@ -232,6 +244,8 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
     return entry->delete_requested;
   };
 
+  // Stored and acknowledged; nothing made yet.
+  if (auto fp = failpoint("launch.after_record"); !fp) return failed(fp.error());
   std::string dir = instanceDir(uuid);
   // QEMU (another user) must traverse into the directory; nobody may list it.
   if (auto r = fs::makeDirectories(dir, 0711); !r) return failed(r.error());
@@ -302,9 +316,12 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
     }
     if (!r) {
       step.fail();
-      return failed(r.error());
+      // qemu-img's words ("No space left on device") name neither the disk nor its filesystem.
+      return failed(Error{r.error().code, fmt::format("Creating the root disk '{}' failed: {}",
+                                                      root.path, r.error().message)});
     }
     disks.push_back(root);
+    if (auto fp = failpoint("launch.after_root_disk"); !fp) return failed(fp.error());
   }
   // device -> passphrase of the disks made encrypted, held until their libvirt secrets exist.
   std::map<std::string, std::string> disk_keys;
@@ -338,13 +355,14 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
   if (deleteRequested()) return failed(Error::conflict("The instance was deleted during launch"));
 
   drivers::InstanceSpec spec;
+  Result<void> recorded = success();
   {
     std::lock_guard lock(entry->mu);
     entry->record.disks = disks;
     entry->record.image_properties = properties;
     // The disks are recorded before the domain exists, so a crash from here on leaves a record
-    // that names everything there is to clean up.
-    if (auto s = saveLocked(*entry); !s) return failed(s.error());
+    // that names everything there is to clean up. (The rollback takes entry->mu: not here.)
+    recorded = saveLocked(*entry);
     spec.uuid = uuid;
     spec.display_name = entry->record.name;
     spec.vcpus = flavor.vcpus;
@@ -357,6 +375,8 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
     spec.flavor_name = flavor.name;
     spec.created_at = entry->record.created_at;
   }
+  if (!recorded) return failed(recorded.error());
+  if (auto fp = failpoint("launch.after_disks_recorded"); !fp) return failed(fp.error());
   for (const auto& d : disks) {
     drivers::DiskSpec disk;
     disk.device = d.device;
@@ -379,7 +399,7 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
   disk_keys.clear();
   for (const auto& bdm : request.block_devices) {
     auto step = timeline.step("volume.connect");
-    auto disk = connectVolume(entry, bdm);
+    auto disk = connectVolume(entry, bdm, "launch");
     if (!disk) {
       step.fail();
       return failed(disk.error());
@@ -393,7 +413,8 @@ Result<void> InstanceManager::launchSteps(const EntryPtr& entry, const api::Laun
 }
 
 Result<drivers::DiskSpec> InstanceManager::connectVolume(const EntryPtr& entry,
-                                                         const api::BlockDeviceRequest& bdm) {
+                                                         const api::BlockDeviceRequest& bdm,
+                                                         std::string_view operation) {
   drivers::volume::Attachment att =
       volumes_.plan(entry->record.uuid, bdm.volume_id, bdm.device, bdm.boot, bdm.target);
   {
@@ -408,10 +429,16 @@ Result<drivers::DiskSpec> InstanceManager::connectVolume(const EntryPtr& entry,
     }
     if (auto s = saveLocked(*entry); !s) return s.error();
   }
+  if (auto fp = failpoint(fmt::format("{}.before_volume_connect", operation)); !fp) {
+    return fp.error();
+  }
   auto disk = volumes_.connect(att, bdm.target);
   if (!disk) {
     return Error{disk.error().code, fmt::format("Connecting volume '{}' failed: {}", bdm.volume_id,
                                                 disk.error().message)};
+  }
+  if (auto fp = failpoint(fmt::format("{}.after_volume_connect", operation)); !fp) {
+    return fp.error();
   }
   return disk;
 }
@@ -539,7 +566,7 @@ Result<InstanceRecord> InstanceManager::requestDelete(const std::string& uuid) {
 void InstanceManager::runDelete(const EntryPtr& entry) {
   std::lock_guard job(entry->job);
   const std::string uuid = entry->record.uuid;
-  if (auto fp = failpoint("delete.before_destroy"); !fp) return;
+  if (auto fp = failpoint("delete.before_destroy"); !fp) return deferDelete(entry, fp.error());
   if (auto d = driver_.destroy(uuid); !d) {
     // Most likely libvirtd is away; the periodic reconcile retries the delete.
     std::lock_guard lock(entry->mu);
@@ -548,28 +575,24 @@ void InstanceManager::runDelete(const EntryPtr& entry) {
     log::warn("Instance '{}': {}", uuid, entry->record.fault);
     return;
   }
-  if (auto fp = failpoint("delete.after_destroy"); !fp) return;
+  if (auto fp = failpoint("delete.after_destroy"); !fp) return deferDelete(entry, fp.error());
   if (auto r = disconnectVolumes(entry); !r) {
     std::lock_guard lock(entry->mu);
     entry->record.fault = fmt::format("Delete is waiting to be retried: {}", r.error().message);
     if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
     return;
   }
+  if (auto fp = failpoint("delete.after_volumes"); !fp) return deferDelete(entry, fp.error());
   // Crypto-erase first: the keys are gone (from libvirtd and the record) before the files.
-  if (auto r = destroyDiskKeys(entry); !r) {
-    std::lock_guard lock(entry->mu);
-    entry->record.fault = fmt::format("Delete is waiting to be retried: {}", r.error().message);
-    if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
-    return;
-  }
-  if (auto fp = failpoint("delete.after_keys"); !fp) return;
+  if (auto r = destroyDiskKeys(entry); !r) return deferDelete(entry, r.error());
+  if (auto fp = failpoint("delete.after_keys"); !fp) return deferDelete(entry, fp.error());
   if (auto r = purgeInstanceFiles(uuid); !r) {
     std::lock_guard lock(entry->mu);
     entry->record.fault = fmt::format("Delete is waiting to be retried: {}", r.error().message);
     if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
     return;
   }
-  if (auto fp = failpoint("delete.after_files"); !fp) return;
+  if (auto fp = failpoint("delete.after_files"); !fp) return deferDelete(entry, fp.error());
   if (auto r = store_.remove(uuid); !r) {
     log::error("Instance '{}': {}", uuid, r.error().message);
     return;
@@ -579,6 +602,13 @@ void InstanceManager::runDelete(const EntryPtr& entry) {
     entries_.erase(uuid);
   }
   log::info("Instance '{}' is deleted", uuid);
+}
+
+void InstanceManager::deferDelete(const EntryPtr& entry, const Error& why) {
+  std::lock_guard lock(entry->mu);
+  entry->record.fault = fmt::format("Delete is waiting to be retried: {}", why.message);
+  if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+  log::warn("Instance '{}': {}", entry->record.uuid, entry->record.fault);
 }
 
 Result<InstanceRecord> InstanceManager::powerAction(const std::string& uuid, PowerAction action) {
@@ -720,22 +750,33 @@ Result<std::string> InstanceManager::snapshot(const std::string& uuid, const std
   // The image record exists before the answer, so the scheduler gets an id it can poll.
   auto image_id = uploader_.create(image);
   if (!image_id) return image_id.error();
+  // The marker names the image until the snapshot ends: after a crash, recover() discards the
+  // image it names, so no image that never got its bytes is left behind.
+  const std::string marker = options_.snapshots_dir + "/" + *image_id + ".pending";
+  Result<void> marked = fs::makeDirectories(options_.snapshots_dir, 0700);
+  if (marked) marked = fs::writeFileAtomically(marker, uuid, 0600);
+  if (!marked) {
+    (void)uploader_.discard(*image_id);
+    return marked.error();
+  }
   {
     std::lock_guard lock(entry->mu);
     if (!entry->record.task_state.empty()) {
       (void)uploader_.discard(*image_id);
+      ::unlink(marker.c_str());
       return Error::conflict(fmt::format("Instance '{}' became busy", uuid));
     }
     entry->record.task_state = "image_uploading";
     entry->record.action_error.clear();
     if (auto sv = saveLocked(*entry); !sv) {
       (void)uploader_.discard(*image_id);
+      ::unlink(marker.c_str());
       return sv.error();
     }
   }
   std::string id = *image_id;
   if (!jobs_.post([this, entry, id] { runSnapshot(entry, id); })) {
-    (void)uploader_.discard(id);
+    // The marker stays: the next start discards the image.
     return Error::unavailable("kilnd is shutting down");
   }
   return id;
@@ -750,15 +791,19 @@ void InstanceManager::runSnapshot(const EntryPtr& entry, const std::string& imag
     root = entry->record.disks[0];
   }
   const std::string tmp = options_.snapshots_dir + "/" + image_id + ".qcow2";
+  const std::string marker = options_.snapshots_dir + "/" + image_id + ".pending";
   auto started = clock_.steadyNow();
-  Result<void> result = fs::makeDirectories(options_.snapshots_dir, 0700);
+  Result<void> result = failpoint("snapshot.after_record");
+  if (result) result = fs::makeDirectories(options_.snapshots_dir, 0700);
   if (result) {
     // A short pause makes the copy one point in time; the guest resumes before the upload.
     auto paused = driver_.pause(uuid);
     if (!paused) {
       result = paused.error();
     } else {
-      result = disks_.exportDisk(root.path, root.format, tmp, "qcow2");
+      result = failpoint("snapshot.after_pause");
+      if (result) result = disks_.exportDisk(root.path, root.format, tmp, "qcow2");
+      if (result) result = failpoint("snapshot.after_export");
       if (*paused) {
         if (auto r = driver_.resume(uuid); !r) {
           log::error("Instance '{}' stays paused after its snapshot: {}", uuid, r.error().message);
@@ -767,10 +812,13 @@ void InstanceManager::runSnapshot(const EntryPtr& entry, const std::string& imag
       }
     }
   }
+  if (result) result = failpoint("snapshot.after_resume");
   auto captured = clock_.steadyNow();
   if (result) result = uploader_.upload(image_id, tmp);
   if (!result) (void)uploader_.discard(image_id);
   ::unlink(tmp.c_str());
+  ::unlink(marker.c_str());
+  if (auto fp = failpoint("snapshot.after_upload"); !fp && result) result = fp;
   std::lock_guard lock(entry->mu);
   entry->record.task_state.clear();
   if (result) {
@@ -824,12 +872,21 @@ Result<InstanceRecord> InstanceManager::attachVolume(const std::string& uuid,
 void InstanceManager::runAttach(const EntryPtr& entry, const api::BlockDeviceRequest& bdm) {
   std::lock_guard job(entry->job);
   const std::string uuid = entry->record.uuid;
-  auto disk = connectVolume(entry, bdm);
-  Result<void> result = success();
-  if (!disk) {
-    result = disk.error();
-  } else {
-    result = driver_.attachDisk(uuid, *disk);
+  Result<void> result = failpoint("attach.after_record");
+  Result<drivers::DiskSpec> disk = Error::internal("not connected");
+  if (result) {
+    disk = connectVolume(entry, bdm, "attach");
+    if (!disk) result = disk.error();
+  }
+  if (result) result = driver_.attachDisk(uuid, *disk);
+  if (result) {
+    if (auto fp = failpoint("attach.after_device"); !fp) {
+      // The domain has the disk: take it out again before the host side goes.
+      if (auto d = driver_.detachDisk(uuid, *disk); !d) {
+        log::error("Instance '{}': {}", uuid, d.error().message);
+      }
+      result = fp;
+    }
   }
   if (!result) {
     // Undo the host side; the attachment never happened.
@@ -897,9 +954,12 @@ void InstanceManager::runDetach(const EntryPtr& entry, const std::string& volume
       if (v.volume_id == volume_id) att = v;
     }
   }
-  Result<void> result = driver_.detachDisk(uuid, drivers::volume::diskFor(att));
+  Result<void> result = failpoint("detach.after_record");
+  if (result) result = driver_.detachDisk(uuid, drivers::volume::diskFor(att));
+  if (result) result = failpoint("detach.after_device");
   // Only once the guest has let go is the host side removed (nova's lesson from CVE-2023-2088).
   if (result) result = volumes_.disconnect(att, otherAttachments(uuid));
+  if (result) result = failpoint("detach.after_volume_disconnect");
   std::lock_guard lock(entry->mu);
   InstanceRecord& rec = entry->record;
   rec.task_state.clear();
@@ -984,12 +1044,146 @@ void InstanceManager::reconcileAll() {
     }
     reconcileOne(entry);
   }
+  sweepOrphans();
+}
+
+bool InstanceManager::finishInterruptedAction(const EntryPtr& entry) {
+  std::string uuid;
+  std::string task;
+  std::vector<drivers::volume::Attachment> volumes;
+  {
+    std::lock_guard lock(entry->mu);
+    uuid = entry->record.uuid;
+    task = entry->record.task_state;
+    volumes = entry->record.volumes;
+  }
+  if (task == "attaching_volume" || task == "detaching_volume") {
+    // The domain is the truth: a volume it does not have (live or persistent) was never
+    // attached, or its detach reached the guest; its host side goes. A volume it has stays.
+    auto devices = driver_.domainDevices(uuid);
+    if (!devices) return false;
+    std::vector<std::string> dropped;
+    if (*devices) {
+      for (const auto& v : volumes) {
+        if (v.boot || (*devices)->disk_targets.count(v.device)) continue;
+        if (auto r = volumes_.disconnect(v, otherAttachments(uuid)); !r) {
+          log::warn("Instance '{}': volume '{}': {}", uuid, v.volume_id, r.error().message);
+          return false;
+        }
+        dropped.push_back(v.volume_id);
+      }
+    }
+    std::lock_guard lock(entry->mu);
+    for (const auto& id : dropped) {
+      std::erase_if(entry->record.volumes, [&](const auto& v) { return v.volume_id == id; });
+      entry->record.sealed_passwords.erase(id);
+    }
+  } else if (task == "image_uploading") {
+    // The snapshot may have been interrupted while the guest was paused for the copy (its
+    // image is discarded by discardInterruptedSnapshots).
+    auto power = driver_.powerState(uuid);
+    if (!power) return false;
+    if (*power && **power == drivers::PowerState::kPaused) {
+      if (auto r = driver_.resume(uuid); !r) {
+        log::warn("Instance '{}': {}", uuid, r.error().message);
+        return false;
+      }
+    }
+  }
+  std::lock_guard lock(entry->mu);
+  entry->interrupted_action = false;
+  entry->record.task_state.clear();
+  entry->record.action_error =
+      fmt::format("The '{}' task was interrupted by a restart of kilnd", task);
+  if (auto s = saveLocked(*entry); !s) log::error("{}", s.error().message);
+  log::warn("Instance '{}': {}", uuid, entry->record.action_error);
+  return true;
+}
+
+void InstanceManager::discardInterruptedSnapshots(const std::vector<std::string>& markers) {
+  for (const auto& path : markers) {
+    std::string name = std::filesystem::path(path).filename().string();
+    if (name.ends_with(".pending")) {
+      std::string image_id = name.substr(0, name.size() - std::string_view(".pending").size());
+      if (auto r = uploader_.discard(image_id); !r) {
+        // Kept: the next start tries again.
+        log::warn("Discarding the interrupted snapshot '{}': {}", image_id, r.error().message);
+        continue;
+      }
+      log::info("Discarded the image '{}' of a snapshot a restart interrupted", image_id);
+    }
+    ::unlink(path.c_str());
+  }
+}
+
+void InstanceManager::sweepOrphans() {
+  if (!driver_.connected()) return;
+  const std::string prefix = options_.instances_dir + "/";
+  auto under = [&](const std::string& path) { return path.starts_with(prefix); };
+  // Listed before the records are read: anything made after the listing has its record already
+  // (records are written before side effects), so nothing in flight is taken for an orphan.
+  auto domains = driver_.listManaged();
+  auto secrets = driver_.listSecrets();
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  for (const auto& d : std::filesystem::directory_iterator(options_.instances_dir, ec)) {
+    dirs.push_back(d.path().filename().string());
+  }
+  std::set<std::string> owners;  // instances that may own something
+  std::set<std::string> secret_usages;
+  for (const auto& rec : list()) {
+    bool rolled_back = rec.state == InstanceState::kError && rec.disks.empty() &&
+                       rec.volumes.empty() && rec.task_state.empty();
+    if (!rolled_back) owners.insert(rec.uuid);
+    for (const auto& v : rec.volumes) secret_usages.insert(v.secret_usage);
+  }
+  if (domains) {
+    for (const auto& dom : *domains) {
+      if (owners.count(dom.uuid)) continue;
+      auto devices = driver_.domainDevices(dom.uuid);
+      if (!devices || !*devices) continue;
+      bool ours = std::any_of((*devices)->files.begin(), (*devices)->files.end(), under);
+      if (!ours) continue;  // another kilnd's (another state_path) on the same libvirtd
+      log::warn("Removing domain 'kiln-{}': no instance owns it", dom.uuid);
+      if (auto r = driver_.destroy(dom.uuid); !r) log::error("{}", r.error().message);
+    }
+  }
+  for (const auto& name : dirs) {
+    if (owners.count(name)) continue;
+    log::warn("Removing '{}{}': no instance owns it", prefix, name);
+    if (auto r = fs::removeTree(prefix + name); !r) log::error("{}", r.error().message);
+  }
+  if (secrets) {
+    for (const auto& secret : *secrets) {
+      bool ours = false;
+      if (secret.usage_type == "iscsi") {
+        // CHAP secrets: usage kiln-<uuid>-<volume>, described with this kilnd's instances dir.
+        ours = secret.usage_id.starts_with("kiln-") &&
+               secret.description.find(options_.instances_dir) != std::string::npos &&
+               !secret_usages.count(secret.usage_id);
+      } else if (secret.usage_type == "volume" && under(secret.usage_id)) {
+        // A disk's encryption key: its usage is the disk's path, in an instance's directory.
+        std::string rest = secret.usage_id.substr(prefix.size());
+        ours = !owners.count(rest.substr(0, rest.find('/')));
+      }
+      if (!ours) continue;
+      log::warn("Removing the {} secret '{}': no instance owns it", secret.usage_type,
+                secret.usage_id);
+      if (auto r = driver_.removeSecret(secret.uuid); !r) log::error("{}", r.error().message);
+    }
+  }
 }
 
 void InstanceManager::reconcileOne(const EntryPtr& entry) {
   // A job in progress owns the instance; reconcile only settled ones.
   std::unique_lock job(entry->job, std::try_to_lock);
   if (!job.owns_lock()) return;
+  bool interrupted = false;
+  {
+    std::lock_guard lock(entry->mu);
+    interrupted = entry->interrupted_action;
+  }
+  if (interrupted && !finishInterruptedAction(entry)) return;
   std::string uuid;
   {
     std::lock_guard lock(entry->mu);

@@ -61,8 +61,9 @@ class InstanceManager {
                   state::InstanceStore& store, const Clock& clock, ManagerOptions options);
   ~InstanceManager();
 
-  // Loads the records, finishes interrupted deletes, fails interrupted launches, then
-  // reconciles with the hypervisor.
+  // Loads the records, finishes interrupted deletes, fails interrupted launches, settles
+  // interrupted actions (volume attach/detach, snapshot, power), removes the half-made images of
+  // interrupted snapshots, then reconciles with the hypervisor (which sweeps orphans).
   Result<void> recover();
 
   // 202-style: returns the record as accepted. The same uuid and body again returns the
@@ -87,7 +88,8 @@ class InstanceManager {
   // must stay in the cache.
   std::set<std::string> imagesInUse() const;
 
-  // Compares every settled instance with the hypervisor and records what it finds.
+  // Compares every settled instance with the hypervisor and records what it finds, then sweeps
+  // what no instance owns (see sweepOrphans).
   void reconcileAll();
   void onDomainEvent(const drivers::DomainEvent& event);
 
@@ -100,6 +102,8 @@ class InstanceManager {
     std::mutex job;
     state::InstanceRecord record;
     bool delete_requested = false;
+    // A restart of kilnd interrupted the action named in record.task_state.
+    bool interrupted_action = false;
   };
   using EntryPtr = std::shared_ptr<Entry>;
 
@@ -107,14 +111,27 @@ class InstanceManager {
   void runLaunch(const EntryPtr& entry, const api::LaunchRequest& request);
   Result<void> launchSteps(const EntryPtr& entry, const api::LaunchRequest& request,
                            Timeline& timeline);
-  Result<drivers::DiskSpec> connectVolume(const EntryPtr& entry,
-                                          const api::BlockDeviceRequest& bdm);
+  // `operation` ("launch" or "attach") names the failpoints around the connection.
+  Result<drivers::DiskSpec> connectVolume(const EntryPtr& entry, const api::BlockDeviceRequest& bdm,
+                                          std::string_view operation);
   void runDelete(const EntryPtr& entry);
+  // Leaves the delete for the periodic reconcile to retry, saying why.
+  void deferDelete(const EntryPtr& entry, const Error& why);
   void runPowerAction(const EntryPtr& entry, PowerAction action);
   void runSnapshot(const EntryPtr& entry, const std::string& image_id);
   void runAttach(const EntryPtr& entry, const api::BlockDeviceRequest& bdm);
   void runDetach(const EntryPtr& entry, const std::string& volume_id);
   void reconcileOne(const EntryPtr& entry);
+  // Settles an action a restart interrupted; the caller holds entry->job. False when the
+  // hypervisor could not be asked (the next reconcile tries again).
+  bool finishInterruptedAction(const EntryPtr& entry);
+  // Removes what a crash can leave that no instance owns, and only what is provably this
+  // kilnd's: domains named kiln-<uuid> whose files are under instances_dir, directories in
+  // instances_dir, secrets whose description names instances_dir or whose usage is a path in it.
+  // Records of failed launches own nothing (their launch was rolled back).
+  void sweepOrphans();
+  // Discards the images of snapshots a restart interrupted (named by their marker files).
+  void discardInterruptedSnapshots(const std::vector<std::string>& markers);
   void rollbackLaunch(const EntryPtr& entry);
   Result<void> disconnectVolumes(const EntryPtr& entry);
   // Crypto-erase: undefines the encrypted disks' libvirt secrets, then erases their sealed keys

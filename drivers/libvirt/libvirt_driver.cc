@@ -337,7 +337,10 @@ Result<void> LibvirtDriver::defineSecretOf(int usage_type, const std::string& us
   secret.append_attribute("ephemeral") = "yes";
   secret.append_attribute("private") = "yes";
   if (!uuid.empty()) secret.append_child("uuid").text().set(uuid.c_str());
-  secret.append_child("description").text().set(description);
+  // The owner in the description lets the orphan sweep tell this kilnd's secrets from others'.
+  std::string text = description;
+  if (!options_.secret_owner.empty()) text += " of " + options_.secret_owner;
+  secret.append_child("description").text().set(text.c_str());
   auto use = secret.append_child("usage");
   use.append_attribute("type") = volume ? "volume" : "iscsi";
   use.append_child(volume ? "volume" : "target").text().set(usage.c_str());
@@ -404,6 +407,91 @@ Result<bool> LibvirtDriver::diskSecretExists(const std::string& disk_path) {
   auto handle = lookupSecret(VIR_SECRET_USAGE_TYPE_VOLUME, disk_path);
   if (!handle) return handle.error();
   return static_cast<bool>(*handle);
+}
+
+Result<std::vector<SecretInfo>> LibvirtDriver::listSecrets() {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  virSecretPtr* secrets = nullptr;
+  int n = virConnectListAllSecrets((*session)->get(), &secrets, 0);
+  if (n < 0) return failed("Listing secrets");
+  std::vector<SecretHandle> owned;
+  owned.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) owned.emplace_back(secrets[i]);
+  std::free(secrets);
+  std::vector<SecretInfo> out;
+  for (auto& secret : owned) {
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    if (virSecretGetUUIDString(secret.get(), uuid) < 0) continue;
+    // The XML of a private secret still describes it; only the value stays unreadable.
+    LibvirtString xml(virSecretGetXMLDesc(secret.get(), 0));
+    if (!xml) {
+      virResetLastError();  // removed while we looked
+      continue;
+    }
+    pugi::xml_document doc;
+    if (!doc.load_string(xml.get())) continue;
+    auto root = doc.child("secret");
+    SecretInfo info;
+    info.uuid = uuid;
+    info.description = root.child_value("description");
+    auto usage = root.child("usage");
+    info.usage_type = usage.attribute("type").value();
+    for (const char* field : {"target", "volume", "name"}) {
+      if (usage.child(field)) info.usage_id = usage.child_value(field);
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+Result<void> LibvirtDriver::removeSecret(const std::string& secret_uuid) {
+  auto session = connection_.session();
+  if (!session) return session.error();
+  SecretHandle handle(virSecretLookupByUUIDString((*session)->get(), secret_uuid.c_str()));
+  if (!handle || virSecretUndefine(handle.get()) < 0) {
+    Error e = failed(fmt::format("Removing the secret '{}'", secret_uuid));
+    if (e.code != ErrorCode::kNotFound) return e;
+  }
+  return success();
+}
+
+Result<std::optional<DomainDevices>> LibvirtDriver::domainDevices(const std::string& uuid) {
+  auto found = lookup(uuid);
+  if (!found) {
+    if (found.error().code == ErrorCode::kNotFound) return std::optional<DomainDevices>{};
+    return found.error();
+  }
+  DomainDevices devices;
+  // Live and persistent definitions differ while a device change is half done: a disk counts
+  // as the domain's while either still has it.
+  for (unsigned flags : {0U, static_cast<unsigned>(VIR_DOMAIN_XML_INACTIVE)}) {
+    LibvirtString xml(virDomainGetXMLDesc(found->get(), flags));
+    if (!xml) {
+      Error e = failed(fmt::format("Reading the definition of instance '{}'", uuid));
+      if (e.code == ErrorCode::kNotFound) return std::optional<DomainDevices>{};
+      return e;
+    }
+    pugi::xml_document doc;
+    if (!doc.load_string(xml.get())) {
+      return Error::internal(fmt::format("libvirt returned unreadable XML for '{}'", uuid));
+    }
+    for (auto disk : doc.select_nodes("/domain/devices/disk")) {
+      auto node = disk.node();
+      devices.disk_targets.insert(node.child("target").attribute("dev").value());
+      auto source = node.child("source");
+      for (const char* attr : {"file", "dev"}) {
+        if (source.attribute(attr)) devices.files.push_back(source.attribute(attr).value());
+      }
+    }
+    if (auto nvram = doc.select_node("/domain/os/nvram")) {
+      devices.files.push_back(nvram.node().child_value());
+    }
+    for (auto log : doc.select_nodes("/domain/devices/serial/log")) {
+      devices.files.push_back(log.node().attribute("file").value());
+    }
+  }
+  return std::optional<DomainDevices>(std::move(devices));
 }
 
 Result<std::string> LibvirtDriver::liveXml(virDomainPtr dom) {

@@ -19,6 +19,9 @@ struct LibvirtDriverOptions {
   std::string uefi_loader;
   std::string uefi_nvram_template;
   std::vector<std::string> firmware_dirs = defaultFirmwareDescriptorDirs();
+  // Named in the description of every secret this driver defines (kilnd passes its instances
+  // directory), so that the recovery sweep can prove a secret is this kilnd's before removing it.
+  std::string secret_owner;
 };
 
 class LibvirtDriver final : public ComputeDriver {
@@ -41,6 +44,7 @@ class LibvirtDriver final : public ComputeDriver {
   Result<std::optional<PowerState>> powerState(const std::string& uuid) override;
   Result<std::vector<DomainStatus>> listManaged() override;
   Result<HypervisorInfo> hypervisorInfo() override;
+  Result<std::optional<DomainDevices>> domainDevices(const std::string& uuid) override;
   Result<void> defineSecret(const std::string& usage, const std::string& value) override;
   Result<void> undefineSecret(const std::string& usage) override;
   Result<bool> secretExists(const std::string& usage) override;
@@ -48,6 +52,8 @@ class LibvirtDriver final : public ComputeDriver {
                                 const std::string& passphrase) override;
   Result<void> undefineDiskSecret(const std::string& disk_path) override;
   Result<bool> diskSecretExists(const std::string& disk_path) override;
+  Result<std::vector<SecretInfo>> listSecrets() override;
+  Result<void> removeSecret(const std::string& secret_uuid) override;
   Result<void> attachDisk(const std::string& uuid, const DiskSpec& disk) override;
   Result<void> detachDisk(const std::string& uuid, const DiskSpec& disk) override;
   bool connected() const override { return connection_.connected(); }

@@ -108,6 +108,36 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     std::lock_guard lock(mutex_);
     return disk_secrets.count(disk_path) != 0;
   }
+  Result<std::vector<drivers::SecretInfo>> listSecrets() override {
+    std::lock_guard lock(mutex_);
+    std::vector<drivers::SecretInfo> out;
+    for (const auto& [usage, value] : secrets) {
+      out.push_back({usage, "iscsi", usage, secret_descriptions[usage]});
+    }
+    for (const auto& [path, secret] : disk_secrets) out.push_back({secret.first, "volume", path, ""});
+    return out;
+  }
+  Result<void> removeSecret(const std::string& secret_uuid) override {
+    std::lock_guard lock(mutex_);
+    secrets.erase(secret_uuid);
+    std::erase_if(disk_secrets, [&](const auto& kv) { return kv.second.first == secret_uuid; });
+    return success();
+  }
+  Result<std::optional<drivers::DomainDevices>> domainDevices(const std::string& uuid) override {
+    std::lock_guard lock(mutex_);
+    if (domains.count(uuid) == 0) return std::optional<drivers::DomainDevices>{};
+    drivers::DomainDevices devices;
+    for (const auto& spec : spawned) {
+      if (spec.uuid != uuid) continue;
+      for (const auto& d : spec.disks) {
+        devices.disk_targets.insert(d.device);
+        if (!d.path.empty()) devices.files.push_back(d.path);
+      }
+      devices.files.push_back(spec.console_log_path);
+    }
+    for (const auto& dev : attached[uuid]) devices.disk_targets.insert(dev);
+    return std::optional<drivers::DomainDevices>(devices);
+  }
   Result<void> attachDisk(const std::string& uuid, const drivers::DiskSpec& disk) override {
     std::lock_guard lock(mutex_);
     if (domains.count(uuid) == 0) return Error::notFound("no domain");
@@ -145,6 +175,7 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   std::map<std::string, std::string> secrets;
   // disk path -> {secret uuid, passphrase}
   std::map<std::string, std::pair<std::string, std::string>> disk_secrets;
+  std::map<std::string, std::string> secret_descriptions;
   std::map<std::string, std::vector<std::string>> attached;
 };
 

@@ -136,7 +136,7 @@ bool KilndHarness::tryStart() {
     ::dup2(fd, 2);
     if (!notify_path_.empty()) ::setenv("NOTIFY_SOCKET", notify_path_.c_str(), 1);
     for (const auto& [name, value] : env_) ::setenv(name.c_str(), value.c_str(), 1);
-    ::execl(KILND_PATH, KILND_PATH, "--config", config_path_.c_str(), nullptr);
+    ::execl(binary_.c_str(), binary_.c_str(), "--config", config_path_.c_str(), nullptr);
     _exit(127);
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -175,6 +175,20 @@ void KilndHarness::kill() {
   int status = 0;
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
+}
+
+bool KilndHarness::waitKilled(std::chrono::seconds timeout) {
+  if (pid_ <= 0) return false;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
 }
 
 void KilndHarness::enableNotifySocket() {

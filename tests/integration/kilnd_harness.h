@@ -35,6 +35,10 @@ class KilndHarness {
   bool tryStart();
   void stop();  // SIGTERM and wait: a clean shutdown
   void kill();  // SIGKILL: a crash
+  // Waits for kilnd to exit by itself (a failpoint); true when it died of SIGKILL in time.
+  bool waitKilled(std::chrono::seconds timeout);
+  // The kilnd executable for the next start (the default is the production kilnd).
+  void setBinary(std::string path) { binary_ = std::move(path); }
   bool running() const { return pid_ > 0; }
 
   ApiResponse api(const std::string& method, const std::string& path, const std::string& body = "",
@@ -57,7 +61,13 @@ class KilndHarness {
   void addGuestImage(const std::string& image_id);
 
   // An environment variable for kilnd (applied at the next start).
-  void setEnv(const std::string& name, const std::string& value) { env_.emplace_back(name, value); }
+  void setEnv(const std::string& name, const std::string& value) {
+    unsetEnv(name);
+    env_.emplace_back(name, value);
+  }
+  void unsetEnv(const std::string& name) {
+    std::erase_if(env_, [&](const auto& kv) { return kv.first == name; });
+  }
   // Makes kilnd's sd_notify messages arrive on a socket of the test (as systemd would see them).
   void enableNotifySocket();
   // The next datagram kilnd sent to the notify socket, or "" on timeout.
@@ -78,6 +88,7 @@ class KilndHarness {
   std::string token_;
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
+  std::string binary_ = KILND_PATH;
   std::string notify_path_;
   std::vector<std::pair<std::string, std::string>> env_;
   UniqueFd notify_fd_;

@@ -667,3 +667,67 @@ TEST_CASE("a failed spawn removes the disk secret", "[manager][encryption]") {
   CHECK(h.driver.disk_secrets.empty());
   CHECK_FALSE(stdfs::exists(h.instanceDir()));
 }
+
+TEST_CASE("a restart settles an interrupted attach by what the domain has", "[manager][crash]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  REQUIRE(h.waitSettled().state == InstanceState::kActive);
+  // An attach cut short after its volume was recorded and connected, before the domain had it.
+  auto stored = h.store->get(kUuid);
+  REQUIRE(stored.ok());
+  InstanceRecord rec = **stored;
+  rec.task_state = "attaching_volume";
+  auto bdm = chapVolume("half", "vdc");
+  auto att = h.connector.plan(kUuid, "half", "vdc", false, bdm.target);
+  REQUIRE(h.connector.connect(att, bdm.target).ok());
+  rec.volumes.push_back(att);
+  REQUIRE(h.store->put(rec).ok());
+  REQUIRE(h.driver.secrets.count(att.secret_usage) == 1);
+  h.restart();
+  InstanceRecord after;
+  for (int i = 0; i < 300; ++i) {
+    after = *h.manager->get(kUuid);
+    if (after.task_state.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(after.task_state.empty());
+  CHECK(after.state == InstanceState::kActive);
+  CHECK(after.volumes.empty());
+  CHECK(after.action_error.find("interrupted") != std::string::npos);
+  std::lock_guard lock(h.driver.mutex_);
+  CHECK(h.driver.secrets.count(att.secret_usage) == 0);
+}
+
+TEST_CASE("the sweep removes what no instance owns, and only what is provably kiln's",
+          "[manager][crash]") {
+  Harness h;
+  const std::string mine = "11111111-2222-4333-8444-555555555555";
+  const std::string foreign = "66666666-7777-4888-8999-000000000000";
+  {
+    std::lock_guard lock(h.driver.mutex_);
+    // A domain of this kilnd with no record (its files are in our instances dir), and one of
+    // another kilnd on the same libvirtd.
+    for (auto [uuid, dir] : {std::pair{mine, h.state + "/instances"},
+                             std::pair{foreign, std::string("/elsewhere/instances")}}) {
+      kiln::drivers::InstanceSpec spec;
+      spec.uuid = uuid;
+      spec.console_log_path = dir + "/" + uuid + "/console.log";
+      h.driver.spawned.push_back(spec);
+      h.driver.domains[uuid] = kiln::drivers::PowerState::kRunning;
+    }
+    h.driver.secrets["kiln-" + mine + "-vol"] = "x";
+    h.driver.secret_descriptions["kiln-" + mine + "-vol"] =
+        "kiln iSCSI CHAP secret of " + h.state + "/instances";
+    h.driver.secrets["kiln-" + foreign + "-vol"] = "y";
+    h.driver.secret_descriptions["kiln-" + foreign + "-vol"] =
+        "kiln iSCSI CHAP secret of /elsewhere/instances";
+  }
+  stdfs::create_directories(h.state + "/instances/" + mine);
+  h.manager->reconcileAll();
+  CHECK_FALSE(h.driver.hasDomain(mine));
+  CHECK(h.driver.hasDomain(foreign));
+  CHECK_FALSE(stdfs::exists(h.state + "/instances/" + mine));
+  std::lock_guard lock(h.driver.mutex_);
+  CHECK(h.driver.secrets.count("kiln-" + mine + "-vol") == 0);
+  CHECK(h.driver.secrets.count("kiln-" + foreign + "-vol") == 1);
+}
