@@ -177,6 +177,18 @@ void KilndHarness::kill() {
   pid_ = -1;
 }
 
+std::string KilndHarness::addToken(const std::string& roles, const std::string& project) {
+  std::string token = randomToken();
+  std::ofstream(dir_.path() + "/tokens", std::ios::app)
+      << token << " " << roles << " " << project << "\n";
+  return token;
+}
+
+void KilndHarness::signal(int sig) {
+  REQUIRE(pid_ > 0);
+  ::kill(pid_, sig);
+}
+
 void KilndHarness::enableNotifySocket() {
   notify_path_ = dir_.path() + "/notify.sock";
   notify_fd_.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
