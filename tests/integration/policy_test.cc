@@ -21,8 +21,9 @@ std::string xAuth(const std::string& token) { return "X-Auth-Token: " + token + 
 
 }  // namespace
 
-TEST_CASE("policy: a scheduler launches with project_id; the project's reader may look, not delete",
-          "[policy]") {
+TEST_CASE(
+    "policy: a scheduler launches with project_id, its project's reader may look but not delete",
+    "[policy]") {
   KilndHarness kilnd("[api]\npolicy_file = " + kShippedPolicy + "\n");
   const std::string scheduler = kilnd.addToken("scheduler", "service");
   const std::string reader_a = kilnd.addToken("reader", "project-a");

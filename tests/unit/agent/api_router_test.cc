@@ -124,7 +124,7 @@ std::string message(const HttpResponse& r) {
 
 }  // namespace
 
-TEST_CASE("router: a scheduler launches for a project; the view shows project_id", "[router]") {
+TEST_CASE("router: a scheduler launches for a project, and the view shows project_id", "[router]") {
   Api api;
   auto launched =
       api.call(kScheduler, "POST", "/v1/instances", Api::launchBody("project-a").dump());
@@ -283,7 +283,8 @@ TEST_CASE("launch requests: project_id is checked", "[router]") {
   CHECK(p1->fingerprint != p2->fingerprint);
 }
 
-TEST_CASE("instance records: project_id is stored; old records load as no project", "[router]") {
+TEST_CASE("instance records: project_id is stored, and old records load as no project",
+          "[router]") {
   kiln::state::InstanceRecord rec;
   rec.uuid = kUuid;
   rec.name = "vm";

@@ -126,7 +126,7 @@ TEST_CASE("keystone: validated tokens are cached, briefly and never past expiry"
   CHECK(f.http.requests().size() == 4);
 }
 
-TEST_CASE("keystone: refusals are 401 and never cached; outages are 503", "[keystone]") {
+TEST_CASE("keystone: refusals are 401 and never cached, outages are 503", "[keystone]") {
   Fixture f;
   f.http.push(serviceTokenReply());
   f.http.push(FakeReply::ok("{\"error\": {\"code\": 404}}", 404));
