@@ -184,6 +184,14 @@ HttpResponse ApiRouter::instances(const HttpRequest& req, const Authorizer& auth
 
 HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& authorize,
                                  const std::string& uuid, const std::string& sub) {
+  // The route and method first: they say nothing about the instance, and answer as before.
+  const bool known = sub.empty() || sub == "action" || sub == "console";
+  if (!known)
+    return errorResponse(404, fmt::format("No such resource: {}", req.path.substr(0, 256)));
+  if ((sub.empty() && req.method != "GET" && req.method != "DELETE") ||
+      (sub == "action" && req.method != "POST") || (sub == "console" && req.method != "GET")) {
+    return methodNotAllowed(req);
+  }
   // The owner decides; an instance the caller may not show is answered like a missing one.
   auto found = manager_.get(uuid);
   if (!found) return errorResponse(found.error());

@@ -211,6 +211,12 @@ TEST_CASE("router: every other route is authorized by its operation", "[router]"
   CHECK(api.call(kNoRole, "GET", "/v1/flavors").status == 403);
   CHECK(api.call(kScheduler, "GET", "/v1/host").status == 200);
   CHECK(api.call(kScheduler, "GET", "/v1/images").status == 200);
+  // A wrong method or sub-resource on an instance is answered before the instance is looked up.
+  const std::string path = std::string("/v1/instances/") + kUuid;
+  CHECK(api.call(kReaderB, "PUT", path).status == 405);
+  CHECK(api.call(kReaderB, "GET", path + "/action").status == 405);
+  CHECK(api.call(kReaderB, "GET", path + "/nope").status == 404);
+  CHECK(api.call(kReaderB, "GET", path).status == 404);
   // Unauthenticated: 401 before any policy; /healthz needs nothing.
   CHECK(api.call("", "GET", "/v1/flavors").status == 401);
   CHECK(api.call("wrong-token-0123456789", "GET", "/v1/flavors").status == 401);
