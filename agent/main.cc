@@ -18,6 +18,8 @@
 #include "agent/lifecycle/image_cache_service.h"
 #include "agent/lifecycle/instance_manager.h"
 #include "agent/rpc/http_server.h"
+#include "agent/rpc/keystone_authenticator.h"
+#include "agent/rpc/policy.h"
 #include "agent/rpc/token_auth.h"
 #include "agent/state/instance_store.h"
 #include "common/command_runner.h"
@@ -53,22 +55,37 @@ std::string machineHostname() {
   return buf;
 }
 
-// Holds the current token set; SIGHUP swaps in a freshly read file.
-class TokenHolder {
+// Holds the current token set or policy; SIGHUP swaps in a freshly read file.
+template <typename T>
+class Holder {
  public:
-  void set(std::shared_ptr<const rpc::TokenAuthenticator> auth) {
+  void set(std::shared_ptr<const T> value) {
     std::lock_guard lock(mutex_);
-    auth_ = std::move(auth);
+    value_ = std::move(value);
   }
-  std::shared_ptr<const rpc::TokenAuthenticator> get() const {
+  std::shared_ptr<const T> get() const {
     std::lock_guard lock(mutex_);
-    return auth_;
+    return value_;
   }
 
  private:
   mutable std::mutex mutex_;
-  std::shared_ptr<const rpc::TokenAuthenticator> auth_;
+  std::shared_ptr<const T> value_;
 };
+
+// A missing file at the default path means "no local policy": the built-in defaults, as with
+// oslo.policy. A missing file at a path the operator chose is a mistake worth stopping for.
+Result<std::shared_ptr<const rpc::Policy>> loadPolicy(const std::string& path) {
+  auto policy = rpc::Policy::loadFile(path);
+  if (!policy) {
+    if (policy.error().code == ErrorCode::kNotFound && path == rpc::kDefaultPolicyFile) {
+      log::info("Policy file '{}' does not exist; the built-in default policy applies", path);
+      return std::make_shared<const rpc::Policy>(rpc::Policy::defaults());
+    }
+    return policy.error();
+  }
+  return std::make_shared<const rpc::Policy>(std::move(policy).value());
+}
 
 Result<std::shared_ptr<const rpc::TokenAuthenticator>> loadTokens(const std::string& path) {
   auto auth = rpc::TokenAuthenticator::loadFile(path);
@@ -96,14 +113,21 @@ int run(const config::KilnConfig& cfg) {
 
   auto flavors = config::loadFlavorFile(cfg.defaults.flavors_file);
   if (!flavors) return fail(flavors.error().message);
-  TokenHolder tokens;
-  auto auth = loadTokens(cfg.api.token_file);
-  if (!auth) return fail(auth.error().message);
-  tokens.set(*auth);
-  if ((*auth)->size() == 0) {
-    log::warn("Token file '{}' holds no token: every API call except /healthz gets 401",
-              cfg.api.token_file);
+  Holder<rpc::Authenticator> authenticator;
+  const bool use_keystone = !cfg.keystone.auth_url.empty();
+  if (!use_keystone) {
+    auto auth = loadTokens(cfg.api.token_file);
+    if (!auth) return fail(auth.error().message);
+    authenticator.set(*auth);
+    if ((*auth)->size() == 0) {
+      log::warn("Token file '{}' holds no token: every API call except /healthz gets 401",
+                cfg.api.token_file);
+    }
   }
+  Holder<rpc::Policy> policy;
+  auto initial_policy = loadPolicy(cfg.api.policy_file);
+  if (!initial_policy) return fail(initial_policy.error().message);
+  policy.set(*initial_policy);
 
   const std::string state_path = cfg.defaults.state_path;
   // QEMU runs as another user and must traverse state_path to reach the disks.
@@ -134,6 +158,23 @@ int run(const config::KilnConfig& cfg) {
   drivers::disk::DiskBuilder disks(qemu_img);
   // The image service: Glance when api_servers are configured, else the local directory.
   imagecache::CurlClient http;
+  if (use_keystone) {
+    rpc::KeystoneOptions keystone;
+    keystone.auth_url = cfg.keystone.auth_url;
+    keystone.username = cfg.keystone.username;
+    keystone.password = cfg.keystone.password;
+    keystone.user_domain_name = cfg.keystone.user_domain_name;
+    keystone.project_name = cfg.keystone.project_name;
+    keystone.project_domain_name = cfg.keystone.project_domain_name;
+    keystone.service_token_file = cfg.keystone.service_token_file;
+    keystone.cafile = cfg.keystone.cafile;
+    keystone.cache_seconds = std::chrono::seconds(cfg.keystone.cache_seconds);
+    keystone.timeout = std::chrono::seconds(cfg.keystone.timeout);
+    auto created = rpc::KeystoneAuthenticator::create(keystone, http, clock);
+    if (!created) return fail(created.error().message);
+    authenticator.set(std::shared_ptr<const rpc::Authenticator>(std::move(created).value()));
+    log::info("API tokens are validated by Keystone at {}", cfg.keystone.auth_url);
+  }
   std::unique_ptr<imagecache::ImageSource> image_source;
   std::unique_ptr<imagecache::ImageUploader> uploader;
   if (!cfg.glance.api_servers.empty()) {
@@ -209,7 +250,8 @@ int run(const config::KilnConfig& cfg) {
   images.start();
 
   api::ApiRouter router(
-      manager, images, driver, *flavors, [&tokens] { return tokens.get(); }, identity);
+      manager, images, driver, *flavors, [&authenticator] { return authenticator.get(); },
+      [&policy] { return policy.get(); }, identity);
   rpc::ServerLimits limits;
   limits.max_body_bytes = cfg.api.max_body_bytes;
   limits.max_header_bytes = cfg.api.max_header_bytes;
@@ -256,12 +298,21 @@ int run(const config::KilnConfig& cfg) {
       break;
     }
     if (sig == SIGHUP) {
-      auto fresh = loadTokens(cfg.api.token_file);
-      if (fresh) {
-        tokens.set(*fresh);
-        log::info("Reloaded the API token file ({} tokens)", (*fresh)->size());
+      if (!use_keystone) {
+        auto fresh = loadTokens(cfg.api.token_file);
+        if (fresh) {
+          authenticator.set(*fresh);
+          log::info("Reloaded the API token file ({} tokens)", (*fresh)->size());
+        } else {
+          log::error("Keeping the old tokens: {}", fresh.error().message);
+        }
+      }
+      auto fresh_policy = loadPolicy(cfg.api.policy_file);
+      if (fresh_policy) {
+        policy.set(*fresh_policy);
+        log::info("Reloaded the API policy from '{}'", cfg.api.policy_file);
       } else {
-        log::error("Keeping the old tokens: {}", fresh.error().message);
+        log::error("Keeping the old policy: {}", fresh_policy.error().message);
       }
     }
     if (std::chrono::steady_clock::now() >= next_reconcile) {

@@ -499,6 +499,79 @@ const std::map<std::string, Setter>& optionTable() {
          c.image_cache.max_concurrent_downloads = *n;
          return success();
        }},
+      {"api.policy_file",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (auto r = requireAbsolutePath(k, v); !r) return r;
+         c.api.policy_file = v;
+         return success();
+       }},
+      {"keystone.auth_url",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty() && !v.starts_with("http://") && !v.starts_with("https://")) {
+           return invalidValue(k, v, "must be an http:// or https:// URL");
+         }
+         c.keystone.auth_url = v;
+         return success();
+       }},
+      {"keystone.username",
+       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
+         c.keystone.username = v;
+         return success();
+       }},
+      {"keystone.password",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         // Never quote the value: it is a secret.
+         if (v.find('\0') != std::string::npos) {
+           return Error::invalid(fmt::format("{} contains a NUL byte", displayName(k)));
+         }
+         c.keystone.password = v;
+         return success();
+       }},
+      {"keystone.user_domain_name",
+       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
+         c.keystone.user_domain_name = v;
+         return success();
+       }},
+      {"keystone.project_name",
+       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
+         c.keystone.project_name = v;
+         return success();
+       }},
+      {"keystone.project_domain_name",
+       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
+         c.keystone.project_domain_name = v;
+         return success();
+       }},
+      {"keystone.service_token_file",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+         }
+         c.keystone.service_token_file = v;
+         return success();
+       }},
+      {"keystone.cafile",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         if (!v.empty()) {
+           if (auto r = requireAbsolutePath(k, v); !r) return r;
+         }
+         c.keystone.cafile = v;
+         return success();
+       }},
+      {"keystone.cache_seconds",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 0, 3600);
+         if (!n) return n.error();
+         c.keystone.cache_seconds = *n;
+         return success();
+       }},
+      {"keystone.timeout",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 1, 300);
+         if (!n) return n.error();
+         c.keystone.timeout = *n;
+         return success();
+       }},
       {"images.local_dir",
        [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
          if (auto r = requireAbsolutePath(k, v); !r) return r;

@@ -44,6 +44,23 @@ struct ApiSection {
   std::string listen_unix_socket;    // empty: no unix socket listener
   unsigned unix_socket_mode = 0660;
   std::string unix_socket_group;  // empty: kilnd's group
+  // The API policy (oslo.policy rules, YAML or JSON). Missing at this default path: the built-in
+  // defaults; missing at any other path: a startup error.
+  std::string policy_file = "/etc/kiln/policy.yaml";
+};
+
+// Keystone token validation; empty auth_url: callers are authenticated by [api] token_file.
+struct KeystoneSection {
+  std::string auth_url;
+  std::string username;
+  std::string password;
+  std::string user_domain_name = "Default";
+  std::string project_name;
+  std::string project_domain_name = "Default";
+  std::string service_token_file;  // instead of username/password
+  std::string cafile;
+  unsigned cache_seconds = 60;  // never past a token's expiry
+  unsigned timeout = 10;        // seconds per request to Keystone
 };
 
 struct LibvirtSection {
@@ -115,6 +132,7 @@ struct KilnConfig {
   ImageFileUrlSection image_file_url;
   ImageCacheSection image_cache;
   EphemeralStorageEncryptionSection ephemeral_storage_encryption;
+  KeystoneSection keystone;
   // Unknown options are not fatal (an operator may share one file between versions), but each
   // one is reported so a typo does not go unnoticed.
   std::vector<std::string> warnings;

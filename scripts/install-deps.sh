@@ -19,6 +19,9 @@ PACKAGES=(
   sqlite3 procps curl
   # tests: a real OpenStack Glance (the image service) and tgt's iSCSI target on loopback
   glance-api tgt
+  # tests: a real OpenStack Keystone (identity; the library and keystone-manage only: the
+  # `keystone` package would set up Apache and a system-wide service)
+  python3-keystone
 )
 
 missing=()

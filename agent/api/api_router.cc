@@ -1,11 +1,13 @@
 #include "agent/api/api_router.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
 #include "agent/rpc/json_response.h"
 #include "common/fs.h"
+#include "common/log.h"
 #include "common/uuid.h"
 
 namespace kiln::api {
@@ -26,6 +28,17 @@ HttpResponse methodNotAllowed(const HttpRequest& req) {
 
 }  // namespace
 
+bool Authorizer::allows(std::string_view operation, const rpc::Target& target) const {
+  if (policy_.allows(operation, caller_, target)) return true;
+  log::info("Policy denied {} to token {} (roles '{}', project '{}')", operation, caller_.token_id,
+            fmt::join(caller_.roles, ","), caller_.project_id);
+  return false;
+}
+
+HttpResponse policyDenied(std::string_view operation) {
+  return errorResponse(403, fmt::format("Policy does not allow {} to be performed.", operation));
+}
+
 json instanceView(const state::InstanceRecord& record) {
   json view = state::toJson(record);
   view.erase("request_fingerprint");
@@ -43,12 +56,13 @@ json instanceView(const state::InstanceRecord& record) {
 
 ApiRouter::ApiRouter(lifecycle::InstanceManager& manager, lifecycle::ImageCacheService& images,
                      drivers::ComputeDriver& driver, const config::FlavorCatalog& flavors,
-                     AuthSource auth, HostIdentity host)
+                     AuthSource auth, PolicySource policy, HostIdentity host)
     : manager_(manager),
       images_(images),
       driver_(driver),
       flavors_(flavors),
       auth_(std::move(auth)),
+      policy_(std::move(policy)),
       host_(std::move(host)) {}
 
 HttpResponse ApiRouter::handle(const HttpRequest& req) {
@@ -58,21 +72,32 @@ HttpResponse ApiRouter::handle(const HttpRequest& req) {
   }
   auto authenticator = auth_();
   if (!authenticator) return errorResponse(401, "Authentication is not configured");
-  auto caller = authenticator->authenticate(req.authorization);
+  auto caller = authenticator->authenticate(req);
   if (!caller) return errorResponse(caller.error());
+  auto policy = policy_();
+  if (!policy) return errorResponse(500, "The API policy is not loaded");
+  const Authorizer authorize(*policy, *caller);
 
   if (req.path == "/v1/host") {
     if (req.method != "GET") return methodNotAllowed(req);
+    if (!authorize.allows("compute:host:show", authorize.ownProject())) {
+      return policyDenied("compute:host:show");
+    }
     return host();
   }
   if (req.path == "/v1/flavors") {
     if (req.method != "GET") return methodNotAllowed(req);
+    if (!authorize.allows("compute:flavors:list", authorize.ownProject())) {
+      return policyDenied("compute:flavors:list");
+    }
     return flavors();
   }
-  if (req.path == "/v1/instances") return instances(req);
-  if (req.path == "/v1/images") return images(req);
+  if (req.path == "/v1/instances") return instances(req, authorize);
+  if (req.path == "/v1/images") return images(req, authorize);
   constexpr std::string_view kImagePrefix = "/v1/images/";
-  if (req.path.starts_with(kImagePrefix)) return image(req, req.path.substr(kImagePrefix.size()));
+  if (req.path.starts_with(kImagePrefix)) {
+    return image(req, authorize, req.path.substr(kImagePrefix.size()));
+  }
   constexpr std::string_view kPrefix = "/v1/instances/";
   if (req.path.starts_with(kPrefix)) {
     std::string rest = req.path.substr(kPrefix.size());
@@ -85,7 +110,7 @@ HttpResponse ApiRouter::handle(const HttpRequest& req) {
     if (!uuid)
       return errorResponse(400,
                            fmt::format("'{}' is not a valid instance uuid", rest.substr(0, 64)));
-    return instance(req, *uuid, sub);
+    return instance(req, authorize, *uuid, sub);
   }
   return errorResponse(404, fmt::format("No such resource: {}", req.path.substr(0, 256)));
 }
@@ -130,18 +155,30 @@ HttpResponse ApiRouter::flavors() {
   return jsonResponse(200, {{"flavors", list}});
 }
 
-HttpResponse ApiRouter::instances(const HttpRequest& req) {
+HttpResponse ApiRouter::instances(const HttpRequest& req, const Authorizer& authorize) {
   if (req.method == "GET") {
+    if (!authorize.allows("compute:instances:list", authorize.ownProject())) {
+      return policyDenied("compute:instances:list");
+    }
+    // As nova scopes a listing to the caller's project: each instance is shown only to a caller
+    // that may show it.
     json list = json::array();
-    for (const auto& rec : manager_.list()) list.push_back(instanceView(rec));
+    for (const auto& rec : manager_.list()) {
+      if (authorize.allows("compute:instances:show", {{"project_id", rec.project_id}})) {
+        list.push_back(instanceView(rec));
+      }
+    }
     return jsonResponse(200, {{"instances", list}});
   }
   if (req.method == "POST") {
     if (!req.content_type.empty() && !req.content_type.starts_with("application/json")) {
       return errorResponse(415, "The request body must be application/json");
     }
-    auto parsed = parseLaunchRequest(req.body, flavors_);
+    auto parsed = parseLaunchRequest(req.body, flavors_, authorize.caller().project_id);
     if (!parsed) return errorResponse(parsed.error());
+    if (!authorize.allows("compute:instances:create", {{"project_id", parsed->project_id}})) {
+      return policyDenied("compute:instances:create");
+    }
     auto accepted = manager_.launch(*parsed);
     if (!accepted) return errorResponse(accepted.error());
     return jsonResponse(202, instanceView(*accepted));
@@ -149,15 +186,30 @@ HttpResponse ApiRouter::instances(const HttpRequest& req) {
   return methodNotAllowed(req);
 }
 
-HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid,
-                                 const std::string& sub) {
+HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& authorize,
+                                 const std::string& uuid, const std::string& sub) {
+  // The route and method first: they say nothing about the instance, and answer as before.
+  const bool known = sub.empty() || sub == "action" || sub == "console";
+  if (!known)
+    return errorResponse(404, fmt::format("No such resource: {}", req.path.substr(0, 256)));
+  if ((sub.empty() && req.method != "GET" && req.method != "DELETE") ||
+      (sub == "action" && req.method != "POST") || (sub == "console" && req.method != "GET")) {
+    return methodNotAllowed(req);
+  }
+  // The owner decides; an instance the caller may not show is answered like a missing one.
+  auto found = manager_.get(uuid);
+  if (!found) return errorResponse(found.error());
+  const rpc::Target target = {{"project_id", found->project_id}};
+  if (!authorize.allows("compute:instances:show", target)) {
+    return errorResponse(404, fmt::format("Instance '{}' does not exist", uuid));
+  }
+  auto permitted = [&](std::string_view operation) {
+    return operation == "compute:instances:show" || authorize.allows(operation, target);
+  };
   if (sub.empty()) {
-    if (req.method == "GET") {
-      auto rec = manager_.get(uuid);
-      if (!rec) return errorResponse(rec.error());
-      return jsonResponse(200, instanceView(*rec));
-    }
+    if (req.method == "GET") return jsonResponse(200, instanceView(*found));
     if (req.method == "DELETE") {
+      if (!permitted("compute:instances:delete")) return policyDenied("compute:instances:delete");
       auto rec = manager_.requestDelete(uuid);
       if (!rec) return errorResponse(rec.error());
       return jsonResponse(202, instanceView(*rec));
@@ -174,6 +226,13 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid
     }
     const std::string action = body.begin().key();
     const json& args = body.begin().value();
+    static const std::vector<std::string_view> kActions = {
+        "reboot", "stop", "start", "snapshot", "attach_volume", "detach_volume"};
+    if (std::find(kActions.begin(), kActions.end(), action) == kActions.end()) {
+      return errorResponse(400, fmt::format("Unknown action '{}'", action.substr(0, 64)));
+    }
+    const std::string operation = "compute:instances:action:" + action;
+    if (!permitted(operation)) return policyDenied(operation);
     auto power = [&](lifecycle::PowerAction a) {
       auto rec = manager_.powerAction(uuid, a);
       if (!rec) return errorResponse(rec.error());
@@ -249,6 +308,7 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid
   }
   if (sub == "console") {
     if (req.method != "GET") return methodNotAllowed(req);
+    if (!permitted("compute:instances:console")) return policyDenied("compute:instances:console");
     auto text = manager_.consoleLog(uuid, kConsoleTailBytes);
     if (!text) return errorResponse(text.error());
     HttpResponse resp;
@@ -260,12 +320,22 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const std::string& uuid
   return errorResponse(404, fmt::format("No such resource: {}", req.path.substr(0, 256)));
 }
 
-HttpResponse ApiRouter::images(const HttpRequest& req) {
+HttpResponse ApiRouter::images(const HttpRequest& req, const Authorizer& authorize) {
   if (req.method != "GET") return methodNotAllowed(req);
+  if (!authorize.allows("compute:images:list", authorize.ownProject())) {
+    return policyDenied("compute:images:list");
+  }
   return jsonResponse(200, images_.list());
 }
 
-HttpResponse ApiRouter::image(const HttpRequest& req, const std::string& image_id) {
+HttpResponse ApiRouter::image(const HttpRequest& req, const Authorizer& authorize,
+                              const std::string& image_id) {
+  const char* operation = req.method == "GET"      ? "compute:images:show"
+                          : req.method == "PUT"    ? "compute:images:precache"
+                          : req.method == "DELETE" ? "compute:images:evict"
+                                                   : nullptr;
+  if (operation == nullptr) return methodNotAllowed(req);
+  if (!authorize.allows(operation, authorize.ownProject())) return policyDenied(operation);
   if (req.method == "GET") {
     auto shown = images_.show(image_id);
     if (!shown) return errorResponse(shown.error());

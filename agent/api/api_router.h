@@ -1,6 +1,12 @@
 #pragma once
 // Maps API requests onto the instance manager. Knows the routes and the JSON shapes; knows
 // nothing about sockets (agent/rpc does that).
+//
+// Every route but /healthz authenticates the caller, then asks the policy about exactly one
+// operation (docs/policy.md): a denial is 403 naming the operation. Instance routes judge against
+// the instance's owner (target project_id). An instance the caller may not even show is answered
+// 404, exactly as a missing one, so that callers cannot learn which uuids other projects use;
+// a caller that may show it but not act on it gets the 403.
 
 #include <functional>
 #include <memory>
@@ -8,7 +14,9 @@
 
 #include "agent/lifecycle/image_cache_service.h"
 #include "agent/lifecycle/instance_manager.h"
+#include "agent/rpc/authenticator.h"
 #include "agent/rpc/http_server.h"
+#include "agent/rpc/policy.h"
 #include "agent/rpc/token_auth.h"
 #include "config/flavors.h"
 #include "drivers/compute_driver.h"
@@ -23,13 +31,35 @@ struct HostIdentity {
   std::string iscsi_connector;
 };
 
+// One request's caller and the policy in force when it arrived.
+class Authorizer {
+ public:
+  Authorizer(const rpc::Policy& policy, const rpc::Caller& caller)
+      : policy_(policy), caller_(caller) {}
+  // Whether the caller may perform `operation` on `target`.
+  bool allows(std::string_view operation, const rpc::Target& target) const;
+  // The target of an operation on no particular owner's resource: the caller's own project,
+  // as nova does, so that project_id:%(project_id)s rules work there too.
+  rpc::Target ownProject() const { return {{"project_id", caller_.project_id}}; }
+  const rpc::Caller& caller() const { return caller_; }
+
+ private:
+  const rpc::Policy& policy_;
+  const rpc::Caller& caller_;
+};
+
+// The 403 answer: "Policy does not allow OPERATION to be performed."
+rpc::HttpResponse policyDenied(std::string_view operation);
+
 class ApiRouter {
  public:
-  using AuthSource = std::function<std::shared_ptr<const rpc::TokenAuthenticator>()>;
+  // Both are asked at every request, so a reload (SIGHUP) takes effect at the next one.
+  using AuthSource = std::function<std::shared_ptr<const rpc::Authenticator>()>;
+  using PolicySource = std::function<std::shared_ptr<const rpc::Policy>()>;
 
   ApiRouter(lifecycle::InstanceManager& manager, lifecycle::ImageCacheService& images,
             drivers::ComputeDriver& driver, const config::FlavorCatalog& flavors, AuthSource auth,
-            HostIdentity host);
+            PolicySource policy, HostIdentity host);
 
   rpc::HttpResponse handle(const rpc::HttpRequest& request);
 
@@ -37,17 +67,19 @@ class ApiRouter {
   rpc::HttpResponse health();
   rpc::HttpResponse host();
   rpc::HttpResponse flavors();
-  rpc::HttpResponse instances(const rpc::HttpRequest& request);
-  rpc::HttpResponse instance(const rpc::HttpRequest& request, const std::string& uuid,
-                             const std::string& sub);
-  rpc::HttpResponse images(const rpc::HttpRequest& request);
-  rpc::HttpResponse image(const rpc::HttpRequest& request, const std::string& image_id);
+  rpc::HttpResponse instances(const rpc::HttpRequest& request, const Authorizer& authorize);
+  rpc::HttpResponse instance(const rpc::HttpRequest& request, const Authorizer& authorize,
+                             const std::string& uuid, const std::string& sub);
+  rpc::HttpResponse images(const rpc::HttpRequest& request, const Authorizer& authorize);
+  rpc::HttpResponse image(const rpc::HttpRequest& request, const Authorizer& authorize,
+                          const std::string& image_id);
 
   lifecycle::InstanceManager& manager_;
   lifecycle::ImageCacheService& images_;
   drivers::ComputeDriver& driver_;
   const config::FlavorCatalog& flavors_;
   AuthSource auth_;
+  PolicySource policy_;
   HostIdentity host_;
 };
 

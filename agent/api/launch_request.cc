@@ -150,15 +150,24 @@ Result<void> assignDevices(std::vector<BlockDeviceRequest>& volumes,
   return success();
 }
 
+bool isValidProjectId(std::string_view project_id) {
+  return !project_id.empty() && project_id.size() <= 64 &&
+         std::all_of(project_id.begin(), project_id.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+         });
+}
+
 Result<LaunchRequest> parseLaunchRequest(std::string_view body,
-                                         const config::FlavorCatalog& catalog) {
+                                         const config::FlavorCatalog& catalog,
+                                         std::string_view caller_project_id) {
   json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Error::invalid("The request body is not valid JSON");
   if (!doc.is_object()) return Error::invalid("The request body must be a JSON object");
   for (const auto& [key, value] : doc.items()) {
     (void)value;
     if (key != "uuid" && key != "name" && key != "flavor" && key != "image" &&
-        key != "block_devices") {
+        key != "block_devices" && key != "project_id") {
       return Error::invalid(fmt::format("Unknown field '{}' in the launch request", key));
     }
   }
@@ -260,7 +269,24 @@ Result<LaunchRequest> parseLaunchRequest(std::string_view body,
   for (auto& b : req.block_devices) {
     if (!b.boot) b.device = data_volumes[next++].device;
   }
+  if (doc.contains("project_id")) {
+    if (!doc["project_id"].is_string() || !isValidProjectId(doc["project_id"].get<std::string>())) {
+      return Error::invalid(
+          "'project_id' must be 1 to 64 characters of letters, digits, '_' or '-'");
+    }
+    req.project_id = doc["project_id"].get<std::string>();
+  } else if (!caller_project_id.empty()) {
+    if (!isValidProjectId(caller_project_id)) {
+      return Error::invalid(
+          "The caller's project is not a valid project_id (1 to 64 characters of letters, "
+          "digits, '_' or '-'); name the project in 'project_id'");
+    }
+    req.project_id = std::string(caller_project_id);
+  }
   doc["uuid"] = req.uuid;  // a retry may spell the uuid in upper case
+  // The owner is part of the request: the same body from another project is another request.
+  // Left out when empty, so that requests from before projects keep their fingerprint.
+  if (!req.project_id.empty()) doc["project_id"] = req.project_id;
   req.fingerprint = sha256Hex(doc.dump());
   return req;
 }

@@ -26,13 +26,21 @@ struct LaunchRequest {
   config::Flavor flavor;  // resolved from the catalog, or given inline (name empty)
   std::string image_id;   // empty when the instance boots from a volume
   std::vector<BlockDeviceRequest> block_devices;
+  // The owning project: the request's project_id, or the caller's project when it gives none.
+  // Empty only when neither exists (a token without a project and no project_id).
+  std::string project_id;
   // SHA-256 of the canonical body: a retry with the same body is the same request. A digest, not
   // the body, because the body may carry CHAP passwords.
   std::string fingerprint;
 };
 
+// `caller_project_id` is the project the request belongs to when the body names none.
 Result<LaunchRequest> parseLaunchRequest(std::string_view body,
-                                         const config::FlavorCatalog& catalog);
+                                         const config::FlavorCatalog& catalog,
+                                         std::string_view caller_project_id = "");
+
+// 1 to 64 characters of letters, digits, '_' or '-' (Keystone's ids are 32 hex digits).
+bool isValidProjectId(std::string_view project_id);
 
 // One block device mapping (also the body of an attach_volume action).
 Result<BlockDeviceRequest> parseBlockDevice(const nlohmann::json& bdm);

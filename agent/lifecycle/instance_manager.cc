@@ -168,6 +168,7 @@ Result<InstanceRecord> InstanceManager::launch(const api::LaunchRequest& request
     InstanceRecord& rec = entry->record;
     rec.uuid = request.uuid;
     rec.name = request.name;
+    rec.project_id = request.project_id;
     rec.flavor = request.flavor;
     rec.image_id = request.image_id;
     rec.request_fingerprint = request.fingerprint;

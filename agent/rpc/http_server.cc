@@ -167,6 +167,7 @@ Result<HttpRequest> toHttpRequest(http::request<http::string_body>& message) {
   if (question != std::string_view::npos) request.query = std::string(target.substr(question + 1));
   request.body = std::move(message.body());
   request.authorization = std::string(toStd(message[http::field::authorization]));
+  request.x_auth_token = std::string(toStd(message["X-Auth-Token"]));
   request.content_type = std::string(toStd(message[http::field::content_type]));
   return request;
 }

@@ -32,6 +32,7 @@ struct HttpRequest {
   std::string query;   // raw query string without '?', may be empty
   std::string body;
   std::string authorization;  // raw Authorization header value, may be empty
+  std::string x_auth_token;   // raw X-Auth-Token header value (OpenStack clients), may be empty
   std::string content_type;
   std::string peer;  // remote address, for logs
 };

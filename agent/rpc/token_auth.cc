@@ -226,10 +226,42 @@ Result<Caller> TokenAuthenticator::authenticate(std::string_view authorization_h
   std::string_view token =
       blank == std::string_view::npos ? std::string_view{} : trim(header.substr(blank));
   if (token.empty()) return unauthorized("The Authorization header has an empty Bearer token");
+  return authenticateToken(token);
+}
 
+Result<Caller> TokenAuthenticator::authenticate(const HttpRequest& request) const {
+  auto token = presentedToken(request);
+  if (!token) return token.error();
+  return authenticateToken(*token);
+}
+
+Result<Caller> TokenAuthenticator::authenticateToken(std::string_view token) const {
   detail::DigestMatch match = detail::findDigest(detail::sha256(token), table_->digests);
-  if (!match.index) return unauthorized("The Bearer token is not valid");
+  if (!match.index) return unauthorized("The token is not valid");
   return table_->callers[*match.index];
+}
+
+Result<std::string_view> presentedToken(const HttpRequest& request) {
+  std::string_view bearer;
+  std::string_view header = trim(request.authorization);
+  if (!header.empty()) {
+    std::size_t blank = header.find_first_of(kBlanks);
+    if (!equalsIgnoringCase(header.substr(0, blank), "bearer")) {
+      return unauthorized("The Authorization header must use the Bearer scheme");
+    }
+    bearer = blank == std::string_view::npos ? std::string_view{} : trim(header.substr(blank));
+    if (bearer.empty()) return unauthorized("The Authorization header has an empty Bearer token");
+  }
+  std::string_view x_auth = trim(request.x_auth_token);
+  if (!bearer.empty() && !x_auth.empty() && bearer != x_auth) {
+    return unauthorized(
+        "The request carries different tokens in X-Auth-Token and Authorization; send one");
+  }
+  if (!x_auth.empty()) return x_auth;
+  if (!bearer.empty()) return bearer;
+  return unauthorized(
+      "The request has no token; send 'X-Auth-Token: <token>' or 'Authorization: Bearer "
+      "<token>'");
 }
 
 std::size_t TokenAuthenticator::size() const { return table_->digests.size(); }

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/rpc/authenticator.h"
 #include "common/result.h"
 
 namespace kiln::rpc {
@@ -29,7 +30,7 @@ struct Caller {
   std::string token_id;
 };
 
-class TokenAuthenticator {
+class TokenAuthenticator final : public Authenticator {
  public:
   // Refuses a file that is not a regular file or that group or others may read or write: a
   // leaked token file is a leaked API.
@@ -42,6 +43,12 @@ class TokenAuthenticator {
   // Maps the value of an Authorization header ("Bearer <token>", scheme case-insensitive) to its
   // caller. Fails with kUnauthorized and a message that never echoes the token.
   Result<Caller> authenticate(std::string_view authorization_header) const;
+
+  // The token from X-Auth-Token or Authorization: Bearer (presentedToken()).
+  Result<Caller> authenticate(const HttpRequest& request) const override;
+
+  // A bare token, as found in either header.
+  Result<Caller> authenticateToken(std::string_view token) const;
 
   std::size_t size() const;
 

@@ -69,6 +69,7 @@ json toJson(const InstanceRecord& r) {
   }
   json out = {{"uuid", r.uuid},
               {"name", r.name},
+              {"project_id", r.project_id},
               {"state", stateName(r.state)},
               {"power_state", r.power_state},
               {"task_state", r.task_state.empty() ? json(nullptr) : json(r.task_state)},
@@ -90,6 +91,7 @@ Result<InstanceRecord> fromJson(const json& j) {
     InstanceRecord r;
     r.uuid = j.at("uuid").get<std::string>();
     r.name = j.at("name").get<std::string>();
+    r.project_id = j.value("project_id", "");
     auto st = stateFromName(j.at("state").get<std::string>());
     if (!st)
       return Error::internal(fmt::format("Stored instance '{}' has an unknown state", r.uuid));

@@ -47,6 +47,9 @@ struct InstanceRecord {
   std::string image_id;
   nlohmann::json image_properties = nlohmann::json::object();
   std::string request_fingerprint;  // canonical request body, for idempotent retries
+  // The owning project, which the API policy judges against ("" for records from before
+  // projects: such an instance belongs to no project and no project_id check matches it).
+  std::string project_id;
   InstanceState state = InstanceState::kBuilding;
   std::string power_state = "nostate";
   std::string task_state;  // "" when idle; "spawning", "deleting"

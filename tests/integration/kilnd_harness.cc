@@ -191,6 +191,18 @@ bool KilndHarness::waitKilled(std::chrono::seconds timeout) {
   return false;
 }
 
+std::string KilndHarness::addToken(const std::string& roles, const std::string& project) {
+  std::string token = randomToken();
+  std::ofstream(dir_.path() + "/tokens", std::ios::app)
+      << token << " " << roles << " " << project << "\n";
+  return token;
+}
+
+void KilndHarness::signal(int sig) {
+  REQUIRE(pid_ > 0);
+  ::kill(pid_, sig);
+}
+
 void KilndHarness::enableNotifySocket() {
   notify_path_ = dir_.path() + "/notify.sock";
   notify_fd_.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));

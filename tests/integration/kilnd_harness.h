@@ -57,6 +57,14 @@ class KilndHarness {
   std::string waitForConsole(const std::string& uuid, const std::string& needle,
                              std::chrono::seconds timeout = std::chrono::seconds(90));
 
+  // Adds a token with `roles` (comma-separated) and `project` to the token file and returns it;
+  // kilnd sees it at its next start or SIGHUP.
+  std::string addToken(const std::string& roles, const std::string& project = "");
+  // The token api() sends from now on (e.g. one Keystone issued).
+  void useToken(std::string token) { token_ = std::move(token); }
+  // Sends `sig` to the running kilnd (SIGHUP: reload the token and policy files).
+  void signal(int sig);
+
   // Adds the test guest (built by tests/guest/build-guest.sh) to the image directory.
   void addGuestImage(const std::string& image_id);
 
