@@ -35,6 +35,7 @@ class KilndHarness {
   void stop();  // SIGTERM and wait: a clean shutdown
   void kill();  // SIGKILL: a crash
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }  // kilnd's process id while it runs (for /proc)
 
   ApiResponse api(const std::string& method, const std::string& path, const std::string& body = "",
                   bool with_token = true, const std::string& extra_headers = "");
