@@ -196,3 +196,30 @@ TEST_CASE("200 launch/delete cycles leave kilnd's descriptors, threads and memor
   CHECK(listed.json["instances"].empty());
   CHECK(countEntries(kilnd.statePath() + "/instances") == 0);
 }
+
+// The request fuzzer's finding, end to end: a body nested 400 000 levels deep inside a volume's
+// connection_info used to overflow the stack of the I/O thread serving it and end kilnd.
+TEST_CASE("a launch body nested 400000 levels deep is refused and kilnd serves on",
+          "[integration]") {
+  KilndHarness kilnd;
+  kilnd.start();
+  const std::size_t levels = 400000;
+  std::string body =
+      std::string(
+          R"({"uuid":"0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10","name":"x","flavor":"m1.tiny",)") +
+      R"("image":{"id":"i"},"block_devices":[{"volume_id":"a","connection_info":)" +
+      R"({"driver_volume_type":"iscsi","data":{"target_portal":"127.0.0.1:3260",)" +
+      R"("target_iqn":"iqn.2010-10.org.openstack:v","target_lun":1,"deep":)" +
+      std::string(levels, '[') + std::string(levels, ']') + "}}}]}";
+  REQUIRE(body.size() < 1024 * 1024);  // under the default body limit
+  auto refused = kilnd.api("POST", "/v1/instances", body);
+  CHECK(refused.status == 400);
+  CHECK(refused.json.value("error", json()).dump().find("nested deeper than 32") !=
+        std::string::npos);
+  auto action =
+      kilnd.api("POST", "/v1/instances/0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10/action",
+                "{\"attach_volume\":" + std::string(levels, '[') + std::string(levels, ']') + "}");
+  CHECK(action.status == 400);
+  CHECK(kilnd.api("GET", "/healthz", "", false).status == 200);
+  CHECK(kilnd.api("GET", "/v1/instances").status == 200);
+}
