@@ -59,7 +59,8 @@ Result<FlavorCatalog> parseFlavors(std::string_view yaml_text, std::string_view 
   } catch (const YAML::Exception& e) {
     return Error::invalid(fmt::format("Cannot parse flavor file '{}': {}", source_name, e.what()));
   }
-  const YAML::Node list = root["flavors"];
+  // operator[] on a scalar or a sequence throws, so the shape is checked before the lookup.
+  const YAML::Node list = root.IsMap() ? root["flavors"] : YAML::Node();
   if (!root.IsMap() || !list || !list.IsSequence()) {
     return Error::invalid(
         fmt::format("Flavor file '{}' must hold a list under the key 'flavors'", source_name));

@@ -17,6 +17,8 @@ PACKAGES=(
   # tests: the UEFI-only guest (GPT, ESP, a unified kernel image on systemd's EFI stub)
   systemd-boot-efi fdisk
   sqlite3 procps curl
+  # tests: the libFuzzer targets (scripts/fuzz.sh) and the API load benchmark (bench/api_load)
+  clang libclang-rt-dev wrk
   # tests: a real OpenStack Glance (the image service) and tgt's iSCSI target on loopback
   glance-api tgt
   # tests: a real OpenStack Keystone (identity; the library and keystone-manage only: the

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite from a clean clone: installs the dependencies, builds kiln (and an
-# ASan+UBSan build of the unit tests), starts libvirtd and virtlogd, then runs every test.
+# ASan+UBSan build of the unit tests), starts libvirtd and virtlogd, runs every libFuzzer target
+# for a bounded time (scripts/fuzz.sh), then runs every test.
 #   sudo scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,9 @@ scripts/check-format.sh
 
 echo "== unit tests under ASan+UBSan"
 (cd build-asan && ctest -L unit --output-on-failure -j"$jobs")
+
+echo "== fuzzing (every libFuzzer target, ${KILN_FUZZ_SECONDS:-20}s each)"
+scripts/fuzz.sh
 
 echo "== all tests (unit + integration against libvirtd, QEMU)"
 (cd build && ctest --output-on-failure -j"$jobs")

@@ -218,8 +218,9 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& autho
   }
   if (sub == "action") {
     if (req.method != "POST") return methodNotAllowed(req);
-    json body = json::parse(req.body, nullptr, false);
-    if (body.is_discarded() || !body.is_object() || body.size() != 1) {
+    auto parsed = parseRequestJson(req.body);
+    json body = parsed ? std::move(parsed).value() : json();
+    if (!parsed || !body.is_object() || body.size() != 1) {
       return errorResponse(400,
                            "An action body is one object with one key, such as "
                            "{\"attach_volume\": {...}} or {\"detach_volume\": {...}}");

@@ -158,11 +158,32 @@ bool isValidProjectId(std::string_view project_id) {
          });
 }
 
+Result<json> parseRequestJson(std::string_view body) {
+  bool too_deep = false;
+  // Returning false drops the container being opened, so nothing deeper is ever built.
+  json::parser_callback_t bound = [&too_deep](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth >= kMaxRequestJsonDepth) {
+      too_deep = true;
+      return false;
+    }
+    return true;
+  };
+  json doc = json::parse(body, bound, /*allow_exceptions=*/false);
+  if (too_deep) {
+    return Error::invalid(
+        fmt::format("The request body is nested deeper than {} levels", kMaxRequestJsonDepth));
+  }
+  if (doc.is_discarded()) return Error::invalid("The request body is not valid JSON");
+  return doc;
+}
+
 Result<LaunchRequest> parseLaunchRequest(std::string_view body,
                                          const config::FlavorCatalog& catalog,
                                          std::string_view caller_project_id) {
-  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return Error::invalid("The request body is not valid JSON");
+  auto body_json = parseRequestJson(body);
+  if (!body_json) return body_json.error();
+  json doc = std::move(body_json).value();
   if (!doc.is_object()) return Error::invalid("The request body must be a JSON object");
   for (const auto& [key, value] : doc.items()) {
     (void)value;

@@ -35,6 +35,14 @@ struct LaunchRequest {
 };
 
 // `caller_project_id` is the project the request belongs to when the body names none.
+// No kiln request needs more than a few levels of nesting. nlohmann's parser is iterative, but
+// serialising (the request fingerprint, the store) recurses once per level: a 1 MiB body of '['
+// inside a volume's connection_info overflowed the stack of the thread serving it.
+inline constexpr int kMaxRequestJsonDepth = 32;
+
+// A request body as JSON: refused when it is not JSON or is nested deeper than the bound above.
+Result<nlohmann::json> parseRequestJson(std::string_view body);
+
 Result<LaunchRequest> parseLaunchRequest(std::string_view body,
                                          const config::FlavorCatalog& catalog,
                                          std::string_view caller_project_id = "");

@@ -114,7 +114,8 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     for (const auto& [usage, value] : secrets) {
       out.push_back({usage, "iscsi", usage, secret_descriptions[usage]});
     }
-    for (const auto& [path, secret] : disk_secrets) out.push_back({secret.first, "volume", path, ""});
+    for (const auto& [path, secret] : disk_secrets)
+      out.push_back({secret.first, "volume", path, ""});
     return out;
   }
   Result<void> removeSecret(const std::string& secret_uuid) override {

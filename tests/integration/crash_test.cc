@@ -30,6 +30,7 @@ struct Scenario {
   Op op = Op::kLaunch;
   std::string action = "abort";  // or "error": the step fails and its rollback runs
   bool kernel = false;           // the kernel connector (stand-in iscsiadm) instead of QEMU's
+  bool encrypted = false;        // vdb is LUKS with a per-instance libvirt secret
 };
 
 struct Row {
@@ -99,7 +100,8 @@ class CrashMatrix {
 
  private:
   Row runRow(const Scenario& sc) {
-    INFO("failpoint " << sc.failpoint << "=" << sc.action << (sc.kernel ? " (kernel)" : ""));
+    INFO("failpoint " << sc.failpoint << "=" << sc.action << (sc.kernel ? " (kernel)" : "")
+                      << (sc.encrypted ? " (encrypted)" : ""));
     auto started = std::chrono::steady_clock::now();
     const std::string uuid = uuidFor(++counter_ + static_cast<int>(sc.op) * 100);
     kiln::testing::TempDir dir;
@@ -108,6 +110,7 @@ class CrashMatrix {
     if (sc.kernel) {
       extra = "[libvirt]\niscsi_connector = kernel\nvolume_device_dir = " + devdir + "\n";
     }
+    if (sc.encrypted) extra += "[ephemeral_storage_encryption]\nenabled = true\n";
     KilndHarness kilnd(extra);
     if (sc.kernel) {
       std::ofstream(dir.path() + "/targets") << volume_.iqn() << " " << volume_.backing() << "\n";
@@ -189,7 +192,8 @@ class CrashMatrix {
     }
 
     json rec = settle(kilnd, uuid, std::chrono::seconds(90));
-    Row row{sc.failpoint + (sc.kernel ? " (kernel)" : ""), sc.action, "", 0};
+    Row row{sc.failpoint + (sc.kernel ? " (kernel)" : "") + (sc.encrypted ? " (encrypted)" : ""),
+            sc.action, "", 0};
     if (deleted) {
       CHECK(rec.is_null());
       row.outcome = rec.is_null() ? "deleted" : "NOT DELETED: " + rec.value("state", "");
@@ -270,9 +274,13 @@ TEST_CASE("crash matrix: delete", "[integration][volumes][crash]") {
   TestVolume volume(23, "vol-crash-delete", "cuser", "crash-pa55word");
   CrashMatrix matrix(volume);
   for (const char* fp : {"delete.before_destroy", "delete.after_destroy", "delete.after_volumes",
-                         "delete.after_files"}) {
+                         "delete.after_keys", "delete.after_files"}) {
     matrix.run({fp, Op::kDelete});
   }
+  // With an encrypted vdb: a crash between the crypto-erase and the purge, and one while the
+  // launch's disk secret exists but the domain does not.
+  matrix.run({"delete.after_keys", Op::kDelete, "abort", false, true});
+  matrix.run({"launch.after_disks_recorded", Op::kLaunch, "abort", false, true});
   matrix.run({"delete.after_destroy", Op::kDelete, "abort", true});
 }
 

@@ -40,6 +40,7 @@ class KilndHarness {
   // The kilnd executable for the next start (the default is the production kilnd).
   void setBinary(std::string path) { binary_ = std::move(path); }
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }  // kilnd's process id while it runs (for /proc)
 
   ApiResponse api(const std::string& method, const std::string& path, const std::string& body = "",
                   bool with_token = true, const std::string& extra_headers = "");

@@ -206,3 +206,25 @@ TEST_CASE("bad block devices are refused with a reason", "[request][volumes]") {
     CHECK(r.error().message.find(c.expected) != std::string::npos);
   }
 }
+
+// Found while fuzzing the request parser: a body nested a few hundred thousand levels deep inside
+// a volume's connection_info (which keeps unknown keys, as Cinder sends many) passed the checks,
+// and serialising it for the fingerprint overflowed the stack, ending kilnd.
+TEST_CASE("a body nested too deeply is refused before anything walks it", "[request]") {
+  auto nested = [](std::size_t levels) {
+    std::string deep = std::string(levels, '[') + std::string(levels, ']');
+    return std::string(R"({"uuid":"0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10","name":"x",)") +
+           R"("flavor":"m1.tiny","image":{"id":"i"},"block_devices":[{"volume_id":"a",)" +
+           R"("connection_info":{"driver_volume_type":"iscsi","data":{)" +
+           R"("target_portal":"127.0.0.1:3260","target_iqn":"iqn.2010-10.org.openstack:v",)" +
+           R"("target_lun":1,"deep":)" + deep + "}}}]}";
+  };
+  auto r = parseLaunchRequest(nested(400000), catalog());  // 800 KB, under the body limit
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message == "The request body is nested deeper than 32 levels");
+  // "deep" sits 5 levels down: 27 more levels make 32, one more is refused.
+  CHECK(parseLaunchRequest(nested(27), catalog()).ok());
+  CHECK_FALSE(parseLaunchRequest(nested(28), catalog()).ok());
+  CHECK_FALSE(kiln::api::parseRequestJson(std::string(100, '{')).ok());
+  CHECK(kiln::api::parseRequestJson("[[[1]]]").ok());
+}

@@ -249,3 +249,23 @@ TEST_CASE("the encryption cipher and key size are checked together", "[config]")
     CHECK(c.error().message == b.message);
   }
 }
+
+// Found by config_fuzz: Boost's message for an unreadable line never finished building when the
+// line held its own placeholder, so kilnd hung at startup instead of naming the line.
+TEST_CASE("an unreadable line is named, whatever it holds", "[config]") {
+  auto cfg = parseConfig("[api]\n# fine\n\n%%%%%%invalid_line%\x01\n", "odd.conf");
+  REQUIRE_FALSE(cfg.ok());
+  INFO(cfg.error().message);
+  CHECK(cfg.error().message.find("odd.conf") != std::string::npos);
+  CHECK(cfg.error().message.find("line 4") != std::string::npos);
+  CHECK(cfg.error().message.find("'%%%%%%invalid_line%?'") != std::string::npos);
+
+  auto empty_section = parseConfig("[]\nlisten = 127.0.0.1:1\n", "odd.conf");
+  REQUIRE_FALSE(empty_section.ok());
+  CHECK(empty_section.error().message.find("line 1") != std::string::npos);
+
+  // What Boost accepts is still accepted: comments after values, blanks, CRLF line ends.
+  auto ok = parseConfig("[api] \r\nlisten = 127.0.0.1:8791 # here\r\n\t\n", "ok.conf");
+  REQUIRE(ok.ok());
+  CHECK(ok->api.listen_port == 8791);
+}

@@ -56,3 +56,13 @@ TEST_CASE("extra specs and ephemeral disks are read", "[flavors]") {
   CHECK(f->ephemeral_gb == 3);
   CHECK(f->extra_specs.at("hw:cpu_sockets") == "1");
 }
+
+// Found by flavors_fuzz: looking up 'flavors' in a document that is not a map threw out of
+// parseFlavors and ended kilnd with std::terminate instead of a message.
+TEST_CASE("a flavor file that is not a map is refused with a message", "[flavors]") {
+  for (const char* yaml : {"??", "just a string", "- a\n- b\n", "42"}) {
+    auto c = parseFlavors(yaml, "f.yaml");
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.error().message.find("under the key 'flavors'") != std::string::npos);
+  }
+}
