@@ -219,8 +219,9 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& autho
   if (sub == "action") {
     if (req.method != "POST") return methodNotAllowed(req);
     auto parsed = parseRequestJson(req.body);
-    json body = parsed ? std::move(parsed).value() : json();
-    if (!parsed || !body.is_object() || body.size() != 1) {
+    if (!parsed) return errorResponse(parsed.error());  // not JSON, or nested too deep
+    json body = std::move(parsed).value();
+    if (!body.is_object() || body.size() != 1) {
       return errorResponse(400,
                            "An action body is one object with one key, such as "
                            "{\"attach_volume\": {...}} or {\"detach_volume\": {...}}");

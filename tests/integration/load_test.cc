@@ -202,6 +202,7 @@ TEST_CASE("200 launch/delete cycles leave kilnd's descriptors, threads and memor
 TEST_CASE("a launch body nested 400000 levels deep is refused and kilnd serves on",
           "[integration]") {
   KilndHarness kilnd;
+  kiln::testing::addLocalImage(kilnd.imagesDir(), "blank", std::string(1 << 20, '\0'), "raw");
   kilnd.start();
   const std::size_t levels = 400000;
   std::string body =
@@ -216,10 +217,31 @@ TEST_CASE("a launch body nested 400000 levels deep is refused and kilnd serves o
   CHECK(refused.status == 400);
   CHECK(refused.json.value("error", json()).dump().find("nested deeper than 32") !=
         std::string::npos);
+  // An action body is read only once the instance is known to exist and to be the caller's (the
+  // policy needs its owner), so the deep action goes to a real instance.
+  const std::string uuid = "5e0c9a52-7d3b-4b8e-9f60-2c1d8e4a7b31";
+  json launch = {{"uuid", uuid},
+                 {"name", "deep"},
+                 {"flavor", {{"vcpus", 1}, {"memory_mb", 64}, {"root_gb", 0}}},
+                 {"image", {{"id", "blank"}}}};
+  REQUIRE(kilnd.api("POST", "/v1/instances", launch.dump()).status == 202);
   auto action =
-      kilnd.api("POST", "/v1/instances/0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10/action",
+      kilnd.api("POST", "/v1/instances/" + uuid + "/action",
                 "{\"attach_volume\":" + std::string(levels, '[') + std::string(levels, ']') + "}");
   CHECK(action.status == 400);
+  CHECK(action.json.value("error", json()).dump().find("nested deeper than 32") !=
+        std::string::npos);
   CHECK(kilnd.api("GET", "/healthz", "", false).status == 200);
   CHECK(kilnd.api("GET", "/v1/instances").status == 200);
+  // Leave nothing behind: the delete waits for the launch to reach a step boundary.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (kilnd.api("DELETE", "/v1/instances/" + uuid).status == 409 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  while (kilnd.api("GET", "/v1/instances/" + uuid).status != 404 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(kilnd.api("GET", "/v1/instances/" + uuid).status == 404);
 }
