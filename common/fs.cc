@@ -92,21 +92,37 @@ Result<std::string> readFile(const stdfs::path& path, std::uint64_t max_bytes) {
     return Error{err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kInternal,
                  fmt::format("Cannot open '{}': {}", path.string(), errnoText(err))};
   }
+  return readAll(fd.get(), path, max_bytes);
+}
+
+Result<std::string> readAll(int fd, const stdfs::path& path, std::uint64_t max_bytes,
+                            std::string_view what) {
   std::string out;
-  char buf[65536];
+  char buf[4096];
+  auto fail = [&](Error e) {
+    ::explicit_bzero(out.data(), out.size());
+    ::explicit_bzero(buf, sizeof buf);
+    return e;
+  };
   for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Error::internal(fmt::format("Cannot read '{}': {}", path.string(), errnoText(errno)));
+      int err = errno;
+      return fail(Error::internal(
+          fmt::format("Cannot read {} '{}': {}", what, path.string(), errnoText(err))));
     }
     if (n == 0) break;
     if (out.size() + static_cast<size_t>(n) > max_bytes) {
-      return Error{ErrorCode::kTooLarge,
-                   fmt::format("File '{}' is larger than {} bytes", path.string(), max_bytes)};
+      std::string name(what);
+      if (!name.empty() && name[0] >= 'a' && name[0] <= 'z')
+        name[0] = static_cast<char>(name[0] - 32);
+      return fail(Error{ErrorCode::kTooLarge, fmt::format("{} '{}' is larger than {} bytes", name,
+                                                          path.string(), max_bytes)});
     }
     out.append(buf, static_cast<size_t>(n));
   }
+  ::explicit_bzero(buf, sizeof buf);
   return out;
 }
 

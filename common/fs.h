@@ -22,6 +22,12 @@ Result<void> writeAll(int fd, std::string_view data, const std::filesystem::path
 
 Result<std::string> readFile(const std::filesystem::path& path, std::uint64_t max_bytes);
 
+// Reads the rest of an open file, at most `max_bytes` (more is kTooLarge). Callers that checked
+// the descriptor (its mode, its type) read the very file they checked. `what` names the file in
+// errors ("token file"). What was read is wiped on failure: secrets are read through it.
+Result<std::string> readAll(int fd, const std::filesystem::path& path, std::uint64_t max_bytes,
+                            std::string_view what = "file");
+
 // Reads at most `max_bytes` from the end of the file (a console log can grow without bound).
 Result<std::string> readFileTail(const std::filesystem::path& path, std::uint64_t max_bytes);
 

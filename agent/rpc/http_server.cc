@@ -625,27 +625,7 @@ Result<std::string> readPemFile(const std::string& path, std::string_view option
         "(chmod 600)",
         option, path, st.st_mode & 07777));
   }
-  std::string contents;
-  char chunk[4096];
-  while (true) {
-    ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      OPENSSL_cleanse(contents.data(), contents.size());
-      return Error::invalid(
-          fmt::format("Cannot read {} '{}': {}", option, path, fs::errnoText(err)));
-    }
-    if (n == 0) break;
-    if (contents.size() + static_cast<std::size_t>(n) > kMaxPemFileBytes) {
-      OPENSSL_cleanse(contents.data(), contents.size());
-      return Error::invalid(
-          fmt::format("{} '{}' is larger than {} bytes", option, path, kMaxPemFileBytes));
-    }
-    contents.append(chunk, static_cast<std::size_t>(n));
-  }
-  OPENSSL_cleanse(chunk, sizeof chunk);
-  return contents;
+  return fs::readAll(fd.get(), path, kMaxPemFileBytes, option);
 }
 
 // Adds every certificate of the CA file to the trust store and to the list of acceptable issuers

@@ -572,23 +572,9 @@ Result<Policy> Policy::loadFile(const std::string& path) {
     std::string message = fmt::format("Cannot open policy file '{}': {}", path, fs::errnoText(err));
     return err == ENOENT ? Error::notFound(std::move(message)) : Error::invalid(std::move(message));
   }
-  std::string contents;
-  char chunk[4096];
-  while (true) {
-    ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Error::invalid(
-          fmt::format("Cannot read policy file '{}': {}", path, fs::errnoText(errno)));
-    }
-    if (n == 0) break;
-    if (contents.size() + static_cast<std::size_t>(n) > kMaxPolicyFileBytes) {
-      return Error::invalid(
-          fmt::format("Policy file '{}' is larger than {} bytes", path, kMaxPolicyFileBytes));
-    }
-    contents.append(chunk, static_cast<std::size_t>(n));
-  }
-  return parse(contents, path);
+  auto contents = fs::readAll(fd.get(), path, kMaxPolicyFileBytes, "policy file");
+  if (!contents) return contents.error();
+  return parse(*contents, path);
 }
 
 bool Policy::allows(std::string_view operation, const Credentials& credentials,

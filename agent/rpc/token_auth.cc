@@ -86,30 +86,6 @@ std::string tokenId(const detail::TokenDigest& digest) {
 
 Error unauthorized(std::string message) { return {ErrorCode::kUnauthorized, std::move(message)}; }
 
-// Reads the whole file through an fd that was already checked, so the checked file is the one
-// that is read even if the path is replaced meanwhile.
-Result<std::string> readAll(int fd, const std::string& path) {
-  std::string contents;
-  char chunk[4096];
-  while (true) {
-    ssize_t n = ::read(fd, chunk, sizeof chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      OPENSSL_cleanse(contents.data(), contents.size());
-      return Error::internal(
-          fmt::format("Cannot read token file '{}': {}", path, fs::errnoText(err)));
-    }
-    if (n == 0) return contents;
-    if (contents.size() + static_cast<std::size_t>(n) > kMaxTokenFileBytes) {
-      OPENSSL_cleanse(contents.data(), contents.size());
-      return Error::invalid(
-          fmt::format("Token file '{}' is larger than {} bytes", path, kMaxTokenFileBytes));
-    }
-    contents.append(chunk, static_cast<std::size_t>(n));
-  }
-}
-
 }  // namespace
 
 namespace detail {
@@ -164,7 +140,7 @@ Result<TokenAuthenticator> TokenAuthenticator::loadFile(const std::string& path)
         "Token file '{}' has mode {:04o}; it must not be accessible by group or others (chmod 600)",
         path, st.st_mode & 07777));
   }
-  Result<std::string> contents = readAll(fd.get(), path);
+  Result<std::string> contents = fs::readAll(fd.get(), path, kMaxTokenFileBytes, "token file");
   if (!contents) return contents.error();
   Result<TokenAuthenticator> parsed = parse(*contents, path);
   OPENSSL_cleanse(contents->data(), contents->size());
