@@ -3,12 +3,11 @@
 #include <time.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/fs.h"
 #include "common/log.h"
 
 namespace kiln::rpc {
@@ -166,11 +165,10 @@ Result<std::string> KeystoneAuthenticator::passwordAuth() const {
 // Called with service_mutex_ held.
 Result<std::string> KeystoneAuthenticator::serviceToken(bool renew) const {
   if (!options_.service_token_file.empty()) {
-    std::ifstream in(options_.service_token_file);
-    std::stringstream text;
-    text << in.rdbuf();
-    std::string token = trimmed(text.str());
-    if (!in || token.empty()) {
+    // Bounded like every other file kilnd reads: a token is a few hundred bytes.
+    auto text = fs::readFile(options_.service_token_file, 64 * 1024);
+    std::string token = text ? trimmed(*text) : std::string();
+    if (token.empty()) {
       return Error::unavailable(
           fmt::format("Cannot read kiln's service token from '{}'", options_.service_token_file));
     }
