@@ -4,7 +4,8 @@
 
 namespace kiln {
 
-// Time is a dependency: tests age cache entries and fire timeouts with a ManualClock.
+// Time is a dependency: tests age cache entries and fire timeouts with a ManualClock
+// (tests/support/manual_clock.h).
 class Clock {
  public:
   virtual ~Clock() = default;
@@ -20,20 +21,6 @@ class SystemClock final : public Clock {
   std::chrono::system_clock::time_point wallNow() const override {
     return std::chrono::system_clock::now();
   }
-};
-
-class ManualClock final : public Clock {
- public:
-  std::chrono::steady_clock::time_point steadyNow() const override { return steady_; }
-  std::chrono::system_clock::time_point wallNow() const override { return wall_; }
-  void advance(std::chrono::milliseconds d) {
-    steady_ += d;
-    wall_ += d;
-  }
-
- private:
-  std::chrono::steady_clock::time_point steady_{};
-  std::chrono::system_clock::time_point wall_{std::chrono::seconds(1'700'000'000)};
 };
 
 // RFC 3339 UTC with milliseconds, the form the API returns.

@@ -6,20 +6,25 @@
 
 namespace kiln {
 
-WorkQueue::WorkQueue(unsigned threads) {
+WorkQueue::WorkQueue(unsigned threads, std::size_t max_pending) : max_pending_(max_pending) {
   for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { run(); });
 }
 
 WorkQueue::~WorkQueue() { shutdown(); }
 
-bool WorkQueue::post(std::function<void()> job) {
+WorkQueue::Admission WorkQueue::tryPost(std::function<void()> job) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) return false;
+    if (stopping_) return Admission::kStopped;
+    if (jobs_.size() >= max_pending_) return Admission::kFull;
     jobs_.push_back(std::move(job));
   }
   ready_.notify_one();
-  return true;
+  return Admission::kQueued;
+}
+
+bool WorkQueue::post(std::function<void()> job) {
+  return tryPost(std::move(job)) == Admission::kQueued;
 }
 
 void WorkQueue::shutdown() {

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "fake_http_client.h"
+#include "manual_clock.h"
 #include "temp_dir.h"
 
 namespace kiln::rpc {
@@ -13,6 +14,7 @@ namespace {
 
 using kiln::testing::FakeHttpClient;
 using kiln::testing::FakeReply;
+using kiln::testing::ManualClock;
 using nlohmann::json;
 
 constexpr const char* kSubject = "gAAAAABcallertoken0123456789";
