@@ -26,6 +26,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/secret_box.h"
+#include "common/work_queue.h"
 #include "config/config.h"
 #include "config/flavors.h"
 #include "drivers/disk/disk_builder.h"
@@ -218,10 +219,7 @@ int run(const config::KilnConfig& cfg) {
     volumes = std::make_unique<drivers::volume::NativeIscsiConnector>(driver);
   }
   lifecycle::ManagerOptions manager_options{
-      state_path + "/instances",
-      state_path + "/snapshots",
-      cfg.defaults.launch_workers,
-      cfg.defaults.use_cow_images,
+      state_path + "/instances", state_path + "/snapshots", cfg.defaults.use_cow_images,
       std::chrono::seconds(cfg.defaults.shutdown_timeout),
       std::chrono::seconds(cfg.libvirt.wait_soft_reboot_seconds)};
   // Validated by the config reader: one of the three names.
@@ -232,11 +230,16 @@ int run(const config::KilnConfig& cfg) {
   manager_options.ephemeral_luks = {encryption.luks.cipher_alg, encryption.luks.cipher_mode,
                                     encryption.luks.ivgen_alg, encryption.luks.ivgen_hash_alg};
   manager_options.ephemeral_key_bits = encryption.key_size;
+  manager_options.reconcile_interval = kReconcileInterval;
+  // Launches, deletes and actions run here; declared before the manager, which it outlives.
+  WorkQueue lifecycle_jobs(cfg.defaults.launch_workers);
   lifecycle::InstanceManager manager(driver, cache, disks, *volumes, *secrets, *uploader, **store,
-                                     clock, manager_options);
+                                     clock, lifecycle_jobs, manager_options);
   if (auto r = manager.recover(); !r) return fail(r.error().message);
   driver.setEventSink([&manager](const drivers::DomainEvent& ev) { manager.onDomainEvent(ev); });
-  driver.setReconnectHook([&manager] { manager.reconcileAll(); });
+  // Runs on the driver's reconnect thread: only wakes the reconcile thread.
+  driver.setReconnectHook([&manager] { manager.requestReconcile(); });
+  manager.startReconciler();
 
   api::HostIdentity identity{cfg.defaults.host.empty() ? machineHostname() : cfg.defaults.host,
                              cfg.defaults.availability_zone, state_path,
@@ -288,7 +291,6 @@ int run(const config::KilnConfig& cfg) {
   std::uint64_t watchdog_usec = 0;
   bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
   const auto tick = std::chrono::seconds(1);
-  auto next_reconcile = std::chrono::steady_clock::now() + kReconcileInterval;
   for (;;) {
     timespec timeout{static_cast<time_t>(tick.count()), 0};
     int sig = sigtimedwait(&signals, nullptr, &timeout);
@@ -315,15 +317,12 @@ int run(const config::KilnConfig& cfg) {
         log::error("Keeping the old policy: {}", fresh_policy.error().message);
       }
     }
-    if (std::chrono::steady_clock::now() >= next_reconcile) {
-      manager.reconcileAll();
-      next_reconcile = std::chrono::steady_clock::now() + kReconcileInterval;
-    }
   }
   sd_notify(0, "STOPPING=1");
   server.stop();
   images.stop();
   manager.shutdown();
+  lifecycle_jobs.shutdown();  // the jobs already queued still run
   driver.stop();
   return 0;
 }

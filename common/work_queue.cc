@@ -45,6 +45,11 @@ std::size_t WorkQueue::pending() const {
   return jobs_.size();
 }
 
+void WorkQueue::waitIdle() {
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [this] { return jobs_.empty() && running_ == 0; });
+}
+
 void WorkQueue::run() {
   for (;;) {
     std::function<void()> job;
@@ -54,12 +59,16 @@ void WorkQueue::run() {
       if (jobs_.empty()) return;
       job = std::move(jobs_.front());
       jobs_.pop_front();
+      ++running_;
     }
     try {
       job();
     } catch (const std::exception& e) {
       log::error("A background job failed with an exception: {}", e.what());
     }
+    job = nullptr;  // what the job captured goes before it counts as done
+    std::lock_guard lock(mutex_);
+    if (--running_ == 0 && jobs_.empty()) idle_.notify_all();
   }
 }
 

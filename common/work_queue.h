@@ -33,6 +33,8 @@ class WorkQueue final : public Executor {
   bool post(std::function<void()> job) override;
   // Runs the jobs already queued, then joins the workers.
   void shutdown();
+  // Blocks until no job is queued or running (tests: the end of everything they started).
+  void waitIdle();
   std::size_t pending() const;
 
  private:
@@ -40,7 +42,9 @@ class WorkQueue final : public Executor {
   const std::size_t max_pending_;
   mutable std::mutex mutex_;
   std::condition_variable ready_;
+  std::condition_variable idle_;
   std::deque<std::function<void()>> jobs_;
+  std::size_t running_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;
 };

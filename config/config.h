@@ -73,7 +73,7 @@ struct LibvirtSection {
   unsigned wait_soft_reboot_seconds = 120;  // a SOFT reboot becomes HARD after this
   // UEFI firmware overrides (both or neither); empty: chosen from QEMU's firmware descriptors.
   std::string uefi_loader;
-  std::string uefi_nvram_template;         // a SOFT reboot becomes HARD after this
+  std::string uefi_nvram_template;         // the variables template that goes with uefi_loader
   std::string iscsi_connector = "native";  // native (QEMU's initiator) or kernel (iscsiadm)
   std::string volume_device_dir = "/dev/disk/by-path";  // where the kernel initiator's LUNs appear
   // How an instance's private files (vda's overlay or copy, vdb, the console log) are cleared

@@ -1,50 +1,49 @@
 #pragma once
-// The lifecycle of instances on this host: launch and delete as per-instance jobs on a worker
-// pool, recovery after a restart, and reconciliation with what the hypervisor really runs.
+// The lifecycle's front door: what the API router, the image cache service and main call. It
+// composes the rooms that do the work and adds nothing of its own:
 //
-// Locking: `mutex_` guards the map only. Each instance has `mu` (its record; held briefly,
-// including the store write that must precede a side effect) and `job` (one long operation at a
-// time: a delete waits for a launch to reach a step boundary, where it sees the request).
+//   instance_table   the instances, their records and store writes, one job per instance
+//   transitions      which operation may start in which state (the state machine)
+//   launch, delete, power, snapshot, volumes      one operation each: admission, steps, rollback
+//   instance_resources   what an instance owns on the host: files, volume connections, disk keys
+//   recovery         what a restart left half done
+//   ../sync/         reconcile with the hypervisor, libvirt events, the orphan sweep
+//
+// Background work runs on the injected Executor (a WorkQueue in kilnd, a ManualExecutor in
+// tests), through a ScopedExecutor so that no job outlives the manager.
 
 #include <atomic>
-#include <chrono>
-#include <map>
+#include <functional>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/api/launch_request.h"
+#include "agent/lifecycle/delete.h"
+#include "agent/lifecycle/instance_resources.h"
+#include "agent/lifecycle/instance_table.h"
+#include "agent/lifecycle/launch.h"
+#include "agent/lifecycle/manager_options.h"
+#include "agent/lifecycle/power.h"
+#include "agent/lifecycle/recovery.h"
+#include "agent/lifecycle/snapshot.h"
+#include "agent/lifecycle/volumes.h"
 #include "agent/state/instance_store.h"
+#include "agent/sync/orphan_sweep.h"
+#include "agent/sync/reconciler.h"
 #include "common/clock.h"
+#include "common/executor.h"
+#include "common/scoped_executor.h"
 #include "common/secret_box.h"
-#include "common/work_queue.h"
 #include "drivers/compute_driver.h"
 #include "drivers/disk/disk_builder.h"
-#include "drivers/disk/disk_purge.h"
 #include "drivers/volume/volume_connector.h"
 #include "imagecache/image_cache.h"
 #include "imagecache/image_uploader.h"
 
 namespace kiln::lifecycle {
-
-struct ManagerOptions {
-  std::string instances_dir;  // state_path/instances
-  std::string snapshots_dir;  // state_path/snapshots: temporary copies being uploaded
-  unsigned workers = 4;
-  bool use_cow_images = true;                 // vda: qcow2 overlay over the base, or a full copy
-  std::chrono::seconds shutdown_timeout{60};  // stop: clean shutdown, then power off
-  std::chrono::seconds soft_reboot_timeout{120};  // SOFT reboot falls back to HARD after it
-  // How the instance's private files are cleared on delete and on a rolled-back launch.
-  drivers::disk::ClearMethod ephemeral_clear = drivers::disk::ClearMethod::kZero;
-  // [ephemeral_storage_encryption]: vdb as LUKS qcow2 with a fresh key per instance.
-  bool encrypt_ephemeral = false;
-  drivers::disk::LuksOptions ephemeral_luks{};
-  unsigned ephemeral_key_bits = 512;
-};
-
-enum class PowerAction { kSoftReboot, kHardReboot, kStop, kStart };
 
 struct Usage {
   std::uint64_t vcpus = 0;
@@ -58,12 +57,14 @@ class InstanceManager {
   InstanceManager(drivers::ComputeDriver& driver, imagecache::ImageCache& cache,
                   drivers::disk::DiskBuilder& disks, drivers::volume::VolumeConnector& volumes,
                   const SecretBox& secrets, imagecache::ImageUploader& uploader,
-                  state::InstanceStore& store, const Clock& clock, ManagerOptions options);
+                  state::InstanceStore& store, const Clock& clock, Executor& jobs,
+                  ManagerOptions options);
   ~InstanceManager();
+  InstanceManager(const InstanceManager&) = delete;
+  InstanceManager& operator=(const InstanceManager&) = delete;
 
-  // Loads the records, finishes interrupted deletes, fails interrupted launches, settles
-  // interrupted actions (volume attach/detach, snapshot, power), removes the half-made images of
-  // interrupted snapshots, then reconciles with the hypervisor (which sweeps orphans).
+  // Loads the records and queues what a restart left half done (recovery.h). The first reconcile
+  // (startReconciler) then settles interrupted actions and sweeps orphans.
   Result<void> recover();
 
   // 202-style: returns the record as accepted. The same uuid and body again returns the
@@ -88,77 +89,34 @@ class InstanceManager {
   // must stay in the cache.
   std::set<std::string> imagesInUse() const;
 
-  // Compares every settled instance with the hypervisor and records what it finds, then sweeps
-  // what no instance owns (see sweepOrphans).
+  // One reconcile pass on the calling thread (sync/reconciler.h).
   void reconcileAll();
+  // Called on the driver's event thread: only enqueues.
   void onDomainEvent(const drivers::DomainEvent& event);
+  // The reconcile thread: a first pass at once, then every reconcile_interval and whenever
+  // requestReconcile() wakes it (after a reconnect).
+  void startReconciler();
+  void requestReconcile();
 
-  // Stops taking work and waits for running jobs.
+  // Stops taking work and stops the reconcile thread; jobs already queued still run (the
+  // executor's owner drains it). The destructor then waits for running jobs and drops the rest.
   void shutdown();
 
+  void setLaunchBoundaryHookForTest(std::function<void(std::string_view boundary)> hook);
+
  private:
-  struct Entry {
-    std::mutex mu;
-    std::mutex job;
-    state::InstanceRecord record;
-    bool delete_requested = false;
-    // A restart of kilnd interrupted the action named in record.task_state.
-    bool interrupted_action = false;
-  };
-  using EntryPtr = std::shared_ptr<Entry>;
-
-  EntryPtr find(const std::string& uuid) const;
-  void runLaunch(const EntryPtr& entry, const api::LaunchRequest& request);
-  Result<void> launchSteps(const EntryPtr& entry, const api::LaunchRequest& request,
-                           Timeline& timeline);
-  // `operation` ("launch" or "attach") names the failpoints around the connection.
-  Result<drivers::DiskSpec> connectVolume(const EntryPtr& entry, const api::BlockDeviceRequest& bdm,
-                                          std::string_view operation);
-  void runDelete(const EntryPtr& entry);
-  // Leaves the delete for the periodic reconcile to retry, saying why.
-  void deferDelete(const EntryPtr& entry, const Error& why);
-  void runPowerAction(const EntryPtr& entry, PowerAction action);
-  void runSnapshot(const EntryPtr& entry, const std::string& image_id);
-  void runAttach(const EntryPtr& entry, const api::BlockDeviceRequest& bdm);
-  void runDetach(const EntryPtr& entry, const std::string& volume_id);
-  void reconcileOne(const EntryPtr& entry);
-  // Settles an action a restart interrupted; the caller holds entry->job. False when the
-  // hypervisor could not be asked (the next reconcile tries again).
-  bool finishInterruptedAction(const EntryPtr& entry);
-  // Removes what a crash can leave that no instance owns, and only what is provably this
-  // kilnd's: domains named kiln-<uuid> whose files are under instances_dir, directories in
-  // instances_dir, secrets whose description names instances_dir or whose usage is a path in it.
-  // Records of failed launches own nothing (their launch was rolled back).
-  void sweepOrphans();
-  // Discards the images of snapshots a restart interrupted (named by their marker files).
-  void discardInterruptedSnapshots(const std::vector<std::string>& markers);
-  void rollbackLaunch(const EntryPtr& entry);
-  Result<void> disconnectVolumes(const EntryPtr& entry);
-  // Crypto-erase: undefines the encrypted disks' libvirt secrets, then erases their sealed keys
-  // from the record and writes it, all before any file is touched.
-  Result<void> destroyDiskKeys(const EntryPtr& entry);
-  // Clears the instance directory's files (ephemeral_clear), then removes the directory.
-  Result<void> purgeInstanceFiles(const std::string& uuid);
-  // Defines again the disk secrets libvirtd lost (a libvirtd restart forgets ephemeral secrets).
-  void restoreDiskSecrets(const EntryPtr& entry);
-  // Every volume attachment on this host except those of `uuid`.
-  std::vector<drivers::volume::Attachment> otherAttachments(const std::string& uuid) const;
-  // Applies `change` to the record and writes it to the store; the caller holds entry->mu.
-  Result<void> saveLocked(Entry& entry);
-  std::string instanceDir(const std::string& uuid) const;
-
-  drivers::ComputeDriver& driver_;
-  imagecache::ImageCache& cache_;
-  drivers::disk::DiskBuilder& disks_;
-  drivers::volume::VolumeConnector& volumes_;
-  const SecretBox& secrets_;
-  imagecache::ImageUploader& uploader_;
-  state::InstanceStore& store_;
-  const Clock& clock_;
   ManagerOptions options_;
-  mutable std::mutex mutex_;
-  std::map<std::string, EntryPtr> entries_;
-  WorkQueue jobs_;
+  ScopedExecutor jobs_;
+  InstanceTable table_;
+  InstanceResources resources_;
+  Launcher launcher_;
+  Deleter deleter_;
+  PowerControl power_;
+  Snapshotter snapshots_;
+  VolumeActions volume_actions_;
+  Recovery recovery_;
+  sync::OrphanSweep sweep_;
+  sync::Reconciler reconciler_;
   std::atomic<bool> shutting_down_{false};
 };
 

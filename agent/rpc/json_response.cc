@@ -1,6 +1,11 @@
 #include "agent/rpc/json_response.h"
 
+#include <fmt/format.h>
+
 #include <string>
+
+#include "common/log.h"
+#include "common/uuid.h"
 
 namespace kiln::rpc {
 
@@ -19,7 +24,13 @@ HttpResponse errorResponse(unsigned status, std::string_view message) {
 }
 
 HttpResponse errorResponse(const Error& error) {
-  return errorResponse(httpStatusFor(error.code), error.message);
+  const unsigned status = httpStatusFor(error.code);
+  if (status != 500) return errorResponse(status, error.message);
+  // An internal error's words come from deep inside (SQLite, a library, a path on the host): they
+  // go to the log under a request id, and the caller gets the id to quote.
+  const std::string request_id = "req-" + randomUuid();
+  log::error("Internal error (request {}): {}", request_id, error.message);
+  return errorResponse(500, fmt::format("Internal error (request {})", request_id));
 }
 
 unsigned httpStatusFor(ErrorCode code) {

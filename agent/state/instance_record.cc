@@ -6,30 +6,6 @@ namespace kiln::state {
 
 using nlohmann::json;
 
-std::string_view stateName(InstanceState s) {
-  switch (s) {
-    case InstanceState::kBuilding:
-      return "building";
-    case InstanceState::kActive:
-      return "active";
-    case InstanceState::kStopped:
-      return "stopped";
-    case InstanceState::kError:
-      return "error";
-    case InstanceState::kDeleting:
-      return "deleting";
-  }
-  return "error";
-}
-
-std::optional<InstanceState> stateFromName(std::string_view name) {
-  for (auto s : {InstanceState::kBuilding, InstanceState::kActive, InstanceState::kStopped,
-                 InstanceState::kError, InstanceState::kDeleting}) {
-    if (stateName(s) == name) return s;
-  }
-  return std::nullopt;
-}
-
 json toJson(const InstanceRecord& r) {
   json flavor = {{"vcpus", r.flavor.vcpus},
                  {"memory_mb", r.flavor.memory_mb},
@@ -72,7 +48,8 @@ json toJson(const InstanceRecord& r) {
               {"project_id", r.project_id},
               {"state", stateName(r.state)},
               {"power_state", r.power_state},
-              {"task_state", r.task_state.empty() ? json(nullptr) : json(r.task_state)},
+              {"task_state", r.task_state == TaskState::kNone ? json(nullptr)
+                                                              : json(taskStateName(r.task_state))},
               {"flavor", std::move(flavor)},
               {"image", {{"id", r.image_id}, {"properties", r.image_properties}}},
               {"disks", std::move(disks)},
@@ -97,7 +74,14 @@ Result<InstanceRecord> fromJson(const json& j) {
       return Error::internal(fmt::format("Stored instance '{}' has an unknown state", r.uuid));
     r.state = *st;
     r.power_state = j.at("power_state").get<std::string>();
-    if (!j.at("task_state").is_null()) r.task_state = j.at("task_state").get<std::string>();
+    if (!j.at("task_state").is_null()) {
+      auto task = taskStateFromName(j.at("task_state").get<std::string>());
+      if (!task || *task == TaskState::kNone) {
+        return Error::internal(
+            fmt::format("Stored instance '{}' has an unknown task state", r.uuid));
+      }
+      r.task_state = *task;
+    }
     const json& f = j.at("flavor");
     r.flavor.name = f.value("name", "");
     r.flavor.vcpus = f.at("vcpus").get<unsigned>();

@@ -1,10 +1,7 @@
 #pragma once
 // What kiln knows about one instance. The record is written to the store before every side
-// effect, so after a crash it says what may exist on the host.
-//
-//   building --launch ok--> active <--start/stop--> stopped
-//       |                     |
-//       +--launch fails--> error          any state --DELETE--> deleting --> (row removed)
+// effect, so after a crash it says what may exist on the host. Its states and the transitions
+// between them: agent/state/instance_state.h and agent/lifecycle/transitions.h.
 
 #include <nlohmann/json.hpp>
 
@@ -14,16 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "agent/state/instance_state.h"
 #include "common/timeline.h"
 #include "config/flavors.h"
 #include "drivers/volume/volume_connector.h"
 
 namespace kiln::state {
-
-enum class InstanceState { kBuilding, kActive, kStopped, kError, kDeleting };
-
-std::string_view stateName(InstanceState s);
-std::optional<InstanceState> stateFromName(std::string_view name);
 
 struct DiskRecord {
   std::string device;  // vda, vdb, ...
@@ -52,8 +45,8 @@ struct InstanceRecord {
   std::string project_id;
   InstanceState state = InstanceState::kBuilding;
   std::string power_state = "nostate";
-  std::string task_state;  // "" when idle; "spawning", "deleting"
-  std::string fault;       // set when state is error
+  TaskState task_state = TaskState::kNone;
+  std::string fault;  // set when state is error
   std::vector<DiskRecord> disks;
   std::vector<drivers::volume::Attachment> volumes;
   // volume id -> its CHAP password sealed with the host key (common/secret_box.h); never shown.

@@ -2,6 +2,8 @@
 // A ComputeDriver that keeps domains in a map, records calls and fails on request.
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -44,6 +46,8 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     return success();
   }
   Result<bool> reboot(const std::string& uuid, bool hard, std::chrono::seconds) override {
+    ++reboots_started_;
+    if (before_reboot) before_reboot();  // outside the lock: a test may hold the reboot here
     std::lock_guard lock(mutex_);
     if (domains.count(uuid) == 0) return Error::notFound("no domain");
     ++reboots;
@@ -165,6 +169,7 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   }
 
   std::mutex mutex_;
+  std::atomic<int> reboots_started_{0};
   std::map<std::string, drivers::PowerState> domains;
   std::vector<drivers::InstanceSpec> spawned;
   std::vector<std::string> destroyed;
@@ -172,6 +177,9 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   std::optional<Error> fail_destroy;
   std::optional<Error> fail_secret;
   int reboots = 0;
+  // Called as a reboot begins, on the rebooting thread; set before the reboot is requested.
+  std::function<void()> before_reboot;
+  int rebootsStarted() const { return reboots_started_; }
   int pauses = 0;
   std::map<std::string, std::string> secrets;
   // disk path -> {secret uuid, passphrase}

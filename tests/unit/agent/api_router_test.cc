@@ -11,6 +11,7 @@
 #include "agent/api/launch_request.h"
 #include "fake_compute_driver.h"
 #include "local_images.h"
+#include "manual_executor.h"
 #include "temp_dir.h"
 
 using kiln::api::ApiRouter;
@@ -33,6 +34,7 @@ struct Api {
   std::string images = dir.path() + "/images";
   std::string state = dir.path() + "/state";
   kiln::SystemClock clock;
+  kiln::testing::ManualExecutor executor;
   kiln::PosixCommandRunner runner;
   kiln::QemuImg qemu_img{runner};
   kiln::drivers::disk::DiskBuilder disks{qemu_img};
@@ -63,8 +65,8 @@ struct Api {
     REQUIRE(s.ok());
     store = std::move(s).value();
     manager = std::make_unique<kiln::lifecycle::InstanceManager>(
-        driver, *cache, disks, connector, secrets, uploader, *store, clock,
-        kiln::lifecycle::ManagerOptions{state + "/instances", state + "/snapshots", 2, true});
+        driver, *cache, disks, connector, secrets, uploader, *store, clock, executor,
+        kiln::lifecycle::ManagerOptions{state + "/instances", state + "/snapshots", true});
     REQUIRE(manager->recover().ok());
     kiln::lifecycle::CacheManagerOptions cache_manager;
     cache_manager.manager_interval = -1;
@@ -108,13 +110,10 @@ struct Api {
     return body;
   }
   void waitSettled() {
-    for (int i = 0; i < 500; ++i) {
-      auto rec = manager->get(kUuid);
-      REQUIRE(rec.ok());
-      if (rec->state != kiln::state::InstanceState::kBuilding) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    FAIL("instance stayed building");
+    executor.runUntilIdle();
+    auto rec = manager->get(kUuid);
+    REQUIRE(rec.ok());
+    if (rec->state == kiln::state::InstanceState::kBuilding) FAIL("instance stayed building");
   }
 };
 

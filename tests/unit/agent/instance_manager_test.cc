@@ -1,4 +1,6 @@
-// The lifecycle against a fake hypervisor, with the real image cache, store and qemu-img.
+// The lifecycle against a fake hypervisor, with the real image cache, store and qemu-img. Jobs
+// run on the test's own thread (ManualExecutor): a test runs them to the end, or stops between
+// them, and never polls.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -7,6 +9,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "agent/api/api_router.h"
@@ -14,6 +17,7 @@
 #include "common/uuid.h"
 #include "fake_compute_driver.h"
 #include "local_images.h"
+#include "manual_executor.h"
 #include "temp_dir.h"
 
 using kiln::lifecycle::InstanceManager;
@@ -39,6 +43,9 @@ struct Harness {
   std::string images = dir.path() + "/images";
   std::string state = dir.path() + "/state";
   kiln::SystemClock clock;
+  kiln::testing::ManualExecutor executor;
+  // Set by threaded(): a real pool, for the tests about concurrency.
+  std::optional<kiln::WorkQueue> pool;
   kiln::PosixCommandRunner runner;
   kiln::QemuImg qemu_img{runner};
   kiln::drivers::disk::DiskBuilder disks{qemu_img};
@@ -55,6 +62,7 @@ struct Harness {
   // Set before restart() to change them.
   kiln::drivers::disk::ClearMethod clear = kiln::drivers::disk::ClearMethod::kZero;
   bool encrypt = false;
+  std::chrono::milliseconds job_timeout{std::chrono::seconds(30)};
 
   explicit Harness(bool cow = true) : use_cow(cow) {
     stdfs::create_directories(images);
@@ -71,19 +79,39 @@ struct Harness {
     auto s = kiln::state::InstanceStore::open(state + "/kiln.db");
     REQUIRE(s.ok());
     store = std::move(s).value();
-    kiln::lifecycle::ManagerOptions manager_options{state + "/instances", state + "/snapshots", 2,
+    kiln::lifecycle::ManagerOptions manager_options{state + "/instances", state + "/snapshots",
                                                     use_cow};
     manager_options.ephemeral_clear = clear;
     manager_options.encrypt_ephemeral = encrypt;
+    manager_options.job_timeout = job_timeout;
+    kiln::Executor& jobs = pool ? static_cast<kiln::Executor&>(*pool) : executor;
     manager = std::make_unique<InstanceManager>(driver, *cache, disks, connector, secrets, uploader,
-                                                *store, clock, manager_options);
+                                                *store, clock, jobs, manager_options);
+    // As kilnd starts: recovery's jobs, then the first reconcile and what it queues.
     REQUIRE(manager->recover().ok());
+    runJobs();
+    manager->reconcileAll();
+    runJobs();
   }
   void restart() {
     manager.reset();
     store.reset();
     cache.reset();
     start();
+  }
+  // From now on jobs run on two real workers.
+  void threaded() {
+    manager.reset();
+    pool.emplace(2);
+    restart();
+  }
+  // Runs every queued job, and the jobs they queue, to the end.
+  void runJobs() {
+    if (pool) {
+      pool->waitIdle();
+    } else {
+      executor.runUntilIdle();
+    }
   }
   kiln::api::LaunchRequest request(const std::string& image = "img", std::uint64_t root_gb = 1,
                                    std::uint64_t eph_gb = 1) {
@@ -98,22 +126,17 @@ struct Harness {
     r.fingerprint = "fp-" + image + std::to_string(root_gb);
     return r;
   }
+  // The instance once every queued job has run.
   InstanceRecord waitSettled(const std::string& uuid = kUuid) {
-    for (int i = 0; i < 500; ++i) {
-      auto rec = manager->get(uuid);
-      REQUIRE(rec.ok());
-      if (rec->state != InstanceState::kBuilding) return *rec;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    FAIL("instance stayed building");
-    return {};
+    runJobs();
+    auto rec = manager->get(uuid);
+    REQUIRE(rec.ok());
+    if (rec->state == InstanceState::kBuilding) FAIL("instance stayed building");
+    return *rec;
   }
   bool waitGone(const std::string& uuid = kUuid) {
-    for (int i = 0; i < 500; ++i) {
-      if (!manager->get(uuid).ok()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
+    runJobs();
+    return !manager->get(uuid).ok();
   }
   std::string instanceDir() const { return state + "/instances/" + kUuid; }
 };
@@ -259,14 +282,10 @@ TEST_CASE("reconcile follows the hypervisor", "[manager]") {
   Harness h;
   REQUIRE(h.manager->launch(h.request()).ok());
   h.waitSettled();
-  // Reconcile skips an instance whose job is still finishing, so poll as the periodic task would.
+  // No job runs now (they ran on this thread), so one pass sees the instance.
   auto reconcileUntil = [&](InstanceState wanted) {
-    for (int i = 0; i < 200; ++i) {
-      h.manager->reconcileAll();
-      if (h.manager->get(kUuid)->state == wanted) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return false;
+    h.manager->reconcileAll();
+    return h.manager->get(kUuid)->state == wanted;
   };
   h.driver.setPower(kUuid, kiln::drivers::PowerState::kShutoff);
   CHECK(reconcileUntil(InstanceState::kStopped));
@@ -282,6 +301,7 @@ TEST_CASE("reconcile follows the hypervisor", "[manager]") {
 
 TEST_CASE("concurrent launches of one image download it once", "[manager]") {
   Harness h;
+  h.threaded();
   std::vector<std::string> uuids;
   for (int i = 0; i < 4; ++i) {
     auto r = h.request();
@@ -413,19 +433,15 @@ TEST_CASE("hot attach and detach record the volume and its secret", "[manager][v
   auto bdm = chapVolume("hot", "");
   auto accepted = h.manager->attachVolume(kUuid, bdm);
   REQUIRE(accepted.ok());
-  CHECK(accepted->task_state == "attaching_volume");
-  for (int i = 0; i < 200 && !h.manager->get(kUuid)->task_state.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  CHECK(accepted->task_state == kiln::state::TaskState::kAttachingVolume);
+  h.runJobs();
   auto rec = h.manager->get(kUuid);
   REQUIRE(rec->volumes.size() == 1);
   CHECK(rec->volumes[0].device == "vdc");  // vda root, vdb ephemeral
   CHECK(h.driver.attached[kUuid] == std::vector<std::string>{"vdc"});
   CHECK(h.manager->attachVolume(kUuid, bdm).error().code == kiln::ErrorCode::kConflict);
   REQUIRE(h.manager->detachVolume(kUuid, "hot").ok());
-  for (int i = 0; i < 200 && !h.manager->get(kUuid)->task_state.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  h.runJobs();
   CHECK(h.manager->get(kUuid)->volumes.empty());
   CHECK(h.driver.attached[kUuid].empty());
   CHECK(h.driver.secrets.empty());
@@ -443,10 +459,7 @@ TEST_CASE("reconcile re-creates a CHAP secret that libvirtd forgot", "[manager][
     std::lock_guard lock(h.driver.mutex_);
     h.driver.secrets.clear();  // what a libvirtd restart does to ephemeral secrets
   }
-  for (int i = 0; i < 200 && h.driver.secrets.empty(); ++i) {
-    h.manager->reconcileAll();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  h.manager->reconcileAll();
   std::lock_guard lock(h.driver.mutex_);
   CHECK(h.driver.secrets[rec.volumes[0].secret_usage] == "pa55-vol-1");
 }
@@ -456,9 +469,7 @@ TEST_CASE("stop, start and reboot follow the state rules", "[manager][power]") {
   REQUIRE(h.manager->launch(h.request()).ok());
   h.waitSettled();
   auto settle = [&] {
-    for (int i = 0; i < 200 && !h.manager->get(kUuid)->task_state.empty(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    h.runJobs();
     return *h.manager->get(kUuid);
   };
   using kiln::lifecycle::PowerAction;
@@ -466,7 +477,7 @@ TEST_CASE("stop, start and reboot follow the state rules", "[manager][power]") {
         kiln::ErrorCode::kConflict);
   auto stopping = h.manager->powerAction(kUuid, PowerAction::kStop);
   REQUIRE(stopping.ok());
-  CHECK(stopping->task_state == "powering_off");
+  CHECK(stopping->task_state == kiln::state::TaskState::kPoweringOff);
   CHECK(settle().state == InstanceState::kStopped);
   CHECK(h.manager->powerAction(kUuid, PowerAction::kStop).error().code ==
         kiln::ErrorCode::kConflict);
@@ -488,10 +499,7 @@ TEST_CASE("a crashed domain puts the instance in error with a fault", "[manager]
   REQUIRE(h.manager->launch(h.request()).ok());
   h.waitSettled();
   h.driver.setPower(kUuid, kiln::drivers::PowerState::kCrashed);
-  for (int i = 0; i < 200 && h.manager->get(kUuid)->state != InstanceState::kError; ++i) {
-    h.manager->reconcileAll();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  h.manager->reconcileAll();
   auto rec = h.manager->get(kUuid);
   CHECK(rec->state == InstanceState::kError);
   CHECK(rec->fault.find("QEMU process ended unexpectedly") != std::string::npos);
@@ -611,22 +619,17 @@ TEST_CASE("reconcile and start define again a disk secret libvirtd forgot",
            h.driver.disk_secrets[rec.disks[1].path].first == rec.disks[1].encryption_secret_uuid;
   };
   forget();
-  for (int i = 0; i < 200 && !defined(); ++i) {
-    h.manager->reconcileAll();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  h.manager->reconcileAll();
   CHECK(defined());
 
   using kiln::lifecycle::PowerAction;
   REQUIRE(h.manager->powerAction(kUuid, PowerAction::kStop).ok());
-  for (int i = 0; i < 200 && h.manager->get(kUuid)->state != InstanceState::kStopped; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  h.runJobs();
+  REQUIRE(h.manager->get(kUuid)->state == InstanceState::kStopped);
   forget();
   REQUIRE(h.manager->powerAction(kUuid, PowerAction::kStart).ok());
-  for (int i = 0; i < 200 && h.manager->get(kUuid)->state != InstanceState::kActive; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  h.runJobs();
+  REQUIRE(h.manager->get(kUuid)->state == InstanceState::kActive);
   CHECK(defined());
 }
 
@@ -676,7 +679,7 @@ TEST_CASE("a restart settles an interrupted attach by what the domain has", "[ma
   auto stored = h.store->get(kUuid);
   REQUIRE(stored.ok());
   InstanceRecord rec = **stored;
-  rec.task_state = "attaching_volume";
+  rec.task_state = kiln::state::TaskState::kAttachingVolume;
   auto bdm = chapVolume("half", "vdc");
   auto att = h.connector.plan(kUuid, "half", "vdc", false, bdm.target);
   REQUIRE(h.connector.connect(att, bdm.target).ok());
@@ -684,13 +687,8 @@ TEST_CASE("a restart settles an interrupted attach by what the domain has", "[ma
   REQUIRE(h.store->put(rec).ok());
   REQUIRE(h.driver.secrets.count(att.secret_usage) == 1);
   h.restart();
-  InstanceRecord after;
-  for (int i = 0; i < 300; ++i) {
-    after = *h.manager->get(kUuid);
-    if (after.task_state.empty()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  CHECK(after.task_state.empty());
+  InstanceRecord after = *h.manager->get(kUuid);
+  CHECK(after.task_state == kiln::state::TaskState::kNone);
   CHECK(after.state == InstanceState::kActive);
   CHECK(after.volumes.empty());
   CHECK(after.action_error.find("interrupted") != std::string::npos);
@@ -730,4 +728,81 @@ TEST_CASE("the sweep removes what no instance owns, and only what is provably ki
   std::lock_guard lock(h.driver.mutex_);
   CHECK(h.driver.secrets.count("kiln-" + mine + "-vol") == 0);
   CHECK(h.driver.secrets.count("kiln-" + foreign + "-vol") == 1);
+}
+
+// ---- A delete in the middle of a launch ----
+
+TEST_CASE("a delete arriving at any step boundary of a launch leaves nothing behind",
+          "[manager][race]") {
+  const std::vector<std::string_view>& boundaries = kiln::lifecycle::Launcher::boundaries();
+  REQUIRE(boundaries.size() == 8);
+  auto at = GENERATE(range(std::size_t{0}, std::size_t{8}));
+  // On the test's thread the delete's job runs after the launch's; on real workers it runs at
+  // once and must wait for the launch to see it.
+  const bool threaded = GENERATE(false, true);
+  const std::string boundary(boundaries[at]);
+  INFO("the delete arrives at " << boundary << (threaded ? " (two workers)" : ""));
+  Harness h;
+  h.encrypt = true;  // the launch makes a disk key too
+  if (threaded) {
+    h.threaded();
+  } else {
+    h.restart();
+  }
+  bool sent = false;
+  h.manager->setLaunchBoundaryHookForTest([&](std::string_view name) {
+    if (name != boundary || sent) return;
+    sent = true;
+    auto deleting = h.manager->requestDelete(kUuid);
+    REQUIRE(deleting.ok());
+    CHECK(deleting->state == InstanceState::kDeleting);
+  });
+  auto req = h.request();
+  req.block_devices.push_back(chapVolume("vol-1", "vdc"));
+  REQUIRE(h.manager->launch(req).ok());
+  REQUIRE(h.waitGone());
+  CHECK(sent);
+  // The launch stopped at the boundary: a domain is started only when the delete came after it.
+  CHECK(h.driver.spawned.size() == (boundary == "after_start" ? 1U : 0U));
+  // Nothing of the instance is left: no record, no domain, no secret, no file, no pin.
+  auto stored = h.store->get(kUuid);
+  REQUIRE(stored.ok());
+  CHECK_FALSE(stored->has_value());
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+  CHECK_FALSE(h.driver.hasDomain(kUuid));
+  CHECK_FALSE(h.cache->pinned("img"));
+  std::lock_guard lock(h.driver.mutex_);
+  CHECK(h.driver.secrets.empty());
+  CHECK(h.driver.disk_secrets.empty());
+}
+
+TEST_CASE("a delete waits for a running job, and one that waits too long is retried",
+          "[manager][race]") {
+  Harness h;
+  h.job_timeout = std::chrono::milliseconds(50);
+  h.restart();
+  REQUIRE(h.manager->launch(h.request()).ok());
+  REQUIRE(h.waitSettled().state == InstanceState::kActive);
+  // A reboot whose job is still running when the delete comes: the fake's reboot blocks until
+  // the test lets it go.
+  std::mutex gate;
+  std::unique_lock hold(gate);
+  h.driver.before_reboot = [&] { std::lock_guard wait(gate); };
+  REQUIRE(h.manager->powerAction(kUuid, kiln::lifecycle::PowerAction::kSoftReboot).ok());
+  std::thread reboot([&] { h.executor.runOne(); });
+  while (h.driver.rebootsStarted() == 0) std::this_thread::yield();
+  REQUIRE(h.manager->requestDelete(kUuid).ok());
+  h.executor.runOne();  // the delete: the reboot holds the instance past job_timeout
+  auto waiting = h.manager->get(kUuid);
+  REQUIRE(waiting.ok());
+  CHECK(waiting->state == InstanceState::kDeleting);
+  CHECK(waiting->fault.find("is busy with reboot since") != std::string::npos);
+  hold.unlock();
+  reboot.join();
+  // The reboot ended without touching the deleting record; the next reconcile retries the delete.
+  CHECK(h.manager->get(kUuid)->state == InstanceState::kDeleting);
+  h.manager->reconcileAll();
+  REQUIRE(h.waitGone());
+  CHECK_FALSE(h.driver.hasDomain(kUuid));
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
 }

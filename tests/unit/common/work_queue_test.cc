@@ -1,6 +1,7 @@
 // The worker pool: order, the bound on waiting jobs, and shutdown.
 #include "common/work_queue.h"
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <condition_variable>
 #include <mutex>
@@ -65,6 +66,26 @@ TEST_CASE("an unbounded work queue runs jobs in order of arrival", "[work_queue]
   queue.shutdown();
   REQUIRE(ran.size() == 100);
   for (int i = 0; i < 100; ++i) CHECK(ran[static_cast<std::size_t>(i)] == i);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+TEST_CASE("waitIdle returns once queued jobs, and the jobs they queue, have run", "[work_queue]") {
+  WorkQueue queue(2);
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(queue.post([&] {
+      ++ran;
+      queue.post([&] { ++ran; });
+    }));
+  }
+  queue.waitIdle();
+  CHECK(ran == 20);
+  CHECK(queue.pending() == 0);
 }
 
 }  // namespace

@@ -21,6 +21,20 @@ TEST_CASE("errorResponse maps an Error's code to its HTTP status", "[rpc][json]"
         "Instance 'a' is being deleted");
 }
 
+TEST_CASE("a 500 carries a request id, never the internal message", "[rpc][json]") {
+  HttpResponse response =
+      errorResponse(Error::internal("SQLite: disk I/O error on /var/lib/kiln/kiln.db"));
+  CHECK(response.status == 500);
+  std::string message = nlohmann::json::parse(response.body)["error"]["message"];
+  CHECK(message.starts_with("Internal error (request req-"));
+  CHECK(message.size() == std::string("Internal error (request req-)").size() + 36);
+  CHECK(response.body.find("SQLite") == std::string::npos);
+  CHECK(response.body.find("/var/lib/kiln") == std::string::npos);
+  // Other errors keep their message: it is written for the caller.
+  CHECK(nlohmann::json::parse(errorResponse(Error::exhausted("No space left for the disk")).body)
+            ["error"]["message"] == "No space left for the disk");
+}
+
 TEST_CASE("httpStatusFor maps every error code", "[rpc][json]") {
   CHECK(httpStatusFor(ErrorCode::kInvalidArgument) == 400);
   CHECK(httpStatusFor(ErrorCode::kUnauthorized) == 401);

@@ -1,0 +1,31 @@
+#pragma once
+// How the lifecycle runs, as agent/main.cc maps it from kiln.conf.
+
+#include <chrono>
+#include <string>
+
+#include "drivers/disk/disk_builder.h"
+#include "drivers/disk/disk_purge.h"
+
+namespace kiln::lifecycle {
+
+struct ManagerOptions {
+  std::string instances_dir;   // state_path/instances
+  std::string snapshots_dir;   // state_path/snapshots: temporary copies being uploaded
+  bool use_cow_images = true;  // vda: qcow2 overlay over the base, or a full copy
+  std::chrono::seconds shutdown_timeout{60};      // stop: clean shutdown, then power off
+  std::chrono::seconds soft_reboot_timeout{120};  // SOFT reboot falls back to HARD after it
+  // How the instance's private files are cleared on delete and on a rolled-back launch.
+  drivers::disk::ClearMethod ephemeral_clear = drivers::disk::ClearMethod::kZero;
+  // [ephemeral_storage_encryption]: vdb as LUKS qcow2 with a fresh key per instance.
+  bool encrypt_ephemeral = false;
+  drivers::disk::LuksOptions ephemeral_luks{};
+  unsigned ephemeral_key_bits = 512;
+  // How long a background operation waits for the instance's current job before it gives up
+  // with "busy" (a delete is then retried by the periodic reconcile).
+  std::chrono::milliseconds job_timeout{std::chrono::seconds(30)};
+  // The periodic reconcile with the hypervisor (also run at start and after each reconnect).
+  std::chrono::milliseconds reconcile_interval{std::chrono::seconds(30)};
+};
+
+}  // namespace kiln::lifecycle
