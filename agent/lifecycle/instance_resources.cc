@@ -140,10 +140,12 @@ Result<void> InstanceResources::purgeFiles(const std::string& uuid) {
   return fs::removeTree(dir);
 }
 
-void InstanceResources::releaseAll(InstanceTable::Entry& entry) {
+Result<void> InstanceResources::releaseAll(InstanceTable::Entry& entry) {
   const std::string& uuid = entry.uuid();
   if (auto d = driver_.destroy(uuid); !d) {
-    log::error("Rolling back instance '{}': {}", uuid, d.error().message);
+    log::error("Rolling back instance '{}': {}; its disks and volumes are kept", uuid,
+               d.error().message);
+    return d;
   }
   (void)disconnectVolumes(entry);
   // The guest may have run (and written) before the launch failed: its files are purged as on
@@ -154,6 +156,7 @@ void InstanceResources::releaseAll(InstanceTable::Entry& entry) {
   if (auto r = purgeFiles(uuid); !r) {
     log::error("Rolling back instance '{}': {}", uuid, r.error().message);
   }
+  return success();
 }
 
 }  // namespace kiln::lifecycle

@@ -49,8 +49,10 @@ class InstanceResources {
   Result<void> purgeFiles(const std::string& uuid);
 
   // Everything a launch may have made, for its rollback: the domain, the volume connections, the
-  // disk keys, the files. Failures are logged and the rest still removed.
-  void releaseAll(InstanceTable::Entry& entry);
+  // disk keys, the files. When the domain cannot be removed (libvirt away or failing) nothing else
+  // is touched: a guest may still run on those disks and volumes. Later failures are logged and
+  // the rest still removed. The error says what was left.
+  Result<void> releaseAll(InstanceTable::Entry& entry);
 
  private:
   InstanceTable& table_;

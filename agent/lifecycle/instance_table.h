@@ -65,6 +65,9 @@ class InstanceTable {
     // A restart of kilnd interrupted the action named in record.task_state; the first reconcile
     // settles it by what the hypervisor has.
     bool interrupted_action = false;
+    // A restart of kilnd cut the launch short, and it is not settled yet (libvirt could not say
+    // whether the domain exists).
+    bool interrupted_launch = false;
     // The delete removed the record from the store: nothing may write it again (a job that
     // still holds the entry would otherwise bring the row back).
     bool removed = false;

@@ -45,6 +45,9 @@ struct Launcher::Plan {
   const api::LaunchRequest& request;
   std::string dir;
   bool image_pinned = false;  // the cache pins the image from fetch() until release()
+  // Set when the rollback could not remove the domain: the disks and volumes stay recorded, so
+  // that a delete removes them later.
+  std::optional<Error> rollback_incomplete;
   std::optional<imagecache::CachedImage> base;
   nlohmann::json properties = nlohmann::json::object();
   drivers::hardware::HardwareSpec hardware;
@@ -134,17 +137,22 @@ void Launcher::run(const EntryPtr& entry, const api::LaunchRequest& request) {
       rec.state = InstanceState::kError;
       rec.power_state = "nostate";
       rec.fault = result.error().message;
-      rec.disks.clear();
-      rec.volumes.clear();
-      rec.sealed_passwords.clear();
-      log::warn("Instance '{}' failed to launch: {}", uuid, result.error().message);
+      if (plan.rollback_incomplete) {
+        rec.fault += fmt::format(" (not rolled back: {}; delete the instance to remove it)",
+                                 plan.rollback_incomplete->message);
+      } else {
+        rec.disks.clear();
+        rec.volumes.clear();
+        rec.sealed_passwords.clear();
+      }
+      log::warn("Instance '{}' failed to launch: {}", uuid, rec.fault);
     }
   });
 }
 
 Result<void> Launcher::runSteps(const EntryPtr& entry, Plan& plan, Timeline& timeline) {
   auto failed = [&](Error e) -> Result<void> {
-    resources_.releaseAll(*entry);
+    if (auto r = resources_.releaseAll(*entry); !r) plan.rollback_incomplete = r.error();
     return e;
   };
   // Where a crash test may kill kilnd, a test may interfere, and a delete takes over.

@@ -45,11 +45,21 @@ Result<void> Recovery::recover() {
                                     s != InstanceState::kDeleting &&
                                     rec.task_state != TaskState::kNone;
     EntryPtr entry = table_.adopt(std::move(rec), interrupted_action);
-    if (s == InstanceState::kBuilding) interrupted_launches.push_back(entry);
+    if (s == InstanceState::kBuilding) {
+      entry->interrupted_launch = true;  // not shared with any other thread yet
+      interrupted_launches.push_back(entry);
+    }
     if (s == InstanceState::kDeleting) pending_deletes.push_back(entry);
   }
   for (auto& entry : interrupted_launches) {
-    jobs_.post([this, entry] { settleInterruptedLaunch(entry); });
+    jobs_.post([this, entry] {
+      auto job = table_.beginJob(entry, JobKind::kRecovery, options_.job_timeout);
+      if (!job) {
+        log::warn("{}", job.error().message);  // the next reconcile settles it
+        return;
+      }
+      settleInterruptedLaunch(entry);
+    });
   }
   for (auto& entry : pending_deletes) {
     log::info("Resuming the delete of instance '{}'", entry->uuid());
@@ -63,26 +73,34 @@ Result<void> Recovery::recover() {
   return success();
 }
 
-void Recovery::settleInterruptedLaunch(const EntryPtr& entry) {
-  auto job = table_.beginJob(entry, JobKind::kRecovery, options_.job_timeout);
-  if (!job) {
-    log::warn("{}", job.error().message);
-    return;
+bool Recovery::settleInterruptedLaunch(const EntryPtr& entry) {
+  {
+    std::lock_guard lock(entry->mu);
+    if (!entry->interrupted_launch) return true;
   }
   const std::string& uuid = entry->uuid();
-  // The launch may have got as far as a running domain before the restart: keep it then.
   auto power = driver_.powerState(uuid);
-  if (power && *power && **power == drivers::PowerState::kRunning) {
+  if (!power) {
+    // Unreachable or failing: the guest may be running on these disks. Nothing is removed.
+    log::warn("Instance '{}': the launch a restart interrupted is settled once libvirt answers: {}",
+              uuid, power.error().message);
+    return false;
+  }
+  // The launch may have got as far as a running domain before the restart: keep it then.
+  if (*power && **power == drivers::PowerState::kRunning) {
     table_.settle(*entry, [&](InstanceRecord& rec) {
+      entry->interrupted_launch = false;
       rec.state = InstanceState::kActive;
       rec.power_state = "running";
       rec.task_state = TaskState::kNone;
     });
     log::info("Instance '{}' was started before the restart; it is active", uuid);
-    return;
+    return true;
   }
-  resources_.releaseAll(*entry);
+  // No such domain, or one that never ran: what the launch made is rolled back.
+  if (!resources_.releaseAll(*entry)) return false;
   table_.settle(*entry, [&](InstanceRecord& rec) {
+    entry->interrupted_launch = false;
     if (rec.state == InstanceState::kDeleting) return;
     rec.state = InstanceState::kError;
     rec.task_state = TaskState::kNone;
@@ -93,6 +111,7 @@ void Recovery::settleInterruptedLaunch(const EntryPtr& entry) {
     rec.sealed_passwords.clear();
     log::warn("Instance '{}': {}", uuid, kInterruptedLaunch);
   });
+  return true;
 }
 
 bool Recovery::settleInterruptedAction(const EntryPtr& entry) {

@@ -2,7 +2,9 @@
 // What a restart of kilnd left half done, settled at start (QEMU processes belong to libvirtd, so
 // the guests ran on meanwhile):
 //   1. a launch cut short (`building`) becomes `active` if its domain runs, else it is rolled back
-//      and ends `error` with a fault saying so;
+//      and ends `error` with a fault saying so; only once libvirt has answered: while it cannot
+//      say whether the domain exists, nothing is removed (a guest may be running on those disks)
+//      and every reconcile asks again;
 //   2. a delete (`deleting`) resumes;
 //   3. an interrupted volume action or snapshot is settled by what the domain really has, at the
 //      first reconcile (settleInterruptedAction);
@@ -31,9 +33,9 @@ class Recovery {
   // Settles the action a restart interrupted (entry->interrupted_action); the caller holds the
   // instance's job. False when the hypervisor could not be asked (the next reconcile tries again).
   bool settleInterruptedAction(const EntryPtr& entry);
-
- private:
-  void settleInterruptedLaunch(const EntryPtr& entry);
+  // Settles a launch a restart cut short (entry->interrupted_launch); the caller holds the job.
+  // False when libvirt could not answer (the flag stays, the next reconcile tries again).
+  bool settleInterruptedLaunch(const EntryPtr& entry);
 
   InstanceTable& table_;
   Executor& jobs_;

@@ -89,10 +89,13 @@ void Reconciler::reconcileOne(const EntryPtr& entry) {
   auto job = table_.tryBeginJob(entry, JobKind::kReconcile);
   if (!job) return;
   bool interrupted = false;
+  bool launch_cut_short = false;
   {
     std::lock_guard lock(entry->mu);
     interrupted = entry->interrupted_action;
+    launch_cut_short = entry->interrupted_launch;
   }
+  if (launch_cut_short && !recovery_.settleInterruptedLaunch(entry)) return;
   if (interrupted && !recovery_.settleInterruptedAction(entry)) return;
   const InstanceRecord rec = table_.read(*entry);
   if (rec.state == InstanceState::kBuilding || rec.state == InstanceState::kDeleting) return;

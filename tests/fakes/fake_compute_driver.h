@@ -68,6 +68,7 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   }
   Result<std::optional<drivers::PowerState>> powerState(const std::string& uuid) override {
     std::lock_guard lock(mutex_);
+    if (fail_queries) return *fail_queries;
     auto it = domains.find(uuid);
     if (it == domains.end()) return std::optional<drivers::PowerState>{};
     return std::optional<drivers::PowerState>(it->second);
@@ -175,6 +176,8 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   std::vector<std::string> destroyed;
   std::optional<Error> fail_spawn;
   std::optional<Error> fail_destroy;
+  // libvirt answering errors to questions about domains (powerState).
+  std::optional<Error> fail_queries;
   std::optional<Error> fail_secret;
   int reboots = 0;
   // Called as a reboot begins, on the rebooting thread; set before the reboot is requested.

@@ -806,3 +806,54 @@ TEST_CASE("a delete waits for a running job, and one that waits too long is retr
   CHECK_FALSE(h.driver.hasDomain(kUuid));
   CHECK_FALSE(stdfs::exists(h.instanceDir()));
 }
+
+TEST_CASE("an interrupted launch is rolled back only once libvirt says its domain is gone",
+          "[manager][crash]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  REQUIRE(h.waitSettled().state == InstanceState::kActive);
+  // The record as a crash during the launch leaves it, with the domain running meanwhile.
+  auto stored = h.store->get(kUuid);
+  REQUIRE(stored.ok());
+  InstanceRecord building = **stored;
+  building.state = InstanceState::kBuilding;
+  building.task_state = kiln::state::TaskState::kSpawning;
+  REQUIRE(h.store->put(building).ok());
+  {
+    std::lock_guard lock(h.driver.mutex_);
+    h.driver.domains.erase(kUuid);  // gone, but libvirt cannot say so yet:
+    h.driver.fail_queries = kiln::Error::unavailable("libvirt is not connected");
+  }
+  h.restart();
+  auto waiting = h.manager->get(kUuid);
+  REQUIRE(waiting.ok());
+  CHECK(waiting->state == InstanceState::kBuilding);
+  CHECK(stdfs::exists(waiting->disks.at(0).path));  // nothing purged while libvirt cannot answer
+  h.manager->reconcileAll();
+  CHECK(h.manager->get(kUuid)->state == InstanceState::kBuilding);
+  {
+    std::lock_guard lock(h.driver.mutex_);
+    h.driver.fail_queries.reset();
+  }
+  h.manager->reconcileAll();
+  auto settled = h.manager->get(kUuid);
+  CHECK(settled->state == InstanceState::kError);
+  CHECK(settled->fault.find("interrupted") != std::string::npos);
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+}
+
+TEST_CASE("a launch whose domain cannot be removed keeps its disks for the delete", "[manager]") {
+  Harness h;
+  h.driver.fail_spawn = kiln::Error::internal("Starting instance failed");
+  h.driver.fail_destroy = kiln::Error::unavailable("libvirt is not connected");
+  REQUIRE(h.manager->launch(h.request()).ok());
+  auto rec = h.waitSettled();
+  CHECK(rec.state == InstanceState::kError);
+  CHECK(rec.fault.find("not rolled back") != std::string::npos);
+  REQUIRE(rec.disks.size() == 2);
+  CHECK(stdfs::exists(rec.disks[0].path));
+  h.driver.fail_destroy.reset();
+  REQUIRE(h.manager->requestDelete(kUuid).ok());
+  REQUIRE(h.waitGone());
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+}
