@@ -231,6 +231,7 @@ int run(const config::KilnConfig& cfg) {
                                     encryption.luks.ivgen_alg, encryption.luks.ivgen_hash_alg};
   manager_options.ephemeral_key_bits = encryption.key_size;
   manager_options.reconcile_interval = kReconcileInterval;
+  manager_options.quarantine_dir = state_path + "/quarantine";
   // Launches, deletes and actions run here; declared before the manager, which it outlives.
   WorkQueue lifecycle_jobs(cfg.defaults.launch_workers);
   lifecycle::InstanceManager manager(driver, cache, disks, *volumes, *secrets, *uploader, **store,

@@ -139,6 +139,15 @@ HttpResponse ApiRouter::host() {
                {"instances", usage.instances},
                {"block_storage_ip", host_.block_storage_ip},
                {"iscsi_connector", host_.iscsi_connector}};
+  // What no instance owns: evidence that the records and the host disagree (docs/operations.md).
+  json orphans = json::array();
+  for (const auto& o : manager_.orphans()) {
+    orphans.push_back({{"kind", o.kind},
+                       {"id", o.id},
+                       {"first_seen", o.first_seen},
+                       {"quarantined", o.quarantined}});
+  }
+  body["orphans"] = std::move(orphans);
   return jsonResponse(200, body);
 }
 

@@ -24,7 +24,9 @@ InstanceManager::InstanceManager(drivers::ComputeDriver& driver, imagecache::Ima
       snapshots_(table_, jobs_, driver, disks, uploader, clock, options_),
       volume_actions_(table_, jobs_, driver, volumes, resources_, options_),
       recovery_(table_, jobs_, driver, volumes, resources_, deleter_, snapshots_, options_),
-      sweep_(table_, driver, options_.instances_dir),
+      sweep_(table_, driver, clock,
+             {options_.instances_dir, options_.quarantine_dir, options_.orphan_action,
+              options_.orphan_grace}),
       reconciler_(table_, jobs_, driver, resources_, deleter_, recovery_, sweep_,
                   options_.reconcile_interval) {}
 
@@ -100,6 +102,8 @@ std::set<std::string> InstanceManager::imagesInUse() const {
   for (const auto& rec : list()) ids.insert(rec.image_id);
   return ids;
 }
+
+std::vector<sync::Orphan> InstanceManager::orphans() const { return sweep_.orphans(); }
 
 void InstanceManager::reconcileAll() { reconciler_.reconcileAll(); }
 

@@ -89,6 +89,8 @@ class InstanceManager {
   // must stay in the cache.
   std::set<std::string> imagesInUse() const;
 
+  // What the last reconcile found that no instance owns (sync/orphan_sweep.h).
+  std::vector<sync::Orphan> orphans() const;
   // One reconcile pass on the calling thread (sync/reconciler.h).
   void reconcileAll();
   // Called on the driver's event thread: only enqueues.

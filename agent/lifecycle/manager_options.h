@@ -4,6 +4,7 @@
 #include <chrono>
 #include <string>
 
+#include "agent/sync/orphan_sweep.h"
 #include "drivers/disk/disk_builder.h"
 #include "drivers/disk/disk_purge.h"
 
@@ -26,6 +27,10 @@ struct ManagerOptions {
   std::chrono::milliseconds job_timeout{std::chrono::seconds(30)};
   // The periodic reconcile with the hypervisor (also run at start and after each reconnect).
   std::chrono::milliseconds reconcile_interval{std::chrono::seconds(30)};
+  // What the sweep does with what no instance owns ([DEFAULT] orphan_action, orphan_grace_period).
+  sync::OrphanAction orphan_action = sync::OrphanAction::kReport;
+  std::chrono::seconds orphan_grace{3600};
+  std::string quarantine_dir{};  // state_path/quarantine
 };
 
 }  // namespace kiln::lifecycle

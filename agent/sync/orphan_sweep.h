@@ -1,25 +1,78 @@
 #pragma once
-// Removes what a crash can leave that no instance owns, and only what is provably this kilnd's:
-// domains named kiln-<uuid> whose files are under its instances directory, directories in that
-// directory, and libvirt secrets whose description names it or whose usage is a path in it.
-// Records of failed launches own nothing (their launch was rolled back).
+// What no instance record owns, found on every reconcile: domains named kiln-<uuid> whose files
+// are under this kilnd's instances directory, directories in that directory, and libvirt secrets
+// whose description names it or whose usage is a path in it. Records of failed launches own
+// nothing (their launch was rolled back). Another kilnd's objects on the same libvirtd are not
+// this kilnd's and are never touched.
+//
+// An orphan is evidence that the records and the host disagree (a database restored from an old
+// backup, a half-done manual cleanup), so what happens to it is the operator's choice, as with
+// nova's running_deleted_instance_action:
+//   report      (the default) logged when first found, listed in GET /v1/host, left alone;
+//   quarantine  once it has been an orphan for the grace period: a domain is powered off (kept
+//               defined), a directory moved to state_path/quarantine/<name>-<time>; secrets stay
+//               (a quarantined domain needs them to start again);
+//   delete      once it has been an orphan for the grace period: removed.
+// Nothing is acted on at first sight, whatever the action: an object must be found again on a
+// later pass, at least the grace period after it was first found.
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "agent/lifecycle/instance_table.h"
+#include "common/clock.h"
 #include "drivers/compute_driver.h"
 
 namespace kiln::sync {
 
+enum class OrphanAction { kReport, kQuarantine, kDelete };
+std::string_view orphanActionName(OrphanAction action);
+std::optional<OrphanAction> orphanActionFromName(std::string_view name);
+
+struct OrphanOptions {
+  std::string instances_dir;   // state_path/instances
+  std::string quarantine_dir;  // state_path/quarantine
+  OrphanAction action = OrphanAction::kReport;
+  std::chrono::seconds grace{3600};
+};
+
+struct Orphan {
+  std::string kind;        // "domain", "directory", "secret"
+  std::string id;          // the domain's uuid, the directory's path, the secret's usage
+  std::string first_seen;  // RFC 3339
+  bool quarantined = false;
+};
+
 class OrphanSweep {
  public:
-  OrphanSweep(lifecycle::InstanceTable& table, drivers::ComputeDriver& driver,
-              std::string instances_dir);
+  OrphanSweep(lifecycle::InstanceTable& table, drivers::ComputeDriver& driver, const Clock& clock,
+              OrphanOptions options);
 
+  // One pass: finds the orphans, logs the new ones, acts on those past the grace period.
   void run();
+  // What the last pass found (and has not removed).
+  std::vector<Orphan> orphans() const;
 
  private:
+  struct Seen {
+    Orphan orphan;
+    std::chrono::steady_clock::time_point first_seen;
+    std::string secret_uuid;   // kind "secret": the libvirt secret to remove
+    bool quarantined = false;  // a domain powered off and left defined
+  };
+  enum class Outcome { kFailed, kGone, kQuarantined };
+  // Applies the action to one orphan past its grace period.
+  Outcome act(const Seen& seen);
+
   lifecycle::InstanceTable& table_;
   drivers::ComputeDriver& driver_;
-  const std::string instances_dir_;
+  const Clock& clock_;
+  const OrphanOptions options_;
+  mutable std::mutex mutex_;
+  std::map<std::string, Seen> seen_;  // key: kind + ":" + id
 };
 
 }  // namespace kiln::sync

@@ -17,6 +17,7 @@
 #include "common/uuid.h"
 #include "fake_compute_driver.h"
 #include "local_images.h"
+#include "manual_clock.h"
 #include "manual_executor.h"
 #include "temp_dir.h"
 
@@ -42,7 +43,9 @@ struct Harness {
   kiln::testing::TempDir dir;
   std::string images = dir.path() + "/images";
   std::string state = dir.path() + "/state";
-  kiln::SystemClock clock;
+  kiln::testing::ManualClock clock;
+  // The cache ages bases by their files' real mtimes.
+  kiln::SystemClock cache_clock;
   kiln::testing::ManualExecutor executor;
   // Set by threaded(): a real pool, for the tests about concurrency.
   std::optional<kiln::WorkQueue> pool;
@@ -63,6 +66,8 @@ struct Harness {
   kiln::drivers::disk::ClearMethod clear = kiln::drivers::disk::ClearMethod::kZero;
   bool encrypt = false;
   std::chrono::milliseconds job_timeout{std::chrono::seconds(30)};
+  kiln::sync::OrphanAction orphan_action = kiln::sync::OrphanAction::kReport;
+  std::chrono::seconds orphan_grace{3600};
 
   explicit Harness(bool cow = true) : use_cow(cow) {
     stdfs::create_directories(images);
@@ -74,7 +79,7 @@ struct Harness {
     kiln::imagecache::ImageCacheOptions options;
     options.base_dir = state + "/_base";
     options.force_raw = force_raw;
-    cache = std::make_unique<kiln::imagecache::ImageCache>(source, qemu_img, options, clock);
+    cache = std::make_unique<kiln::imagecache::ImageCache>(source, qemu_img, options, cache_clock);
     REQUIRE(cache->init().ok());
     auto s = kiln::state::InstanceStore::open(state + "/kiln.db");
     REQUIRE(s.ok());
@@ -84,6 +89,9 @@ struct Harness {
     manager_options.ephemeral_clear = clear;
     manager_options.encrypt_ephemeral = encrypt;
     manager_options.job_timeout = job_timeout;
+    manager_options.orphan_action = orphan_action;
+    manager_options.orphan_grace = orphan_grace;
+    manager_options.quarantine_dir = state + "/quarantine";
     kiln::Executor& jobs = pool ? static_cast<kiln::Executor&>(*pool) : executor;
     manager = std::make_unique<InstanceManager>(driver, *cache, disks, connector, secrets, uploader,
                                                 *store, clock, jobs, manager_options);
@@ -696,15 +704,16 @@ TEST_CASE("a restart settles an interrupted attach by what the domain has", "[ma
   CHECK(h.driver.secrets.count(att.secret_usage) == 0);
 }
 
-TEST_CASE("the sweep removes what no instance owns, and only what is provably kiln's",
-          "[manager][crash]") {
-  Harness h;
+namespace {
+
+// A domain of this kilnd with no record (its files are in our instances dir) and its directory,
+// and one of another kilnd on the same libvirtd; a CHAP secret of each.
+struct Orphans {
   const std::string mine = "11111111-2222-4333-8444-555555555555";
   const std::string foreign = "66666666-7777-4888-8999-000000000000";
-  {
+
+  explicit Orphans(Harness& h) {
     std::lock_guard lock(h.driver.mutex_);
-    // A domain of this kilnd with no record (its files are in our instances dir), and one of
-    // another kilnd on the same libvirtd.
     for (auto [uuid, dir] : {std::pair{mine, h.state + "/instances"},
                              std::pair{foreign, std::string("/elsewhere/instances")}}) {
       kiln::drivers::InstanceSpec spec;
@@ -719,8 +728,23 @@ TEST_CASE("the sweep removes what no instance owns, and only what is provably ki
     h.driver.secrets["kiln-" + foreign + "-vol"] = "y";
     h.driver.secret_descriptions["kiln-" + foreign + "-vol"] =
         "kiln iSCSI CHAP secret of /elsewhere/instances";
+    stdfs::create_directories(h.state + "/instances/" + mine);
   }
-  stdfs::create_directories(h.state + "/instances/" + mine);
+};
+
+}  // namespace
+
+TEST_CASE("the sweep removes what no instance owns, and only what is provably kiln's",
+          "[manager][crash][orphans]") {
+  Harness h;
+  h.orphan_action = kiln::sync::OrphanAction::kDelete;
+  h.orphan_grace = std::chrono::seconds(0);
+  h.restart();
+  Orphans o(h);
+  const std::string& mine = o.mine;
+  const std::string& foreign = o.foreign;
+  h.manager->reconcileAll();  // first sight: found, not touched
+  CHECK(h.driver.hasDomain(mine));
   h.manager->reconcileAll();
   CHECK_FALSE(h.driver.hasDomain(mine));
   CHECK(h.driver.hasDomain(foreign));
@@ -728,6 +752,56 @@ TEST_CASE("the sweep removes what no instance owns, and only what is provably ki
   std::lock_guard lock(h.driver.mutex_);
   CHECK(h.driver.secrets.count("kiln-" + mine + "-vol") == 0);
   CHECK(h.driver.secrets.count("kiln-" + foreign + "-vol") == 1);
+}
+
+TEST_CASE("orphan_action = report: orphans are listed and never touched", "[manager][orphans]") {
+  Harness h;
+  Orphans o(h);
+  for (int pass = 0; pass < 3; ++pass) {
+    h.manager->reconcileAll();
+    h.clock.advance(std::chrono::hours(24));
+  }
+  CHECK(h.driver.hasDomain(o.mine));
+  CHECK(stdfs::exists(h.state + "/instances/" + o.mine));
+  {
+    std::lock_guard lock(h.driver.mutex_);
+    CHECK(h.driver.secrets.count("kiln-" + o.mine + "-vol") == 1);
+  }
+  std::set<std::string> found;
+  for (const auto& orphan : h.manager->orphans()) found.insert(orphan.kind + " " + orphan.id);
+  CHECK(found == std::set<std::string>{"domain " + o.mine,
+                                       "directory " + h.state + "/instances/" + o.mine,
+                                       "secret kiln-" + o.mine + "-vol"});
+  // The other kilnd's objects are not this kilnd's orphans.
+  CHECK(h.driver.hasDomain(o.foreign));
+}
+
+TEST_CASE("orphan_action = quarantine: after the grace period, powered off and moved aside",
+          "[manager][orphans]") {
+  Harness h;
+  h.orphan_action = kiln::sync::OrphanAction::kQuarantine;
+  h.orphan_grace = std::chrono::seconds(600);
+  h.restart();
+  Orphans o(h);
+  h.manager->reconcileAll();
+  h.clock.advance(std::chrono::seconds(599));
+  h.manager->reconcileAll();  // within the grace period: left alone
+  CHECK(h.driver.powerState(o.mine).value() == kiln::drivers::PowerState::kRunning);
+  CHECK(stdfs::exists(h.state + "/instances/" + o.mine));
+  h.clock.advance(std::chrono::seconds(1));
+  h.manager->reconcileAll();
+  // Powered off but still defined, its directory moved under quarantine/, its secret kept.
+  CHECK(h.driver.powerState(o.mine).value() == kiln::drivers::PowerState::kShutoff);
+  CHECK_FALSE(stdfs::exists(h.state + "/instances/" + o.mine));
+  std::vector<std::string> moved;
+  for (const auto& e : stdfs::directory_iterator(h.state + "/quarantine")) {
+    moved.push_back(e.path().filename().string());
+  }
+  REQUIRE(moved.size() == 1);
+  CHECK(moved[0].starts_with(o.mine + "-"));
+  std::lock_guard lock(h.driver.mutex_);
+  CHECK(h.driver.secrets.count("kiln-" + o.mine + "-vol") == 1);
+  CHECK(h.driver.domains.at(o.foreign) == kiln::drivers::PowerState::kRunning);
 }
 
 // ---- A delete in the middle of a launch ----
