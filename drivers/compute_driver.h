@@ -58,6 +58,7 @@ struct InstanceSpec {
   std::string image_id;
   std::string flavor_name;
   std::string created_at;
+  std::string project_id;  // the owner, in the domain's metadata
 };
 
 enum class PowerState { kNoState, kRunning, kPaused, kShutdown, kShutoff, kCrashed, kSuspended };
@@ -82,6 +83,22 @@ struct HypervisorInfo {
 struct DomainDevices {
   std::set<std::string> disk_targets;  // vda, vdc, ...
   std::vector<std::string> files;      // disk sources, firmware variables, console log
+};
+
+// What a domain's persistent definition says about its instance: enough to rebuild a lost
+// record (kilnd --adopt). Secrets (CHAP passwords, disk keys) are never in it.
+struct DomainDescription {
+  std::string uuid;
+  std::string display_name;
+  std::string project_id;
+  std::string image_id;
+  std::string flavor_name;
+  std::string created_at;
+  unsigned vcpus = 0;
+  std::uint64_t memory_mb = 0;
+  std::vector<DiskSpec> disks;  // every <disk> but a CD-ROM, in order
+  std::string cdrom_path;
+  PowerState power = PowerState::kNoState;
 };
 
 // A libvirt secret as listed (never its value).
@@ -126,6 +143,9 @@ class ComputeDriver {
   virtual Result<HypervisorInfo> hypervisorInfo() = 0;
   // The domain's disks and files, or nothing when no such domain exists.
   virtual Result<std::optional<DomainDevices>> domainDevices(const std::string& uuid) = 0;
+  // What the domain's persistent definition says about its instance, or nothing when no such
+  // domain exists.
+  virtual Result<std::optional<DomainDescription>> describe(const std::string& uuid) = 0;
 
   // An iSCSI CHAP secret (ephemeral: held in libvirtd's memory only; private: never readable
   // back). Defining an existing usage again replaces its value.

@@ -26,7 +26,7 @@ InstanceManager::InstanceManager(drivers::ComputeDriver& driver, imagecache::Ima
       recovery_(table_, jobs_, driver, volumes, resources_, deleter_, snapshots_, options_),
       sweep_(table_, driver, clock,
              {options_.instances_dir, options_.quarantine_dir, options_.orphan_action,
-              options_.orphan_grace}),
+              options_.orphan_grace, options_.ephemeral_clear}),
       reconciler_(table_, jobs_, driver, resources_, deleter_, recovery_, sweep_,
                   options_.reconcile_interval) {}
 

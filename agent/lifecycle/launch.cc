@@ -315,6 +315,7 @@ Result<void> Launcher::recordDisks(InstanceTable::Entry& entry, Plan& plan) {
   spec.nvram_path = plan.dir + "/nvram.fd";
   spec.cdrom_path = plan.cdrom_path;
   spec.image_id = plan.request.image_id;
+  spec.project_id = recorded->project_id;
   spec.flavor_name = flavor.name;
   spec.created_at = recorded->created_at;
   for (const auto& d : plan.disks) {

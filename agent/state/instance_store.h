@@ -21,7 +21,18 @@ using SqliteHandle = std::unique_ptr<sqlite3, SqliteClose>;
 
 class InstanceStore {
  public:
+  // Opens the database, creating it when there is none. A file that is not a database, or one
+  // that fails SQLite's integrity check, is an error that names it: kilnd must stop rather than
+  // start with records missing. The files are 0600 (and made so if they were not).
   static Result<std::unique_ptr<InstanceStore>> open(const std::string& path);
+
+  // Whether `path` already holds kiln's database: a file with the instances table. False for a
+  // missing or empty file (SQLite would take an empty file for a new database).
+  static Result<bool> exists(const std::string& path);
+
+  // A consistent copy of the database at `db_path` (which kilnd may be using: SQLite's online
+  // backup API), written to `dest` (mode 0600; an existing file is refused) and checked.
+  static Result<void> backup(const std::string& db_path, const std::string& dest);
 
   // Insert or replace the whole record.
   Result<void> put(const InstanceRecord& record);

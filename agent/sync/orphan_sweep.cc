@@ -36,41 +36,35 @@ OrphanSweep::OrphanSweep(lifecycle::InstanceTable& table, drivers::ComputeDriver
                          const Clock& clock, OrphanOptions options)
     : table_(table), driver_(driver), clock_(clock), options_(std::move(options)) {}
 
-void OrphanSweep::run() {
-  if (!driver_.connected()) return;
-  const std::string prefix = options_.instances_dir + "/";
+std::vector<Orphan> findUnowned(drivers::ComputeDriver& driver, const std::string& instances_dir,
+                                const std::function<Owners()>& readOwners) {
+  const std::string prefix = instances_dir + "/";
   auto under = [&](const std::string& path) { return path.starts_with(prefix); };
-  // Listed before the records are read: anything made after the listing has its record already
-  // (records are written before side effects), so nothing in flight is taken for an orphan.
-  auto domains = driver_.listManaged();
-  auto secrets = driver_.listSecrets();
+  // The host first, then the records.
+  const bool connected = driver.connected();
+  auto domains = connected ? driver.listManaged()
+                           : Result<std::vector<drivers::DomainStatus>>(Error::unavailable(""));
+  auto secrets = connected ? driver.listSecrets()
+                           : Result<std::vector<drivers::SecretInfo>>(Error::unavailable(""));
   std::vector<std::string> dirs;
   std::error_code ec;
-  for (const auto& d : std::filesystem::directory_iterator(options_.instances_dir, ec)) {
+  for (const auto& d : std::filesystem::directory_iterator(instances_dir, ec)) {
     dirs.push_back(d.path().filename().string());
   }
-  std::set<std::string> owners;  // instances that may own something
-  std::set<std::string> secret_usages;
-  for (const auto& rec : table_.records()) {
-    bool rolled_back = rec.state == InstanceState::kError && rec.disks.empty() &&
-                       rec.volumes.empty() && rec.task_state == state::TaskState::kNone;
-    if (!rolled_back) owners.insert(rec.uuid);
-    for (const auto& v : rec.volumes) secret_usages.insert(v.secret_usage);
-  }
-  // What this pass finds; an object not found again is no longer an orphan.
-  std::vector<Seen> found;
+  const Owners owners = readOwners();
+  std::vector<Orphan> found;
   if (domains) {
     for (const auto& dom : *domains) {
-      if (owners.count(dom.uuid)) continue;
-      auto devices = driver_.domainDevices(dom.uuid);
+      if (owners.instances.count(dom.uuid)) continue;
+      auto devices = driver.domainDevices(dom.uuid);
       if (!devices || !*devices) continue;
       bool ours = std::any_of((*devices)->files.begin(), (*devices)->files.end(), under);
       if (!ours) continue;  // another kilnd's (another state_path) on the same libvirtd
-      found.push_back({{"domain", dom.uuid, ""}, {}, ""});
+      found.push_back({"domain", dom.uuid, ""});
     }
   }
   for (const auto& name : dirs) {
-    if (!owners.count(name)) found.push_back({{"directory", prefix + name, ""}, {}, ""});
+    if (!owners.instances.count(name)) found.push_back({"directory", prefix + name, ""});
   }
   if (secrets) {
     for (const auto& secret : *secrets) {
@@ -78,15 +72,44 @@ void OrphanSweep::run() {
       if (secret.usage_type == "iscsi") {
         // CHAP secrets: usage kiln-<uuid>-<volume>, described with this kilnd's instances dir.
         ours = secret.usage_id.starts_with("kiln-") &&
-               secret.description.find(options_.instances_dir) != std::string::npos &&
-               !secret_usages.count(secret.usage_id);
+               secret.description.find(instances_dir) != std::string::npos &&
+               !owners.secret_usages.count(secret.usage_id);
       } else if (secret.usage_type == "volume" && under(secret.usage_id)) {
         // A disk's encryption key: its usage is the disk's path, in an instance's directory.
         std::string rest = secret.usage_id.substr(prefix.size());
-        ours = !owners.count(rest.substr(0, rest.find('/')));
+        ours = !owners.instances.count(rest.substr(0, rest.find('/')));
       }
-      if (ours) found.push_back({{"secret", secret.usage_id, ""}, {}, secret.uuid});
+      if (ours) found.push_back({"secret", secret.usage_id, "", false, secret.uuid});
     }
+  }
+  return found;
+}
+
+Result<void> removeOrphan(drivers::ComputeDriver& driver, const Orphan& orphan,
+                          drivers::disk::ClearMethod clear) {
+  if (orphan.kind == "domain") return driver.destroy(orphan.id);
+  if (orphan.kind == "secret") return driver.removeSecret(orphan.secret_uuid);
+  // A directory holds tenants' disks: cleared like an instance's files on delete.
+  if (auto cleared = drivers::disk::clearDirectory(orphan.id, clear); !cleared) {
+    return cleared.error();
+  }
+  return fs::removeTree(orphan.id);
+}
+
+void OrphanSweep::run() {
+  if (!driver_.connected()) return;
+  std::vector<Seen> found;
+  for (auto& o : findUnowned(driver_, options_.instances_dir, [this] {
+         Owners owners;
+         for (const auto& rec : table_.records()) {
+           bool rolled_back = rec.state == InstanceState::kError && rec.disks.empty() &&
+                              rec.volumes.empty() && rec.task_state == state::TaskState::kNone;
+           if (!rolled_back) owners.instances.insert(rec.uuid);
+           for (const auto& v : rec.volumes) owners.secret_usages.insert(v.secret_usage);
+         }
+         return owners;
+       })) {
+    found.push_back({std::move(o), {}, false});
   }
 
   const auto now = clock_.steadyNow();
@@ -110,7 +133,7 @@ void OrphanSweep::run() {
         continue;
       }
       Seen kept = it->second;
-      kept.secret_uuid = f.secret_uuid;
+      kept.orphan.secret_uuid = f.orphan.secret_uuid;
       if (options_.action != OrphanAction::kReport && !kept.quarantined &&
           now - kept.first_seen >= options_.grace) {
         due.push_back(kept);
@@ -137,15 +160,7 @@ void OrphanSweep::run() {
 OrphanSweep::Outcome OrphanSweep::act(const Seen& seen) {
   const Orphan& o = seen.orphan;
   if (options_.action == OrphanAction::kDelete) {
-    Result<void> r = success();
-    if (o.kind == "domain") {
-      r = driver_.destroy(o.id);
-    } else if (o.kind == "directory") {
-      r = fs::removeTree(o.id);
-    } else {
-      r = driver_.removeSecret(seen.secret_uuid);
-    }
-    if (!r) {
+    if (auto r = removeOrphan(driver_, o, options_.clear); !r) {
       log::error("Removing the orphaned {} '{}': {}", o.kind, o.id, r.error().message);
       return Outcome::kFailed;
     }

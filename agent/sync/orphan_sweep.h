@@ -17,14 +17,17 @@
 // later pass, at least the grace period after it was first found.
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "agent/lifecycle/instance_table.h"
 #include "common/clock.h"
 #include "drivers/compute_driver.h"
+#include "drivers/disk/disk_purge.h"
 
 namespace kiln::sync {
 
@@ -37,6 +40,8 @@ struct OrphanOptions {
   std::string quarantine_dir;  // state_path/quarantine
   OrphanAction action = OrphanAction::kReport;
   std::chrono::seconds grace{3600};
+  // How a removed directory's files are cleared first: they are tenants' disks.
+  drivers::disk::ClearMethod clear = drivers::disk::ClearMethod::kZero;
 };
 
 struct Orphan {
@@ -44,7 +49,27 @@ struct Orphan {
   std::string id;          // the domain's uuid, the directory's path, the secret's usage
   std::string first_seen;  // RFC 3339
   bool quarantined = false;
+  std::string secret_uuid{};  // kind "secret": the libvirt secret's own uuid
 };
+
+// Who may own something: the instances with records (but for rolled-back launches), and the CHAP
+// secrets their volumes name.
+struct Owners {
+  std::set<std::string> instances;
+  std::set<std::string> secret_usages;
+};
+
+// Every object on the host that is provably this kilnd's (under `instances_dir`) and that no
+// owner owns. `readOwners` is called after the host has been listed: anything made after the
+// listing has its record already (records are written before side effects), so nothing in
+// flight is taken for an orphan.
+std::vector<Orphan> findUnowned(drivers::ComputeDriver& driver, const std::string& instances_dir,
+                                const std::function<Owners()>& readOwners);
+
+// Removes one orphan now: a domain destroyed and undefined, a directory cleared (as
+// ephemeral_clear says) and removed, a secret removed.
+Result<void> removeOrphan(drivers::ComputeDriver& driver, const Orphan& orphan,
+                          drivers::disk::ClearMethod clear);
 
 class OrphanSweep {
  public:
@@ -60,7 +85,6 @@ class OrphanSweep {
   struct Seen {
     Orphan orphan;
     std::chrono::steady_clock::time_point first_seen;
-    std::string secret_uuid;   // kind "secret": the libvirt secret to remove
     bool quarantined = false;  // a domain powered off and left defined
   };
   enum class Outcome { kFailed, kGone, kQuarantined };

@@ -18,6 +18,9 @@ inline constexpr const char* kMetadataNamespace = "https://kiln.dev/xmlns/libvir
 inline constexpr const char* kMetadataPrefix = "kiln";
 inline constexpr const char* kDomainNamePrefix = "kiln-";
 
+// Reads a domain definition kiln rendered back into what it says about the instance.
+Result<DomainDescription> describeDomainXml(std::string_view xml);
+
 // One <disk>: the instance's disk and how the guest sees it.
 struct DomainDisk {
   enum class Device { kDisk, kCdrom };
@@ -55,6 +58,7 @@ struct DomainSpec {
   std::optional<hardware::RngSpec> rng;
   bool guest_agent = false;
   // Metadata: whose domain this is.
+  std::string project_id;
   std::string image_id;
   std::string flavor_name;
   std::string created_at;

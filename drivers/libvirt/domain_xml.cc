@@ -297,6 +297,7 @@ Result<DomainSpec> domainSpecFor(const InstanceSpec& instance, const HardwareSpe
   spec.guest_agent = hardware.guest_agent;
 
   spec.console_log_path = instance.console_log_path;
+  spec.project_id = instance.project_id;
   spec.image_id = instance.image_id;
   spec.flavor_name = instance.flavor_name;
   spec.created_at = instance.created_at;
@@ -322,6 +323,9 @@ std::string renderDomainXml(const DomainSpec& spec) {
   auto meta = domain.append_child("metadata").append_child("kiln:instance");
   meta.append_attribute("xmlns:kiln") = kMetadataNamespace;
   textChild(meta, "kiln:display_name", spec.title);
+  if (!spec.project_id.empty()) {
+    meta.append_child("kiln:owner").append_attribute("project_id") = spec.project_id.c_str();
+  }
   meta.append_child("kiln:image").append_attribute("id") = spec.image_id.c_str();
   meta.append_child("kiln:flavor").append_attribute("name") = spec.flavor_name.c_str();
   textChild(meta, "kiln:created_at", spec.created_at);

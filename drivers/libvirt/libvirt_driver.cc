@@ -494,6 +494,22 @@ Result<std::optional<DomainDevices>> LibvirtDriver::domainDevices(const std::str
   return std::optional<DomainDevices>(std::move(devices));
 }
 
+Result<std::optional<DomainDescription>> LibvirtDriver::describe(const std::string& uuid) {
+  auto found = lookup(uuid);
+  if (!found) {
+    if (found.error().code == ErrorCode::kNotFound) return std::optional<DomainDescription>{};
+    return found.error();
+  }
+  LibvirtString xml(virDomainGetXMLDesc(found->get(), VIR_DOMAIN_XML_INACTIVE));
+  if (!xml) return failed(fmt::format("Reading the definition of instance '{}'", uuid));
+  auto described = describeDomainXml(xml.get());
+  if (!described) return described.error();
+  auto power = powerState(uuid);
+  if (!power) return power.error();
+  described->power = power->value_or(PowerState::kNoState);
+  return std::optional<DomainDescription>(std::move(described).value());
+}
+
 Result<std::string> LibvirtDriver::liveXml(virDomainPtr dom) {
   LibvirtString xml(virDomainGetXMLDesc(dom, 0));
   if (!xml) return failed("Reading a domain's XML");

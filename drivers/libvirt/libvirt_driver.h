@@ -45,6 +45,7 @@ class LibvirtDriver final : public ComputeDriver {
   Result<std::vector<DomainStatus>> listManaged() override;
   Result<HypervisorInfo> hypervisorInfo() override;
   Result<std::optional<DomainDevices>> domainDevices(const std::string& uuid) override;
+  Result<std::optional<DomainDescription>> describe(const std::string& uuid) override;
   Result<void> defineSecret(const std::string& usage, const std::string& value) override;
   Result<void> undefineSecret(const std::string& usage) override;
   Result<bool> secretExists(const std::string& usage) override;

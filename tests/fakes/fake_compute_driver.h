@@ -129,6 +129,31 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     std::erase_if(disk_secrets, [&](const auto& kv) { return kv.second.first == secret_uuid; });
     return success();
   }
+  // What the spawned spec said, as libvirt would give it back.
+  Result<std::optional<drivers::DomainDescription>> describe(const std::string& uuid) override {
+    std::lock_guard lock(mutex_);
+    if (fail_queries) return *fail_queries;
+    auto power = domains.find(uuid);
+    if (power == domains.end()) return std::optional<drivers::DomainDescription>{};
+    for (auto it = spawned.rbegin(); it != spawned.rend(); ++it) {
+      if (it->uuid != uuid) continue;
+      drivers::DomainDescription d;
+      d.uuid = uuid;
+      d.display_name = it->display_name;
+      d.project_id = it->project_id;
+      d.image_id = it->image_id;
+      d.flavor_name = it->flavor_name;
+      d.created_at = it->created_at;
+      d.vcpus = it->vcpus;
+      d.memory_mb = it->memory_mb;
+      d.disks = it->disks;
+      for (const auto& extra : attached_specs[uuid]) d.disks.push_back(extra);
+      d.cdrom_path = it->cdrom_path;
+      d.power = power->second;
+      return std::optional<drivers::DomainDescription>(d);
+    }
+    return std::optional<drivers::DomainDescription>{};
+  }
   Result<std::optional<drivers::DomainDevices>> domainDevices(const std::string& uuid) override {
     std::lock_guard lock(mutex_);
     if (domains.count(uuid) == 0) return std::optional<drivers::DomainDevices>{};
@@ -148,12 +173,14 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     std::lock_guard lock(mutex_);
     if (domains.count(uuid) == 0) return Error::notFound("no domain");
     attached[uuid].push_back(disk.device);
+    attached_specs[uuid].push_back(disk);
     return success();
   }
   Result<void> detachDisk(const std::string& uuid, const drivers::DiskSpec& disk) override {
     std::lock_guard lock(mutex_);
     auto& list = attached[uuid];
     list.erase(std::remove(list.begin(), list.end(), disk.device), list.end());
+    std::erase_if(attached_specs[uuid], [&](const auto& d) { return d.device == disk.device; });
     return success();
   }
   bool connected() const override { return true; }
@@ -189,6 +216,7 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   std::map<std::string, std::pair<std::string, std::string>> disk_secrets;
   std::map<std::string, std::string> secret_descriptions;
   std::map<std::string, std::vector<std::string>> attached;
+  std::map<std::string, std::vector<drivers::DiskSpec>> attached_specs;
 };
 
 }  // namespace kiln::testing

@@ -1,6 +1,10 @@
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
+#include <sys/stat.h>
+
 #include <filesystem>
+#include <fstream>
 
 #include "agent/state/instance_store.h"
 #include "local_images.h"
@@ -107,4 +111,100 @@ TEST_CASE("a value erased from a record is gone from the database files", "[stor
   REQUIRE(got->has_value());
   CHECK((*got)->disks[1].encryption_secret_uuid == disk.encryption_secret_uuid);
   CHECK((*got)->disks[1].sealed_key.empty());
+}
+
+namespace {
+mode_t modeOf(const std::string& path) {
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return st.st_mode & 0777;
+}
+}  // namespace
+
+TEST_CASE("the store knows a new database from one that holds records", "[store]") {
+  kiln::testing::TempDir dir;
+  const std::string path = dir.path() + "/kiln.db";
+  CHECK_FALSE(InstanceStore::exists(path).value());
+  std::ofstream(path).close();  // an empty file is what SQLite would take for a new database
+  CHECK_FALSE(InstanceStore::exists(path).value());
+  std::filesystem::remove(path);
+  REQUIRE(InstanceStore::open(path).ok());
+  CHECK(InstanceStore::exists(path).value());
+}
+
+TEST_CASE("a database that is not one, or is damaged, stops the store from opening", "[store]") {
+  kiln::testing::TempDir dir;
+  const std::string path = dir.path() + "/kiln.db";
+  {
+    std::ofstream out(path);
+    out << std::string(8192, 'x');
+  }
+  auto garbage = InstanceStore::open(path);
+  REQUIRE_FALSE(garbage.ok());
+  CHECK(garbage.error().message.find("is corrupt") != std::string::npos);
+  CHECK(garbage.error().message.find(path) != std::string::npos);
+  CHECK_FALSE(InstanceStore::exists(path).ok());
+
+  // A real database with a damaged page: the integrity check finds it.
+  std::filesystem::remove(path);
+  {
+    auto store = InstanceStore::open(path);
+    REQUIRE(store.ok());
+    for (int i = 0; i < 200; ++i) {
+      REQUIRE((*store)->put(sample(fmt::format("00000000-0000-4000-8000-{:012}", i))).ok());
+    }
+    REQUIRE((*store)->forgetHistory().ok());
+  }
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    // The headers of b-tree pages (the first page is the file's header, left intact).
+    for (int page = 2; page < 12; ++page) {
+      f.seekp(4096 * page);
+      f << std::string(16, '\x5a');
+    }
+  }
+  auto damaged = InstanceStore::open(path);
+  REQUIRE_FALSE(damaged.ok());
+  CHECK(damaged.error().message.find("is corrupt") != std::string::npos);
+  CHECK(damaged.error().message.find("Restore it from a backup") != std::string::npos);
+}
+
+TEST_CASE("the database and its log are private from the first byte", "[store]") {
+  kiln::testing::TempDir dir;
+  const std::string path = dir.path() + "/kiln.db";
+  mode_t old = ::umask(022);
+  auto store = InstanceStore::open(path);
+  ::umask(old);
+  REQUIRE(store.ok());
+  REQUIRE((*store)->put(sample("a")).ok());
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    INFO(suffix);
+    CHECK(modeOf(path + suffix) == 0600);
+  }
+}
+
+TEST_CASE("a backup is a consistent, private copy that opens with the same records", "[store]") {
+  kiln::testing::TempDir dir;
+  const std::string path = dir.path() + "/kiln.db";
+  const std::string copy = dir.path() + "/backup.db";
+  auto store = InstanceStore::open(path);
+  REQUIRE(store.ok());
+  REQUIRE((*store)->put(sample("a")).ok());
+  REQUIRE((*store)->put(sample("b")).ok());
+  REQUIRE(InstanceStore::backup(path, copy).ok());
+  REQUIRE((*store)->put(sample("c")).ok());  // after the copy: not in it
+  CHECK(modeOf(copy) == 0600);
+  CHECK_FALSE(std::filesystem::exists(copy + "-wal"));
+  auto restored = InstanceStore::open(copy);
+  REQUIRE(restored.ok());
+  auto records = (*restored)->loadAll();
+  REQUIRE(records.ok());
+  REQUIRE(records->size() == 2);
+  CHECK((*records)[0].uuid == "a");
+  CHECK((*records)[1].name == sample("b").name);
+  // A backup never overwrites a file.
+  auto again = InstanceStore::backup(path, copy);
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.error().message.find(copy) != std::string::npos);
+  CHECK_FALSE(InstanceStore::backup(dir.path() + "/none.db", dir.path() + "/x.db").ok());
 }

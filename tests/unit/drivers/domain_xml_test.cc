@@ -621,3 +621,47 @@ TEST_CASE("an encrypted ephemeral disk names its LUKS secret by uuid and never t
   std::string one = kiln::drivers::libvirt::renderDiskXml(inst.disks[1]);
   CHECK(one.find("<encryption format=\"luks\">") != std::string::npos);
 }
+
+TEST_CASE("a rendered domain reads back into what it says about the instance", "[xml][adopt]") {
+  auto inst = basicInstance();
+  inst.project_id = "project-a";
+  inst.disks[1].encryption_secret_uuid = "5a1c0c4e-3f0e-4d1b-8d2e-0f6f0c2b9a11";
+  inst.disks.push_back(iscsiDisk("vdc", true));
+  std::string xml = renderDomainXml(domainSpecFor(inst, "qemu", "pc", ""));
+  requireSchemaValid(xml);
+  CHECK(xml.find("<kiln:owner project_id=\"project-a\" />") != std::string::npos);
+  auto d = kiln::drivers::libvirt::describeDomainXml(xml);
+  REQUIRE(d.ok());
+  CHECK(d->uuid == inst.uuid);
+  CHECK(d->display_name == "web-1");
+  CHECK(d->project_id == "project-a");
+  CHECK(d->image_id == "cirros");
+  CHECK(d->flavor_name == "m1.tiny");
+  CHECK(d->created_at == "2026-11-26T00:00:00.000Z");
+  CHECK(d->vcpus == 2);
+  CHECK(d->memory_mb == 256);
+  REQUIRE(d->disks.size() == 3);
+  CHECK(d->disks[0].device == "vda");
+  CHECK(d->disks[0].path == inst.disks[0].path);
+  CHECK(d->disks[0].format == "qcow2");
+  CHECK(d->disks[0].backing_path == "/var/lib/kiln/_base/abc");
+  CHECK(d->disks[0].backing_format == "raw");
+  CHECK(d->disks[1].backing_path.empty());
+  CHECK(d->disks[1].encryption_secret_uuid == "5a1c0c4e-3f0e-4d1b-8d2e-0f6f0c2b9a11");
+  CHECK(d->disks[2].source == DiskSpec::Source::kIscsi);
+  CHECK(d->disks[2].iscsi_name == "iqn.2010-10.org.openstack:volume-1/1");
+  REQUIRE(d->disks[2].iscsi_hosts.size() == 1);
+  CHECK(d->disks[2].iscsi_hosts[0].port == 3260);
+  CHECK(d->disks[2].auth_username == "chapuser");
+  CHECK(d->disks[2].secret_usage == "kiln-0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10-volume-1");
+  CHECK(d->disks[2].serial == "volume-1");
+  // libvirt writes memory back in KiB, and a domain without kiln's metadata is not kiln's.
+  std::string kib = xml;
+  auto at = kib.find("<memory unit=\"MiB\">256</memory>");
+  REQUIRE(at != std::string::npos);
+  kib.replace(at, std::string("<memory unit=\"MiB\">256</memory>").size(),
+              "<memory unit=\"KiB\">262144</memory>");
+  CHECK(kiln::drivers::libvirt::describeDomainXml(kib)->memory_mb == 256);
+  CHECK(kiln::drivers::libvirt::describeDomainXml("<domain><uuid>x</uuid></domain>").error().code ==
+        kiln::ErrorCode::kNotFound);
+}
