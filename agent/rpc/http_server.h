@@ -1,6 +1,12 @@
 #pragma once
 // The agent's HTTP/1.1 listener. This header is all the rest of kiln sees of HTTP: the Boost.Beast
-// types stay in http_server.cc, so nothing else depends on (or recompiles for) the HTTP library.
+// types stay in agent/rpc/http_*.{h,cc}, whose headers only those files include, so nothing else
+// depends on (or recompiles for) the HTTP library.
+//
+// The pieces, one job each: http_messages (Beast's messages <-> HttpRequest/HttpResponse),
+// http_tls (the TLS context from PEM files), http_connection_table (connection limits),
+// http_connection (one connection's state machine), http_unix_socket (the socket file) and
+// http_server.cc (listeners, accept loops, start and stop).
 //
 // The server faces the network, so every input is hostile until parsed: header and body sizes are
 // capped before a byte is read, every read and write (and a TLS handshake) runs under a deadline,
@@ -19,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -47,6 +54,10 @@ struct HttpResponse {
 // A handler that blocks holds up every connection served by its thread, so slow work belongs
 // elsewhere (a job queue answering 202). A thrown exception becomes a logged 500.
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+// Request paths and methods come from the network: anything unprintable is escaped (and a long
+// value cut) before it reaches a log line.
+std::string printableForLog(std::string_view s);
 
 struct ServerLimits {
   std::size_t max_header_bytes = 16 * 1024;
