@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -47,7 +48,8 @@ Connection<Stream>::Connection(Stream stream, std::shared_ptr<const ServerContex
       context_(std::move(context)),
       slot_(std::move(slot)),
       peer_(std::move(peer)),
-      buffer_(context_->limits.max_header_bytes + kReadChunkBytes) {}
+      buffer_(context_->limits.max_header_bytes + kReadChunkBytes),
+      awaiting_response_(stream_.get_executor()) {}
 
 template <typename Stream>
 void Connection<Stream>::serve() {
@@ -209,31 +211,64 @@ template <typename Stream>
 void Connection<Stream>::handleRequest() {
   BeastRequest message = parser_->release();
   parser_.reset();
-  bool head = message.method() == http::verb::head;
+  answer_head_ = message.method() == http::verb::head;
+  answer_keep_alive_ = message.keep_alive();
+  answer_version_ = message.version();
   Result<HttpRequest> request = toHttpRequest(message);
-  HttpResponse response;
-  if (request) {
-    request->peer = peer_;
-    log_path_ = request->path;
-    response = callHandler(*request);
-  } else {
-    response = errorResponse(request.error());
+  if (!request) {
+    return send(errorResponse(request.error()), answer_keep_alive_, answer_head_, answer_version_,
+                limits().read_timeout);
   }
-  send(std::move(response), message.keep_alive(), head, message.version(), limits().read_timeout);
+  request->peer = peer_;
+  log_path_ = request->path;
+  // The request is in: the handler may take as long as it needs (a slow Keystone is not the
+  // client's fault), and writing the answer gets its own deadline in send().
+  lowest().expires_never();
+  // The one pending operation while the handler works: it keeps the connection alive, and
+  // destroying the io_context (HttpServer::stop) still frees it.
+  awaiting_response_.expires_at(SteadyClock::time_point::max());
+  awaiting_response_.async_wait([self = this->shared_from_this()](beast::error_code) {});
+  auto pending = std::make_shared<PendingResponse>(
+      context_->gate, deliverer(),
+      fmt::format("{} {} from {}", printableForLog(request->method), printableForLog(request->path),
+                  peer_));
+  callHandler(std::move(*request), pending);
 }
 
 template <typename Stream>
-HttpResponse Connection<Stream>::callHandler(const HttpRequest& request) {
+void Connection<Stream>::callHandler(HttpRequest request,
+                                     const std::shared_ptr<PendingResponse>& pending) {
   try {
-    return context_->handler(request);
+    context_->handler(std::move(request), respondTo(pending));
+    return;
   } catch (const std::exception& e) {
-    log::error("The handler for {} {} from {} threw: {}", printableForLog(request.method),
-               printableForLog(request.path), peer_, e.what());
+    log::error("The handler for {} threw: {}", pending->requestName(), e.what());
   } catch (...) {
-    log::error("The handler for {} {} from {} threw a non-standard exception",
-               printableForLog(request.method), printableForLog(request.path), peer_);
+    log::error("The handler for {} threw a non-standard exception", pending->requestName());
   }
-  return errorResponse(500, "The server failed while handling the request");
+  pending->answerIfUnanswered(errorResponse(500, "The server failed while handling the request"));
+}
+
+template <typename Stream>
+ResponseGate::Deliver Connection<Stream>::deliverer() {
+  return [weak = this->weak_from_this()](HttpResponse response) {
+    // The connection is alive: awaiting_response_ holds it until onResponse, and the gate is open,
+    // so the io_context is too. The posted handler takes over `self`, so the connection is never
+    // destroyed here.
+    std::shared_ptr<Connection> self = weak.lock();
+    if (!self) return;
+    auto executor = self->stream_.get_executor();
+    asio::post(executor, [self, response = std::move(response)]() mutable {
+      self->onResponse(std::move(response));
+    });
+  };
+}
+
+template <typename Stream>
+void Connection<Stream>::onResponse(HttpResponse response) {
+  awaiting_response_.cancel();
+  send(std::move(response), answer_keep_alive_, answer_head_, answer_version_,
+       limits().read_timeout);
 }
 
 template <typename Stream>

@@ -3,15 +3,19 @@
 // that serves it, for each kind of stream (plain TCP, TLS, unix socket).
 //
 //   begin --(TLS: detect, handshake)--> readHeader --> [100 Continue] --> readBody
-//     readBody --> handleRequest --> send --> onWrite --keep-alive--> waitForNextRequest
+//     readBody --> handleRequest --> (the handler works; no deadline) --Respond--> onResponse
+//     onResponse --> send --> onWrite --keep-alive--> waitForNextRequest
 //     waitForNextRequest --first byte--> readHeader;  onWrite --close--> closeGracefully
 //   A parse error is answered (400, 413, 431) and closes; a timeout or a client that goes away
 //   ends the chain without an answer.
 //
 // The connection owns itself through the shared_ptrs its pending operations hold, and every
 // operation runs on the connection's strand. Any error ends the chain of operations, which frees
-// the connection and closes its socket. Requests on one connection are served one at a time: the
-// next is read only once the previous response is written.
+// the connection and closes its socket. While the handler works, the pending operation is a wait
+// on awaiting_response_ that only the answer (or the server's stop) ends; the handler's Respond
+// holds a weak reference only (http_responder.h). Requests on one connection are served one at a
+// time: the next is read only once the previous response is written, so pipelined requests wait
+// in the socket, not in memory.
 
 #include <array>
 #include <chrono>
@@ -20,12 +24,14 @@
 #include <string>
 #include <type_traits>
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
 #include "agent/rpc/http_messages.h"
+#include "agent/rpc/http_responder.h"
 #include "agent/rpc/http_server_context.h"
 
 namespace kiln::rpc::httpd {
@@ -59,7 +65,10 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
   void onBody(boost::beast::error_code ec, std::size_t);
   void failRead(boost::beast::error_code ec);
   void handleRequest();
-  HttpResponse callHandler(const HttpRequest& request);
+  void callHandler(HttpRequest request, const std::shared_ptr<PendingResponse>& pending);
+  // Runs on a worker thread, with the server's ResponseGate held open.
+  ResponseGate::Deliver deliverer();
+  void onResponse(HttpResponse response);
   void prepareResponse(HttpResponse response, bool keep_alive, bool head, unsigned version);
   void send(HttpResponse response, bool keep_alive, bool head, unsigned version,
             std::chrono::milliseconds timeout);
@@ -77,6 +86,11 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
   boost::beast::flat_buffer buffer_;
   std::optional<beast_http::request_parser<beast_http::string_body>> parser_;
   BeastResponse response_;
+  boost::asio::steady_timer awaiting_response_;
+  // How the answer to the request being handled is framed.
+  bool answer_keep_alive_ = false;
+  bool answer_head_ = false;
+  unsigned answer_version_ = 11;
   std::array<char, 4096> drain_buffer_{};
   // For the request's log line.
   std::string log_method_;

@@ -171,11 +171,29 @@ struct HttpServer::Impl {
   UnixSocketFile unix_file;
 };
 
+namespace {
+
+// A synchronous handler answers before it returns, on the I/O thread that called it.
+AsyncRequestHandler answeringAtOnce(RequestHandler handler) {
+  return [handler = std::move(handler)](HttpRequest request, Respond respond) {
+    respond(handler(request));
+  };
+}
+
+}  // namespace
+
 HttpServer::HttpServer(ListenSettings listen, ServerLimits limits, RequestHandler handler)
+    : HttpServer(std::move(listen), limits, answeringAtOnce(std::move(handler))) {}
+
+HttpServer::HttpServer(ListenSettings listen, ServerLimits limits, AsyncRequestHandler handler)
     : listen_(std::move(listen)), limits_(limits), handler_(std::move(handler)) {}
 
 HttpServer::HttpServer(std::string host, std::uint16_t port, ServerLimits limits,
                        RequestHandler handler)
+    : HttpServer(std::move(host), port, limits, answeringAtOnce(std::move(handler))) {}
+
+HttpServer::HttpServer(std::string host, std::uint16_t port, ServerLimits limits,
+                       AsyncRequestHandler handler)
     : HttpServer(ListenSettings{std::move(host), port, {}, false, {}}, limits, std::move(handler)) {
 }
 
@@ -205,6 +223,7 @@ Result<void> HttpServer::start(unsigned io_threads) {
   auto context = std::make_shared<ServerContext>();
   context->limits = limits_;
   context->handler = handler_;
+  context->gate = std::make_shared<httpd::ResponseGate>();
   context->connections =
       std::make_shared<ConnectionTable>(limits_.max_connections, limits_.max_connections_per_peer);
   context->tls = tls;
@@ -295,6 +314,9 @@ Result<void> HttpServer::start(unsigned io_threads) {
 void HttpServer::stop() {
   std::lock_guard lock(lifecycle_mutex_);
   if (!impl_) return;
+  // First, so that no Respond touches the io_context or a connection from here on: one being
+  // called now finishes its post before close() returns, later ones do nothing.
+  impl_->context->gate->close();
   impl_->ioc.stop();
   for (std::thread& thread : threads_) thread.join();
   threads_.clear();

@@ -52,8 +52,22 @@ struct HttpResponse {
 
 // Called on an I/O thread, possibly on several at once when start() was given more than one.
 // A handler that blocks holds up every connection served by its thread, so slow work belongs
-// elsewhere (a job queue answering 202). A thrown exception becomes a logged 500.
+// elsewhere (an AsyncRequestHandler, or a job queue answering 202). A thrown exception becomes a
+// logged 500.
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+// How an asynchronous handler answers. Call it once, from any thread; copies share one answer, so
+// only the first call counts (a second is logged and dropped). When the last copy is destroyed
+// without a call, the client gets a 500. It finishes the response on the connection's own strand
+// and never blocks on the network. After HttpServer::stop() it does nothing.
+using Respond = std::function<void(HttpResponse)>;
+
+// Called on an I/O thread once a whole request has been read; it hands the request on (to a
+// worker pool, say) and returns at once, and whoever holds `respond` answers later. While the
+// handler works the connection has no read deadline (the write of the answer gets its own), and
+// the connection's next request is read only after this answer is written. A thrown exception
+// becomes a logged 500.
+using AsyncRequestHandler = std::function<void(HttpRequest, Respond)>;
 
 // Request paths and methods come from the network: anything unprintable is escaped (and a long
 // value cut) before it reaches a log line.
@@ -101,8 +115,11 @@ struct ListenSettings {
 class HttpServer {
  public:
   HttpServer(ListenSettings listen, ServerLimits limits, RequestHandler handler);
+  HttpServer(ListenSettings listen, ServerLimits limits, AsyncRequestHandler handler);
   // Plain HTTP on TCP only.
   HttpServer(std::string host, std::uint16_t port, ServerLimits limits, RequestHandler handler);
+  HttpServer(std::string host, std::uint16_t port, ServerLimits limits,
+             AsyncRequestHandler handler);
   ~HttpServer();  // stops
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -113,8 +130,10 @@ class HttpServer {
   Result<void> start(unsigned io_threads = 1);
 
   // Closes the listeners and every connection, removes the unix socket file and joins the I/O
-  // threads. Idempotent. It waits for handlers that are running, so it must not be called from
-  // inside a handler.
+  // threads. Idempotent. It waits for handlers running on the I/O threads, so it must not be
+  // called from inside a handler. It does not wait for answers still to come from elsewhere: a
+  // Respond called (or dropped) after stop() does nothing, and one being called at that moment
+  // finishes before stop() tears the connections down (http_responder.h says how).
   void stop();
 
   std::uint16_t port() const;  // the bound TCP port, valid after a successful start()
@@ -124,7 +143,7 @@ class HttpServer {
 
   ListenSettings listen_;
   ServerLimits limits_;
-  RequestHandler handler_;
+  AsyncRequestHandler handler_;
 
   std::mutex lifecycle_mutex_;  // serialises start() and stop()
   std::unique_ptr<Impl> impl_;

@@ -17,6 +17,7 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include "agent/rpc/http_connection_table.h"
+#include "agent/rpc/http_responder.h"
 #include "agent/rpc/http_server.h"
 #include "common/log.h"
 
@@ -54,7 +55,9 @@ class WarningLimiter {
 
 struct ServerContext {
   ServerLimits limits;
-  RequestHandler handler;
+  AsyncRequestHandler handler;
+  // Closed by HttpServer::stop() before the io_context goes; every answer passes it.
+  std::shared_ptr<ResponseGate> gate;
   std::shared_ptr<ConnectionTable> connections;
   std::shared_ptr<boost::asio::ssl::context> tls;  // null: the TCP listener speaks plain HTTP
   mutable WarningLimiter warnings;
