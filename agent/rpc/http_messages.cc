@@ -105,9 +105,36 @@ Result<HttpRequest> toHttpRequest(BeastRequest& message) {
   return request;
 }
 
+namespace {
+
+// RFC 9110's token: what a header name may consist of.
+bool isToken(std::string_view name) {
+  constexpr std::string_view kPunctuation = "!#$%&'*+-.^_`|~";
+  return !name.empty() && std::all_of(name.begin(), name.end(), [&](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           kPunctuation.find(c) != std::string_view::npos;
+  });
+}
+
+// The server frames every message itself (toBeastResponse): a handler's copy of these could
+// contradict it, and a second Content-Length is a request-smuggling gift to a proxy.
+bool isServerOwned(std::string_view name) {
+  for (std::string_view owned :
+       {"content-type", "content-length", "transfer-encoding", "connection"}) {
+    if (equalsIgnoringCase(name, owned)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool isSendable(const HttpResponse& response) {
-  return response.status >= 200 && response.status <= 599 &&
-         isSafeHeaderValue(response.content_type);
+  if (response.status < 200 || response.status > 599) return false;
+  if (!isSafeHeaderValue(response.content_type)) return false;
+  return std::all_of(response.headers.begin(), response.headers.end(), [](const auto& header) {
+    return isToken(header.first) && !isServerOwned(header.first) &&
+           isSafeHeaderValue(header.second);
+  });
 }
 
 BeastResponse toBeastResponse(HttpResponse response, bool keep_alive, bool head, unsigned version) {
@@ -116,6 +143,7 @@ BeastResponse toBeastResponse(HttpResponse response, bool keep_alive, bool head,
   out.result(response.status);
   out.set(http::field::server, "kiln");
   if (!response.content_type.empty()) out.set(http::field::content_type, response.content_type);
+  for (auto& [name, value] : response.headers) out.insert(name, value);
   bool no_content = response.status == 204 || response.status == 304;
   if (!no_content) out.body() = std::move(response.body);
   out.keep_alive(keep_alive);

@@ -37,7 +37,7 @@ bool isSafeHeaderValue(std::string_view value);
 Result<HttpRequest> toHttpRequest(BeastRequest& message);
 
 // Whether the server can put `response` on the wire as it is: a final status, and a content type
-// that cannot inject a header.
+// and extra headers that can neither inject a header nor contradict the server's own framing.
 bool isSendable(const HttpResponse& response);
 
 // The wire form of a sendable response. A HEAD answer announces the length of the body it would

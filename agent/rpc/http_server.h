@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -48,6 +49,12 @@ struct HttpResponse {
   unsigned status = 200;
   std::string content_type = "application/json";
   std::string body;
+  // Further response headers, such as Retry-After on a 503. Checked like content_type (no CR, LF
+  // or other control byte in a value, a name that is an HTTP token); Content-Type,
+  // Content-Length, Transfer-Encoding and Connection are the server's to set. A response that
+  // breaks a rule is replaced by a logged 500. The "= {}" lets {status, type, body} still
+  // initialise a response without a warning.
+  std::vector<std::pair<std::string, std::string>> headers = {};
 };
 
 // Called on an I/O thread, possibly on several at once when start() was given more than one.

@@ -297,5 +297,32 @@ TEST_CASE("HttpServer::stop with answers still outstanding", "[rpc][http]") {
   CHECK(second.waitForClose(2s));
 }
 
+TEST_CASE("HttpServer sends a response's extra headers, and refuses unsafe ones", "[rpc][http]") {
+  auto server = startAsync([](HttpRequest request, Respond respond) {
+    HttpResponse response = pathEcho(request);
+    response.status = 503;
+    if (request.path == "/retry") response.headers = {{"Retry-After", "1"}, {"X-Kiln", "a b"}};
+    if (request.path == "/crlf") response.headers = {{"Retry-After", "1\r\nSet-Cookie: x=1"}};
+    if (request.path == "/bad-name") response.headers = {{"Retry After", "1"}};
+    if (request.path == "/framing") response.headers = {{"content-length", "0"}};
+    if (request.path == "/type") response.headers = {{"Content-Type", "text/html"}};
+    respond(std::move(response));
+  });
+  auto retry = roundTrip(server->port(), makeRequest("GET", "/retry"));
+  REQUIRE(retry.has_value());
+  CHECK(retry->status == 503);
+  CHECK(retry->header("retry-after") == "1");
+  CHECK(retry->header("x-kiln") == "a b");
+  CHECK(retry->header("content-type") == "application/json");
+
+  for (const char* path : {"/crlf", "/bad-name", "/framing", "/type"}) {
+    INFO(path);
+    auto refused = roundTrip(server->port(), makeRequest("GET", path));
+    requireServerError(refused);
+    CHECK(refused->header("set-cookie").empty());
+    CHECK(refused->header("retry-after").empty());
+  }
+}
+
 }  // namespace
 }  // namespace kiln::rpc
