@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 
+#include "agent/api/api_dispatcher.h"
 #include "agent/api/api_router.h"
 #include "agent/lifecycle/image_cache_service.h"
 #include "agent/lifecycle/instance_manager.h"
@@ -26,6 +27,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/secret_box.h"
+#include "common/work_queue.h"
 #include "config/config.h"
 #include "config/flavors.h"
 #include "drivers/disk/disk_builder.h"
@@ -266,10 +268,16 @@ int run(const config::KilnConfig& cfg) {
   listen.allow_insecure_http = cfg.api.allow_insecure_http;
   listen.unix_socket = {cfg.api.listen_unix_socket, cfg.api.unix_socket_mode,
                         cfg.api.unix_socket_group};
-  rpc::HttpServer server(listen, limits,
-                         [&router](const rpc::HttpRequest& req) { return router.handle(req); });
-  // Two I/O threads: a request that waits on the image service (a snapshot's image record) does
-  // not hold up the others.
+  // Every request but /healthz runs on the API's own workers, so one that waits on Keystone or
+  // the image service (a snapshot's image record) holds up a worker, not the I/O threads and with
+  // them every caller. Declared after the router and before the server: the server goes first,
+  // then the pool (joining its workers), and only then the router they call.
+  WorkQueue api_pool(cfg.api.workers, cfg.api.max_queued_requests);
+  api::ApiDispatcher dispatcher(
+      api_pool, [&router](const rpc::HttpRequest& req) { return router.handle(req); });
+  rpc::HttpServer server(listen, limits, dispatcher.asyncHandler());
+  // The I/O threads only parse, write and answer /healthz; two keep TLS handshakes from queueing
+  // behind each other.
   if (auto r = server.start(2); !r) return fail(r.error().message);
 
   std::string where;
@@ -321,7 +329,12 @@ int run(const config::KilnConfig& cfg) {
     }
   }
   sd_notify(0, "STOPPING=1");
+  // No new requests, and answers still to come go nowhere (HttpServer::stop).
   server.stop();
+  // Requests still queued are answered without running; the pool then waits only for those
+  // already running (one waiting on Keystone: at most [keystone] timeout).
+  dispatcher.stop();
+  api_pool.shutdown();
   images.stop();
   manager.shutdown();
   driver.stop();

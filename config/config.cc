@@ -506,6 +506,20 @@ const std::map<std::string, Setter>& optionTable() {
          c.api.policy_file = v;
          return success();
        }},
+      {"api.workers",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 1, 256);
+         if (!n) return n.error();
+         c.api.workers = *n;
+         return success();
+       }},
+      {"api.max_queued_requests",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 0, 65536);
+         if (!n) return n.error();
+         c.api.max_queued_requests = *n;
+         return success();
+       }},
       {"keystone.auth_url",
        [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
          if (!v.empty() && !v.starts_with("http://") && !v.starts_with("https://")) {
