@@ -20,6 +20,7 @@
 #include "agent/lifecycle/instance_manager.h"
 #include "agent/rpc/http_server.h"
 #include "agent/rpc/keystone_authenticator.h"
+#include "agent/rpc/local_first_authenticator.h"
 #include "agent/rpc/policy.h"
 #include "agent/rpc/token_auth.h"
 #include "agent/state/instance_store.h"
@@ -95,6 +96,28 @@ Result<std::shared_ptr<const rpc::TokenAuthenticator>> loadTokens(const std::str
   return std::make_shared<const rpc::TokenAuthenticator>(std::move(auth).value());
 }
 
+// [keystone] accept_token_file: the token file's callers first, then Keystone. A missing file
+// means no such callers (an operator may have none, or remove the file to revoke them all); any
+// other fault with the file is an error, as without Keystone.
+Result<std::shared_ptr<const rpc::Authenticator>> tokensBesideKeystone(
+    const std::string& path, std::shared_ptr<const rpc::Authenticator> keystone) {
+  auto tokens = rpc::TokenAuthenticator::loadFile(path);
+  std::shared_ptr<const rpc::TokenAuthenticator> local;
+  if (tokens) {
+    local = std::make_shared<const rpc::TokenAuthenticator>(std::move(tokens).value());
+  } else if (tokens.error().code != ErrorCode::kNotFound) {
+    return tokens.error();
+  }
+  auto both = std::make_shared<const rpc::LocalFirstAuthenticator>(local, std::move(keystone));
+  if (local) {
+    log::info("The {} tokens of '{}' are accepted beside Keystone's ([keystone] accept_token_file)",
+              local->size(), path);
+  } else {
+    log::info("Token file '{}' does not exist: Keystone alone validates tokens", path);
+  }
+  return std::shared_ptr<const rpc::Authenticator>(std::move(both));
+}
+
 int fail(const std::string& message) {
   log::error("{}", message);
   sd_notifyf(0, "STATUS=Failed: %s", message.c_str());
@@ -117,6 +140,8 @@ int run(const config::KilnConfig& cfg) {
   if (!flavors) return fail(flavors.error().message);
   Holder<rpc::Authenticator> authenticator;
   const bool use_keystone = !cfg.keystone.auth_url.empty();
+  const bool tokens_beside_keystone = use_keystone && cfg.keystone.accept_token_file;
+  std::shared_ptr<const rpc::Authenticator> keystone_authenticator;  // kept for SIGHUP reloads
   if (!use_keystone) {
     auto auth = loadTokens(cfg.api.token_file);
     if (!auth) return fail(auth.error().message);
@@ -174,8 +199,15 @@ int run(const config::KilnConfig& cfg) {
     keystone.timeout = std::chrono::seconds(cfg.keystone.timeout);
     auto created = rpc::KeystoneAuthenticator::create(keystone, http, clock);
     if (!created) return fail(created.error().message);
-    authenticator.set(std::shared_ptr<const rpc::Authenticator>(std::move(created).value()));
+    keystone_authenticator = std::move(created).value();
     log::info("API tokens are validated by Keystone at {}", cfg.keystone.auth_url);
+    if (tokens_beside_keystone) {
+      auto both = tokensBesideKeystone(cfg.api.token_file, keystone_authenticator);
+      if (!both) return fail(both.error().message);
+      authenticator.set(*both);
+    } else {
+      authenticator.set(keystone_authenticator);
+    }
   }
   std::unique_ptr<imagecache::ImageSource> image_source;
   std::unique_ptr<imagecache::ImageUploader> uploader;
@@ -313,6 +345,13 @@ int run(const config::KilnConfig& cfg) {
           log::info("Reloaded the API token file ({} tokens)", (*fresh)->size());
         } else {
           log::error("Keeping the old tokens: {}", fresh.error().message);
+        }
+      } else if (tokens_beside_keystone) {
+        auto fresh = tokensBesideKeystone(cfg.api.token_file, keystone_authenticator);
+        if (fresh) {
+          authenticator.set(*fresh);
+        } else {
+          log::error("Keeping the old tokens beside Keystone: {}", fresh.error().message);
         }
       }
       auto fresh_policy = loadPolicy(cfg.api.policy_file);

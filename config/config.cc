@@ -587,6 +587,13 @@ const std::map<std::string, Setter>& optionTable() {
          c.keystone.timeout = *n;
          return success();
        }},
+      {"keystone.accept_token_file",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto b = parseBool(k, v);
+         if (!b) return b.error();
+         c.keystone.accept_token_file = *b;
+         return success();
+       }},
       {"images.local_dir",
        [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
          if (auto r = requireAbsolutePath(k, v); !r) return r;
@@ -672,6 +679,12 @@ Result<KilnConfig> parseConfig(std::string_view text, std::string_view source_na
   if (!cfg.api.ca_file.empty() && cfg.api.cert_file.empty()) {
     return Error::invalid(fmt::format(
         "[api] ca_file (client certificates) needs [api] cert_file and key_file in '{}'",
+        source_name));
+  }
+  if (cfg.keystone.accept_token_file && cfg.keystone.auth_url.empty()) {
+    cfg.warnings.push_back(fmt::format(
+        "[keystone] accept_token_file in '{}' has no effect without [keystone] auth_url: [api] "
+        "token_file decides alone",
         source_name));
   }
   auto& encryption = cfg.ephemeral_storage_encryption;

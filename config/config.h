@@ -65,6 +65,8 @@ struct KeystoneSection {
   std::string cafile;
   unsigned cache_seconds = 60;  // never past a token's expiry
   unsigned timeout = 10;        // seconds per request to Keystone
+  // Tokens in [api] token_file (when it exists) are checked first, without Keystone.
+  bool accept_token_file = false;
 };
 
 struct LibvirtSection {
