@@ -66,7 +66,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
   void failRead(boost::beast::error_code ec);
   void handleRequest();
   void callHandler(HttpRequest request, const std::shared_ptr<PendingResponse>& pending);
-  // Runs on a worker thread, with the server's ResponseGate held open.
+  // What a Respond calls, on whichever thread answers, with the server's ResponseGate held open.
   ResponseGate::Deliver deliverer();
   void onResponse(HttpResponse response);
   void prepareResponse(HttpResponse response, bool keep_alive, bool head, unsigned version);
