@@ -14,11 +14,13 @@
 #include <memory>
 #include <mutex>
 
+#include "agent/api/api_dispatcher.h"
 #include "agent/api/api_router.h"
 #include "agent/lifecycle/image_cache_service.h"
 #include "agent/lifecycle/instance_manager.h"
 #include "agent/rpc/http_server.h"
 #include "agent/rpc/keystone_authenticator.h"
+#include "agent/rpc/local_first_authenticator.h"
 #include "agent/rpc/policy.h"
 #include "agent/rpc/token_auth.h"
 #include "agent/state/instance_store.h"
@@ -94,6 +96,28 @@ Result<std::shared_ptr<const rpc::TokenAuthenticator>> loadTokens(const std::str
   return std::make_shared<const rpc::TokenAuthenticator>(std::move(auth).value());
 }
 
+// [keystone] accept_token_file: the token file's callers first, then Keystone. A missing file
+// means no such callers (an operator may have none, or remove the file to revoke them all); any
+// other fault with the file is an error, as without Keystone.
+Result<std::shared_ptr<const rpc::Authenticator>> tokensBesideKeystone(
+    const std::string& path, std::shared_ptr<const rpc::Authenticator> keystone) {
+  auto tokens = rpc::TokenAuthenticator::loadFile(path);
+  std::shared_ptr<const rpc::TokenAuthenticator> local;
+  if (tokens) {
+    local = std::make_shared<const rpc::TokenAuthenticator>(std::move(tokens).value());
+  } else if (tokens.error().code != ErrorCode::kNotFound) {
+    return tokens.error();
+  }
+  auto both = std::make_shared<const rpc::LocalFirstAuthenticator>(local, std::move(keystone));
+  if (local) {
+    log::info("The {} tokens of '{}' are accepted beside Keystone's ([keystone] accept_token_file)",
+              local->size(), path);
+  } else {
+    log::info("Token file '{}' does not exist: Keystone alone validates tokens", path);
+  }
+  return std::shared_ptr<const rpc::Authenticator>(std::move(both));
+}
+
 int fail(const std::string& message) {
   log::error("{}", message);
   sd_notifyf(0, "STATUS=Failed: %s", message.c_str());
@@ -116,6 +140,8 @@ int run(const config::KilnConfig& cfg) {
   if (!flavors) return fail(flavors.error().message);
   Holder<rpc::Authenticator> authenticator;
   const bool use_keystone = !cfg.keystone.auth_url.empty();
+  const bool tokens_beside_keystone = use_keystone && cfg.keystone.accept_token_file;
+  std::shared_ptr<const rpc::Authenticator> keystone_authenticator;  // kept for SIGHUP reloads
   if (!use_keystone) {
     auto auth = loadTokens(cfg.api.token_file);
     if (!auth) return fail(auth.error().message);
@@ -173,8 +199,15 @@ int run(const config::KilnConfig& cfg) {
     keystone.timeout = std::chrono::seconds(cfg.keystone.timeout);
     auto created = rpc::KeystoneAuthenticator::create(keystone, http, clock);
     if (!created) return fail(created.error().message);
-    authenticator.set(std::shared_ptr<const rpc::Authenticator>(std::move(created).value()));
+    keystone_authenticator = std::move(created).value();
     log::info("API tokens are validated by Keystone at {}", cfg.keystone.auth_url);
+    if (tokens_beside_keystone) {
+      auto both = tokensBesideKeystone(cfg.api.token_file, keystone_authenticator);
+      if (!both) return fail(both.error().message);
+      authenticator.set(*both);
+    } else {
+      authenticator.set(keystone_authenticator);
+    }
   }
   std::unique_ptr<imagecache::ImageSource> image_source;
   std::unique_ptr<imagecache::ImageUploader> uploader;
@@ -270,10 +303,16 @@ int run(const config::KilnConfig& cfg) {
   listen.allow_insecure_http = cfg.api.allow_insecure_http;
   listen.unix_socket = {cfg.api.listen_unix_socket, cfg.api.unix_socket_mode,
                         cfg.api.unix_socket_group};
-  rpc::HttpServer server(listen, limits,
-                         [&router](const rpc::HttpRequest& req) { return router.handle(req); });
-  // Two I/O threads: a request that waits on the image service (a snapshot's image record) does
-  // not hold up the others.
+  // Every request but /healthz runs on the API's own workers, so one that waits on Keystone or
+  // the image service (a snapshot's image record) holds up a worker, not the I/O threads and with
+  // them every caller. Declared after the router and before the server: the server goes first,
+  // then the pool (joining its workers), and only then the router they call.
+  WorkQueue api_pool(cfg.api.workers, cfg.api.max_queued_requests);
+  api::ApiDispatcher dispatcher(
+      api_pool, [&router](const rpc::HttpRequest& req) { return router.handle(req); });
+  rpc::HttpServer server(listen, limits, dispatcher.asyncHandler());
+  // The I/O threads only parse, write and answer /healthz; two keep TLS handshakes from queueing
+  // behind each other.
   if (auto r = server.start(2); !r) return fail(r.error().message);
 
   std::string where;
@@ -309,6 +348,13 @@ int run(const config::KilnConfig& cfg) {
         } else {
           log::error("Keeping the old tokens: {}", fresh.error().message);
         }
+      } else if (tokens_beside_keystone) {
+        auto fresh = tokensBesideKeystone(cfg.api.token_file, keystone_authenticator);
+        if (fresh) {
+          authenticator.set(*fresh);
+        } else {
+          log::error("Keeping the old tokens beside Keystone: {}", fresh.error().message);
+        }
       }
       auto fresh_policy = loadPolicy(cfg.api.policy_file);
       if (fresh_policy) {
@@ -320,7 +366,12 @@ int run(const config::KilnConfig& cfg) {
     }
   }
   sd_notify(0, "STOPPING=1");
+  // No new requests, and answers still to come go nowhere (HttpServer::stop).
   server.stop();
+  // Requests still queued are answered without running; the pool then waits only for those
+  // already running (one waiting on Keystone: at most [keystone] timeout).
+  dispatcher.stop();
+  api_pool.shutdown();
   images.stop();
   manager.shutdown();
   lifecycle_jobs.shutdown();  // the jobs already queued still run

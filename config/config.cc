@@ -506,6 +506,20 @@ const std::map<std::string, Setter>& optionTable() {
          c.api.policy_file = v;
          return success();
        }},
+      {"api.workers",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 1, 256);
+         if (!n) return n.error();
+         c.api.workers = *n;
+         return success();
+       }},
+      {"api.max_queued_requests",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto n = parseInt<unsigned>(k, v, 0, 65536);
+         if (!n) return n.error();
+         c.api.max_queued_requests = *n;
+         return success();
+       }},
       {"keystone.auth_url",
        [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
          if (!v.empty() && !v.starts_with("http://") && !v.starts_with("https://")) {
@@ -571,6 +585,13 @@ const std::map<std::string, Setter>& optionTable() {
          auto n = parseInt<unsigned>(k, v, 1, 300);
          if (!n) return n.error();
          c.keystone.timeout = *n;
+         return success();
+       }},
+      {"keystone.accept_token_file",
+       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
+         auto b = parseBool(k, v);
+         if (!b) return b.error();
+         c.keystone.accept_token_file = *b;
          return success();
        }},
       {"images.local_dir",
@@ -658,6 +679,12 @@ Result<KilnConfig> parseConfig(std::string_view text, std::string_view source_na
   if (!cfg.api.ca_file.empty() && cfg.api.cert_file.empty()) {
     return Error::invalid(fmt::format(
         "[api] ca_file (client certificates) needs [api] cert_file and key_file in '{}'",
+        source_name));
+  }
+  if (cfg.keystone.accept_token_file && cfg.keystone.auth_url.empty()) {
+    cfg.warnings.push_back(fmt::format(
+        "[keystone] accept_token_file in '{}' has no effect without [keystone] auth_url: [api] "
+        "token_file decides alone",
         source_name));
   }
   auto& encryption = cfg.ephemeral_storage_encryption;

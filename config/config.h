@@ -47,6 +47,10 @@ struct ApiSection {
   // The API policy (oslo.policy rules, YAML or JSON). Missing at this default path: the built-in
   // defaults; missing at any other path: a startup error.
   std::string policy_file = "/etc/kiln/policy.yaml";
+  // The API worker pool: requests other than /healthz run on `workers` threads; past
+  // max_queued_requests waiting, callers get 503 with Retry-After.
+  unsigned workers = 8;
+  unsigned max_queued_requests = 128;
 };
 
 // Keystone token validation; empty auth_url: callers are authenticated by [api] token_file.
@@ -61,6 +65,8 @@ struct KeystoneSection {
   std::string cafile;
   unsigned cache_seconds = 60;  // never past a token's expiry
   unsigned timeout = 10;        // seconds per request to Keystone
+  // Tokens in [api] token_file (when it exists) are checked first, without Keystone.
+  bool accept_token_file = false;
 };
 
 struct LibvirtSection {

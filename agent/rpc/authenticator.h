@@ -1,7 +1,8 @@
 #pragma once
 // Who is calling: the one interface the API uses to turn a request's token into a Caller.
 // TokenAuthenticator (token_auth.h) reads kiln's own token file; KeystoneAuthenticator
-// (keystone_authenticator.h) asks OpenStack Identity. agent/main.cc picks one.
+// (keystone_authenticator.h) asks OpenStack Identity; LocalFirstAuthenticator
+// (local_first_authenticator.h) tries the first, then the second. agent/main.cc picks one.
 
 #include <string_view>
 

@@ -1,6 +1,12 @@
 #pragma once
 // The agent's HTTP/1.1 listener. This header is all the rest of kiln sees of HTTP: the Boost.Beast
-// types stay in http_server.cc, so nothing else depends on (or recompiles for) the HTTP library.
+// types stay in agent/rpc/http_*.{h,cc}, whose headers only those files include, so nothing else
+// depends on (or recompiles for) the HTTP library.
+//
+// The pieces, one job each: http_messages (Beast's messages <-> HttpRequest/HttpResponse),
+// http_tls (the TLS context from PEM files), http_connection_table (connection limits),
+// http_connection (one connection's state machine), http_unix_socket (the socket file) and
+// http_server.cc (listeners, accept loops, start and stop).
 //
 // The server faces the network, so every input is hostile until parsed: header and body sizes are
 // capped before a byte is read, every read and write (and a TLS handshake) runs under a deadline,
@@ -19,7 +25,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -41,12 +49,36 @@ struct HttpResponse {
   unsigned status = 200;
   std::string content_type = "application/json";
   std::string body;
+  // Further response headers, such as Retry-After on a 503. Checked like content_type (no CR, LF
+  // or other control byte in a value, a name that is an HTTP token); Content-Type,
+  // Content-Length, Transfer-Encoding and Connection are the server's to set. A response that
+  // breaks a rule is replaced by a logged 500. The "= {}" lets {status, type, body} still
+  // initialise a response without a warning.
+  std::vector<std::pair<std::string, std::string>> headers = {};
 };
 
 // Called on an I/O thread, possibly on several at once when start() was given more than one.
 // A handler that blocks holds up every connection served by its thread, so slow work belongs
-// elsewhere (a job queue answering 202). A thrown exception becomes a logged 500.
+// elsewhere (an AsyncRequestHandler, or a job queue answering 202). A thrown exception becomes a
+// logged 500.
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+// How an asynchronous handler answers. Call it once, from any thread; copies share one answer, so
+// only the first call counts (a second is logged and dropped). When the last copy is destroyed
+// without a call, the client gets a 500. It finishes the response on the connection's own strand
+// and never blocks on the network. After HttpServer::stop() it does nothing.
+using Respond = std::function<void(HttpResponse)>;
+
+// Called on an I/O thread once a whole request has been read; it hands the request on (to a
+// worker pool, say) and returns at once, and whoever holds `respond` answers later. While the
+// handler works the connection has no read deadline (the write of the answer gets its own), and
+// the connection's next request is read only after this answer is written. A thrown exception
+// becomes a logged 500.
+using AsyncRequestHandler = std::function<void(HttpRequest, Respond)>;
+
+// Request paths and methods come from the network: anything unprintable is escaped (and a long
+// value cut) before it reaches a log line.
+std::string printableForLog(std::string_view s);
 
 struct ServerLimits {
   std::size_t max_header_bytes = 16 * 1024;
@@ -90,8 +122,11 @@ struct ListenSettings {
 class HttpServer {
  public:
   HttpServer(ListenSettings listen, ServerLimits limits, RequestHandler handler);
+  HttpServer(ListenSettings listen, ServerLimits limits, AsyncRequestHandler handler);
   // Plain HTTP on TCP only.
   HttpServer(std::string host, std::uint16_t port, ServerLimits limits, RequestHandler handler);
+  HttpServer(std::string host, std::uint16_t port, ServerLimits limits,
+             AsyncRequestHandler handler);
   ~HttpServer();  // stops
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -102,8 +137,10 @@ class HttpServer {
   Result<void> start(unsigned io_threads = 1);
 
   // Closes the listeners and every connection, removes the unix socket file and joins the I/O
-  // threads. Idempotent. It waits for handlers that are running, so it must not be called from
-  // inside a handler.
+  // threads. Idempotent. It waits for handlers running on the I/O threads, so it must not be
+  // called from inside a handler. It does not wait for answers still to come from elsewhere: a
+  // Respond called (or dropped) after stop() does nothing, and one being called at that moment
+  // finishes before stop() tears the connections down (http_responder.h says how).
   void stop();
 
   std::uint16_t port() const;  // the bound TCP port, valid after a successful start()
@@ -113,7 +150,7 @@ class HttpServer {
 
   ListenSettings listen_;
   ServerLimits limits_;
-  RequestHandler handler_;
+  AsyncRequestHandler handler_;
 
   std::mutex lifecycle_mutex_;  // serialises start() and stop()
   std::unique_ptr<Impl> impl_;

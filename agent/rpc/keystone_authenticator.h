@@ -12,7 +12,8 @@
 // Validated tokens are cached for cache_seconds, never past their expires_at, under the SHA-256
 // of the token (no token is kept in clear). Failures are never cached. When Keystone cannot be
 // reached or refuses kiln itself, callers get kUnavailable (503), not kUnauthorized: their
-// token may be fine. A validation blocks the calling I/O thread for at most `timeout`.
+// token may be fine. A validation blocks the calling thread (an API worker, never an I/O thread:
+// agent/api/api_dispatcher.h) for at most `timeout`.
 
 #include <chrono>
 #include <cstddef>

@@ -167,6 +167,44 @@ max_connections_per_peer = 8
   check("[api]\nallow_insecure_http = maybe\n", "[api] allow_insecure_http");
 }
 
+TEST_CASE("the API worker pool and accept_token_file are read and checked", "[config]") {
+  auto defaults = parseConfig("", "empty");
+  REQUIRE(defaults.ok());
+  CHECK(defaults->api.workers == 8);
+  CHECK(defaults->api.max_queued_requests == 128);
+  CHECK_FALSE(defaults->keystone.accept_token_file);
+
+  auto cfg = parseConfig(
+      "[api]\nworkers = 256\nmax_queued_requests = 0\n[keystone]\nauth_url = "
+      "http://127.0.0.1:5000/v3\nservice_token_file = /etc/kiln/service-token\n"
+      "accept_token_file = true\n",
+      "pool.conf");
+  INFO((cfg ? std::string() : cfg.error().message));
+  REQUIRE(cfg.ok());
+  CHECK(cfg->api.workers == 256);
+  CHECK(cfg->api.max_queued_requests == 0);  // no queue: a busy pool answers 503 at once
+  CHECK(cfg->keystone.accept_token_file);
+  CHECK(cfg->warnings.empty());
+
+  auto check = [](const char* text, const char* expected) {
+    auto bad = parseConfig(text, "bad.conf");
+    REQUIRE_FALSE(bad.ok());
+    INFO(bad.error().message);
+    CHECK(bad.error().message.find(expected) != std::string::npos);
+  };
+  check("[api]\nworkers = 0\n", "[api] workers");
+  check("[api]\nworkers = 257\n", "[api] workers");
+  check("[api]\nmax_queued_requests = -1\n", "[api] max_queued_requests");
+  check("[api]\nmax_queued_requests = 65537\n", "[api] max_queued_requests");
+  check("[keystone]\naccept_token_file = sometimes\n", "[keystone] accept_token_file");
+
+  // Without Keystone the option means nothing; saying so beats silently ignoring it.
+  auto alone = parseConfig("[keystone]\naccept_token_file = true\n", "alone.conf");
+  REQUIRE(alone.ok());
+  REQUIRE(alone->warnings.size() == 1);
+  CHECK(alone->warnings[0].find("[keystone] accept_token_file") != std::string::npos);
+}
+
 TEST_CASE("ephemeral_clear defaults to zero and takes only the three methods", "[config]") {
   auto cfg = parseConfig("", "kiln.conf");
   REQUIRE(cfg.ok());

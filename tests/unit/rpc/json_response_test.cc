@@ -31,8 +31,8 @@ TEST_CASE("a 500 carries a request id, never the internal message", "[rpc][json]
   CHECK(response.body.find("SQLite") == std::string::npos);
   CHECK(response.body.find("/var/lib/kiln") == std::string::npos);
   // Other errors keep their message: it is written for the caller.
-  CHECK(nlohmann::json::parse(errorResponse(Error::exhausted("No space left for the disk")).body)
-            ["error"]["message"] == "No space left for the disk");
+  CHECK(nlohmann::json::parse(errorResponse(Error::exhausted("No space left for the disk"))
+                                  .body)["error"]["message"] == "No space left for the disk");
 }
 
 TEST_CASE("httpStatusFor maps every error code", "[rpc][json]") {
