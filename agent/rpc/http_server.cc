@@ -41,6 +41,7 @@
 #include "agent/rpc/json_response.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 
 namespace kiln::rpc {
@@ -104,13 +105,6 @@ std::string printableForLog(std::string_view s) {
   return out;
 }
 
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 std::optional<std::string> percentDecode(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -120,20 +114,13 @@ std::optional<std::string> percentDecode(std::string_view s) {
       continue;
     }
     if (i + 2 >= s.size()) return std::nullopt;
-    int high = hexValue(s[i + 1]);
-    int low = hexValue(s[i + 2]);
+    int high = strings::hexDigitValue(s[i + 1]);
+    int low = strings::hexDigitValue(s[i + 2]);
     if (high < 0 || low < 0) return std::nullopt;
     out += static_cast<char>(high * 16 + low);
     i += 2;
   }
   return out;
-}
-
-bool equalsIgnoringCase(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-    return lower(x) == lower(y);
-  });
 }
 
 // A header value from a handler goes onto the wire verbatim; a CR or LF in it would let the value
@@ -388,7 +375,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
     log_path_ = std::string(toStd(message.target()));
     // Clients such as curl wait for this before sending a large body.
     if (!parser_->is_done() && message.version() >= 11 &&
-        equalsIgnoringCase(toStd(message[http::field::expect]), "100-continue")) {
+        strings::equalsIgnoringCase(toStd(message[http::field::expect]), "100-continue")) {
       asio::async_write(
           stream_, asio::buffer(kContinue.data(), kContinue.size()),
           beast::bind_front_handler(&Connection::onContinueSent, this->shared_from_this()));
