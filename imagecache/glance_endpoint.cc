@@ -1,9 +1,9 @@
 #include "imagecache/glance_endpoint.h"
 
-#include <cctype>
 #include <thread>
 
 #include "common/fs.h"
+#include "common/strings.h"
 
 namespace kiln::imagecache {
 namespace glance {
@@ -20,15 +20,7 @@ bool hasControlCharacter(std::string_view s) {
   });
 }
 
-std::string printable(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 140)) {
-    auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u >= 0x7f) ? '?' : c;
-  }
-  if (s.size() > 140) out += "...";
-  return out;
-}
+std::string printable(std::string_view s) { return strings::printableExcerpt(s, 140); }
 
 std::string snippet(std::string_view body) {
   if (auto head_end = body.find("</head>"); head_end != std::string_view::npos) {
@@ -111,9 +103,7 @@ Result<HttpRequestSpec> GlanceEndpoint::requestFor(const std::string& url) const
                    fmt::format("Cannot read the Glance token file '{}': {}", options_.token_file,
                                text.error().message)};
     }
-    std::string_view t = *text;
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
+    std::string_view t = strings::trim(*text);
     if (t.empty()) {
       return Error{ErrorCode::kUnauthorized,
                    fmt::format("The Glance token file '{}' is empty", options_.token_file)};

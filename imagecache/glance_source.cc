@@ -15,6 +15,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 #include "imagecache/glance_endpoint.h"
 
@@ -28,14 +29,6 @@ template <typename T>
 using Attempt = GlanceEndpoint::Attempt<T>;
 
 constexpr std::size_t kDirectReadChunk = 1 << 20;
-
-bool startsWithNoCase(std::string_view text, std::string_view lower_prefix) {
-  if (text.size() < lower_prefix.size()) return false;
-  for (std::size_t i = 0; i < lower_prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(text[i])) != lower_prefix[i]) return false;
-  }
-  return true;
-}
 
 std::string urlEncode(std::string_view s) {
   std::string out;
@@ -122,7 +115,8 @@ Result<void> validateGlanceOptions(const GlanceOptions& o) {
     return Error::invalid("[glance] api_servers is empty; name at least one Glance endpoint");
   }
   for (const auto& server : o.api_servers) {
-    if ((!startsWithNoCase(server, "http://") && !startsWithNoCase(server, "https://")) ||
+    if ((!strings::startsWithIgnoringCase(server, "http://") &&
+         !strings::startsWithIgnoringCase(server, "https://")) ||
         glance::hasControlCharacter(server) || server.find_first_of(" ?#") != std::string::npos) {
       return Error::invalid(fmt::format(
           "Glance API server '{}' is not an http:// or https:// URL without query or fragment",
@@ -234,9 +228,9 @@ Result<bool> GlanceSource::downloadDirect(const ImageRecord& record, const ByteS
     if (!ec) roots.push_back(canonical.string());
   }
   for (const std::string& location : record.locations) {
-    if (!startsWithNoCase(location, "file://")) continue;
+    if (!strings::startsWithIgnoringCase(location, "file://")) continue;
     std::string_view rest = std::string_view(location).substr(7);
-    if (startsWithNoCase(rest, "localhost/")) rest.remove_prefix(9);
+    if (strings::startsWithIgnoringCase(rest, "localhost/")) rest.remove_prefix(9);
     if (rest.empty() || rest.front() != '/') {
       log::info("Image '{}' location '{}' is not a local path; ignoring it", record.id,
                 printable(location));

@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -18,6 +17,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 #include "common/uuid.h"
 #include "imagecache/glance_endpoint.h"
@@ -196,16 +196,12 @@ std::optional<std::string> recordMismatch(const ImageRecord& record, const SentB
     return fmt::format("Glance stored {} bytes but {} were sent",
                        record.size ? std::to_string(*record.size) : std::string("no"), sent.size);
   }
-  auto lower = [](std::string s) {
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-  };
-  if (record.checksum && lower(*record.checksum) != sent.md5) {
+  if (record.checksum && strings::asciiLower(*record.checksum) != sent.md5) {
     return fmt::format("Glance's md5 checksum {} differs from the {} of the bytes sent",
                        printable(*record.checksum), sent.md5);
   }
   if (record.os_hash_algo == "sha512" &&
-      (!record.os_hash_value || lower(*record.os_hash_value) != sent.sha512)) {
+      (!record.os_hash_value || strings::asciiLower(*record.os_hash_value) != sent.sha512)) {
     return fmt::format("Glance's sha512 {} differs from the {} of the bytes sent",
                        printable(record.os_hash_value.value_or("(none)")), sent.sha512);
   }
