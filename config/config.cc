@@ -4,12 +4,13 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
-#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
+
+#include "common/strings.h"
 
 namespace kiln::config {
 namespace po = boost::program_options;
@@ -48,11 +49,7 @@ Result<void> requireAbsolutePath(std::string_view key, const std::string& value)
 }
 
 bool printableToken(std::string_view s) {
-  if (s.empty() || s.size() > 255) return false;
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) return false;
-  }
-  return true;
+  return !s.empty() && s.size() <= 255 && strings::isVisibleAscii(s);
 }
 
 // "127.0.0.1:8790", "[::1]:8790" or "0.0.0.0:80"; empty turns the TCP listener off.
@@ -87,8 +84,7 @@ Result<void> parseListen(std::string_view key, const std::string& value, ApiSect
 }
 
 Result<bool> parseBool(std::string_view key, const std::string& value) {
-  std::string v;
-  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string v = strings::asciiLower(value);
   if (v == "true" || v == "yes" || v == "on" || v == "1") return true;
   if (v == "false" || v == "no" || v == "off" || v == "0") return false;
   return invalidValue(key, value, "must be true or false");
@@ -99,9 +95,7 @@ std::vector<std::string> parseList(const std::string& value) {
   std::vector<std::string> items;
   std::string item;
   auto flush = [&] {
-    auto b = item.find_first_not_of(" \t");
-    auto e = item.find_last_not_of(" \t");
-    if (b != std::string::npos) items.push_back(item.substr(b, e - b + 1));
+    if (auto trimmed = strings::trim(item, " \t"); !trimmed.empty()) items.emplace_back(trimmed);
     item.clear();
   };
   for (char c : value) {
@@ -597,9 +591,8 @@ Result<void> checkLines(std::string_view text, std::string_view source_name) {
     start = end + 1;
     ++number;
     line = line.substr(0, line.find('#'));
-    auto first = line.find_first_not_of(kBlanks);
-    if (first == std::string_view::npos) continue;
-    line = line.substr(first, line.find_last_not_of(kBlanks) - first + 1);
+    line = strings::trim(line, kBlanks);
+    if (line.empty()) continue;
     bool section = line.front() == '[' && line.back() == ']';
     if (section ? line.size() > 2 : line.find('=') != std::string_view::npos) continue;
     std::string shown(line.substr(0, 80));
