@@ -5,18 +5,22 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <charconv>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
 #include <type_traits>
 
+#include "common/fs.h"
 #include "common/strings.h"
 
 namespace kiln::config {
 namespace po = boost::program_options;
 
 namespace {
+
+// kiln.conf is a few kilobytes; a file past this is the wrong file (a disk image, a log), and it
+// is not read to the end.
+constexpr std::uint64_t kMaxConfigFileBytes = 1024 * 1024;
 
 // "libvirt.virt_type" -> "[libvirt] virt_type", the form operators know from nova.conf.
 std::string displayName(std::string_view key) {
@@ -550,11 +554,21 @@ std::vector<std::string> knownOptions() {
 }
 
 Result<KilnConfig> loadConfigFile(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) return Error::invalid(fmt::format("Cannot read configuration file '{}'", path));
-  std::stringstream buf;
-  buf << file.rdbuf();
-  return parseConfig(buf.str(), path);
+  auto text = fs::readFile(path, kMaxConfigFileBytes);
+  if (!text) {
+    switch (text.error().code) {
+      case ErrorCode::kNotFound:
+        return Error::invalid(fmt::format("Configuration file '{}' does not exist", path));
+      case ErrorCode::kTooLarge:
+        return Error::invalid(fmt::format(
+            "Configuration file '{}' is larger than {} bytes, too large to be a kiln.conf", path,
+            kMaxConfigFileBytes));
+      default:
+        return Error::invalid(
+            fmt::format("Cannot read configuration file: {}", text.error().message));
+    }
+  }
+  return parseConfig(*text, path);
 }
 
 }  // namespace kiln::config

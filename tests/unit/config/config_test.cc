@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "config/config.h"
+#include "temp_dir.h"
 
 using kiln::config::parseConfig;
 
@@ -406,4 +407,36 @@ password = p@ss word
   auto nul = parseConfig(std::string("[keystone]\npassword = se\0cret\n", 30), "kiln.conf");
   REQUIRE_FALSE(nul.ok());
   CHECK(nul.error().message == "[keystone] password contains a NUL byte");
+}
+
+TEST_CASE("the configuration file is read bounded, and a missing one says so", "[config]") {
+  kiln::testing::TempDir dir;
+  const std::string missing = dir.path() + "/kiln.conf";
+  auto absent = kiln::config::loadConfigFile(missing);
+  REQUIRE_FALSE(absent.ok());
+  CHECK(absent.error().code == kiln::ErrorCode::kInvalidArgument);
+  CHECK(absent.error().message == "Configuration file '" + missing + "' does not exist");
+
+  // Exactly 1 MiB is read; one byte more is the wrong file, not a configuration.
+  const std::string path = dir.path() + "/big.conf";
+  std::string text = "[libvirt]\nvirt_type = qemu\n";
+  text.append(1024 * 1024 - text.size(), '#');
+  std::ofstream(path, std::ios::binary) << text;
+  auto fits = kiln::config::loadConfigFile(path);
+  INFO((fits ? std::string() : fits.error().message));
+  REQUIRE(fits.ok());
+  CHECK(fits->libvirt.virt_type == "qemu");
+
+  std::ofstream(path, std::ios::binary | std::ios::app) << '#';
+  auto big = kiln::config::loadConfigFile(path);
+  REQUIRE_FALSE(big.ok());
+  CHECK(big.error().code == kiln::ErrorCode::kInvalidArgument);
+  CHECK(big.error().message == "Configuration file '" + path +
+                                   "' is larger than 1048576 bytes, too large to be a kiln.conf");
+
+  // A directory opens, but is not a file to read.
+  auto directory = kiln::config::loadConfigFile(dir.path());
+  REQUIRE_FALSE(directory.ok());
+  CHECK(directory.error().message.starts_with("Cannot read configuration file: "));
+  CHECK(directory.error().message.find(dir.path()) != std::string::npos);
 }
