@@ -43,41 +43,11 @@ std::string urlEncode(std::string_view s) {
   return out;
 }
 
-// A non-success answer from Glance, as an error whose message names the server and the image.
+// A non-success answer from Glance to a read of image `image_id`.
 Failure failureForStatus(long status, const std::string& body, const std::string& server,
                          const std::string& image_id, bool sent_token) {
-  std::string excerpt = snippet(body);
-  std::string detail = excerpt.empty() ? "" : ": " + excerpt;
-  if (status == 404) {
-    return {Error::notFound(
-                fmt::format("Image '{}' was not found in Glance at '{}'", image_id, server)),
-            false};
-  }
-  if (status == 401) {
-    return {Error{ErrorCode::kUnauthorized,
-                  sent_token ? fmt::format("Glance at '{}' rejected kiln's token for image '{}' "
-                                           "(HTTP 401); check [glance] token or token_file",
-                                           server, image_id)
-                             : fmt::format("Glance at '{}' wants a token for image '{}' (HTTP "
-                                           "401); set [glance] token or token_file",
-                                           server, image_id)},
-            false};
-  }
-  if (status == 403) {
-    return {Error{ErrorCode::kForbidden,
-                  fmt::format("Glance at '{}' does not let this node read image '{}' (HTTP 403){}",
-                              server, image_id, detail)},
-            false};
-  }
-  if (status == 429 || (status >= 500 && status < 600)) {
-    return {Error::unavailable(fmt::format("Glance at '{}' answered HTTP {} for image '{}'{}",
-                                           server, status, image_id, detail)),
-            true};
-  }
-  return {Error::unavailable(fmt::format(
-              "Glance at '{}' answered HTTP {} for image '{}', which kiln does not expect{}",
-              server, status, image_id, detail)),
-          false};
+  return glance::failureForStatus(status, snippet(body),
+                                  glance::Call::read(server, image_id, sent_token));
 }
 
 // The first byte of "bytes 1000-1048575/1048576".
