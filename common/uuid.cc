@@ -2,8 +2,9 @@
 
 #include <fmt/format.h>
 
-#include <cctype>
 #include <random>
+
+#include "common/strings.h"
 
 namespace kiln {
 
@@ -16,8 +17,8 @@ std::optional<std::string> canonicalUuid(std::string_view text) {
       if (out[i] != '-') return std::nullopt;
       continue;
     }
-    if (!std::isxdigit(static_cast<unsigned char>(out[i]))) return std::nullopt;
-    out[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(out[i])));
+    if (strings::hexDigitValue(out[i]) < 0) return std::nullopt;
+    out[i] = strings::asciiLower(out[i]);
   }
   return out;
 }

@@ -4,17 +4,23 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
-#include <cctype>
 #include <charconv>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
+#include <type_traits>
+
+#include "common/fs.h"
+#include "common/strings.h"
 
 namespace kiln::config {
 namespace po = boost::program_options;
 
 namespace {
+
+// kiln.conf is a few kilobytes; a file past this is the wrong file (a disk image, a log), and it
+// is not read to the end.
+constexpr std::uint64_t kMaxConfigFileBytes = 1024 * 1024;
 
 // "libvirt.virt_type" -> "[libvirt] virt_type", the form operators know from nova.conf.
 std::string displayName(std::string_view key) {
@@ -48,11 +54,7 @@ Result<void> requireAbsolutePath(std::string_view key, const std::string& value)
 }
 
 bool printableToken(std::string_view s) {
-  if (s.empty() || s.size() > 255) return false;
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) return false;
-  }
-  return true;
+  return !s.empty() && s.size() <= 255 && strings::isVisibleAscii(s);
 }
 
 // "127.0.0.1:8790", "[::1]:8790" or "0.0.0.0:80"; empty turns the TCP listener off.
@@ -87,8 +89,7 @@ Result<void> parseListen(std::string_view key, const std::string& value, ApiSect
 }
 
 Result<bool> parseBool(std::string_view key, const std::string& value) {
-  std::string v;
-  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string v = strings::asciiLower(value);
   if (v == "true" || v == "yes" || v == "on" || v == "1") return true;
   if (v == "false" || v == "no" || v == "off" || v == "0") return false;
   return invalidValue(key, value, "must be true or false");
@@ -99,9 +100,7 @@ std::vector<std::string> parseList(const std::string& value) {
   std::vector<std::string> items;
   std::string item;
   auto flush = [&] {
-    auto b = item.find_first_not_of(" \t");
-    auto e = item.find_last_not_of(" \t");
-    if (b != std::string::npos) items.push_back(item.substr(b, e - b + 1));
+    if (auto trimmed = strings::trim(item, " \t"); !trimmed.empty()) items.emplace_back(trimmed);
     item.clear();
   };
   for (char c : value) {
@@ -115,491 +114,309 @@ std::vector<std::string> parseList(const std::string& value) {
   return items;
 }
 
+// An option's setter: checks the text of its value and stores it, typed, in its field of `cfg`.
+// `key` is "section.name", the form invalidValue() turns into "[section] name".
 using Setter =
     std::function<Result<void>(const std::string& key, const std::string& value, KilnConfig& cfg)>;
+// Whether a value, or one item of a list, is acceptable; the binder given it says why not.
+using Accepts = std::function<bool(std::string_view value)>;
+// A rule that explains itself: its error names the option `key` and quotes what it refused.
+using Check = std::function<Result<void>(std::string_view key, const std::string& value)>;
 
+// Empty ("option =") or accepted by `accepts`: for options where empty means "not set".
+Accepts emptyOr(Accepts accepts) {
+  return [accepts](std::string_view v) { return v.empty() || accepts(v); };
+}
+
+constexpr const char* kNotPrintable = "must be printable ASCII without spaces, at most 255 bytes";
+
+bool isHttpUrl(std::string_view v) { return v.starts_with("http://") || v.starts_with("https://"); }
+bool isLibvirtUri(std::string_view v) { return v.find("://") != std::string_view::npos; }
+bool isFileScheme(std::string_view v) { return v == "file"; }
+
+// "'a' or 'b'", "'a', 'b' or 'c'"; an empty choice is "empty".
+std::string choices(const std::vector<std::string>& allowed) {
+  std::string out;
+  for (std::size_t i = 0; i < allowed.size(); ++i) {
+    if (i > 0) out += i + 1 == allowed.size() ? " or " : ", ";
+    out += allowed[i].empty() ? std::string("empty") : fmt::format("'{}'", allowed[i]);
+  }
+  return out;
+}
+
+// The typed binders. Each makes the Setter of one option from the field it fills, named by two
+// member pointers (&KilnConfig::api, &ApiSection::token_file), and the rule its value follows.
+// The field's type picks the parser, and a kind of option always fails with the same words.
+
+// Stores `parse(key, value)`, a Result<T>, in (cfg.*section).*field. (Not called bind: the
+// arguments' namespaces would bring std::bind into the overload set.)
+template <typename Section, typename T, typename Parse>
+Setter bindField(Section KilnConfig::*section, T Section::*field, Parse parse) {
+  return [section, field, parse](const std::string& key, const std::string& value,
+                                 KilnConfig& cfg) -> Result<void> {
+    Result<T> parsed = parse(key, value);
+    if (!parsed) return std::move(parsed).error();
+    (cfg.*section).*field = std::move(parsed).value();
+    return success();
+  };
+}
+
+// A whole number between `min` and `max`, both included.
+template <typename Section, typename Int>
+Setter integer(Section KilnConfig::*section, Int Section::*field, std::type_identity_t<Int> min,
+               std::type_identity_t<Int> max) {
+  return bindField(section, field, [min, max](std::string_view key, const std::string& value) {
+    return parseInt<Int>(key, value, min, max);
+  });
+}
+
+template <typename Section>
+Setter boolean(Section KilnConfig::*section, bool Section::*field) {
+  return bindField(section, field, parseBool);
+}
+
+// Text as written, when `check` passes it (any text without a check).
+template <typename Section>
+Setter text(Section KilnConfig::*section, std::string Section::*field, Check check = nullptr) {
+  return bindField(section, field,
+                   [check](std::string_view key, const std::string& value) -> Result<std::string> {
+                     if (check) {
+                       if (auto r = check(key, value); !r) return std::move(r).error();
+                     }
+                     return value;
+                   });
+}
+
+// Text that `accepts`; anything else "must be ..." as `why` says.
+template <typename Section>
+Setter text(Section KilnConfig::*section, std::string Section::*field, Accepts accepts,
+            std::string why) {
+  return text(section, field,
+              [accepts, why](std::string_view key, const std::string& value) -> Result<void> {
+                if (!accepts(value)) return invalidValue(key, value, why);
+                return success();
+              });
+}
+
+template <typename Section>
+Setter absolutePath(Section KilnConfig::*section, std::string Section::*field) {
+  return text(section, field, requireAbsolutePath);
+}
+
+// An absolute path, or empty for "not set".
+template <typename Section>
+Setter absolutePathOrEmpty(Section KilnConfig::*section, std::string Section::*field) {
+  return text(section, field, [](std::string_view key, const std::string& value) {
+    return value.empty() ? success() : requireAbsolutePath(key, value);
+  });
+}
+
+// Exactly one of `allowed` ("" among them: may be left empty). The message lists the choices,
+// unless `why` words it otherwise.
+template <typename Section>
+Setter oneOf(Section KilnConfig::*section, std::string Section::*field,
+             std::vector<std::string> allowed, std::string why = {}) {
+  if (why.empty()) why = fmt::format("must be {}", choices(allowed));
+  return text(
+      section, field,
+      [allowed](std::string_view v) {
+        return std::find(allowed.begin(), allowed.end(), v) != allowed.end();
+      },
+      std::move(why));
+}
+
+// A nova.conf list (parseList) whose every item `accepts`; a bad item is reported with the whole
+// value and `why`.
+template <typename Section>
+Setter list(Section KilnConfig::*section, std::vector<std::string> Section::*field, Accepts accepts,
+            std::string why) {
+  return bindField(section, field,
+                   [accepts, why](std::string_view key,
+                                  const std::string& value) -> Result<std::vector<std::string>> {
+                     std::vector<std::string> items = parseList(value);
+                     for (const auto& item : items) {
+                       if (!accepts(item)) return invalidValue(key, value, why);
+                     }
+                     return items;
+                   });
+}
+
+// A nova.conf list whose every item passes `check`, which quotes the bad item itself.
+template <typename Section>
+Setter list(Section KilnConfig::*section, std::vector<std::string> Section::*field, Check check) {
+  return bindField(
+      section, field,
+      [check](std::string_view key, const std::string& value) -> Result<std::vector<std::string>> {
+        std::vector<std::string> items = parseList(value);
+        for (const auto& item : items) {
+          if (auto r = check(key, item); !r) return std::move(r).error();
+        }
+        return items;
+      });
+}
+
+// The options whose text needs more than a binder.
+
+// sockaddr_un holds 108 bytes with the terminating NUL; empty: no unix socket listener.
+Result<void> checkUnixSocketPath(std::string_view key, const std::string& value) {
+  if (value.empty()) return success();
+  if (auto r = requireAbsolutePath(key, value); !r) return r;
+  if (value.size() > 107) return invalidValue(key, value, "must be at most 107 bytes long");
+  return success();
+}
+
+// Never quotes the value: it is a secret.
+Result<void> checkSecret(std::string_view key, const std::string& value) {
+  if (value.find('\0') != std::string::npos) {
+    return Error::invalid(fmt::format("{} contains a NUL byte", displayName(key)));
+  }
+  return success();
+}
+
+Result<void> setUnixSocketMode(const std::string& key, const std::string& value, KilnConfig& cfg) {
+  unsigned mode = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), mode, 8);
+  if (value.empty() || ec != std::errc() || end != value.data() + value.size() || mode > 0777) {
+    return invalidValue(key, value, "must be an octal file mode such as 0660");
+  }
+  cfg.api.unix_socket_mode = mode;
+  return success();
+}
+
+// -1 (never), 0 (every 60 s) or seconds between runs of the cache manager.
+Result<void> setManagerInterval(const std::string& key, const std::string& value, KilnConfig& cfg) {
+  if (value == "-1") {
+    cfg.image_cache.manager_interval = -1;
+    return success();
+  }
+  auto n = parseInt<unsigned>(key, value, 0, 7 * 86400);
+  if (!n) return invalidValue(key, value, "must be -1 (never), 0 (every 60 s) or seconds");
+  cfg.image_cache.manager_interval = static_cast<int>(*n);
+  return success();
+}
+
+// Every option kilnd reads. A new option is one line here, a field with its default in
+// config.h and its documentation in config/kiln.conf (a test checks that kiln.conf has it).
 const std::map<std::string, Setter>& optionTable() {
   static const std::map<std::string, Setter> table = {
-      {"DEFAULT.state_path",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (auto r = requireAbsolutePath(k, v); !r) return r;
-         c.defaults.state_path = v;
-         return success();
-       }},
+      {"DEFAULT.state_path", absolutePath(&KilnConfig::defaults, &DefaultSection::state_path)},
       {"DEFAULT.host",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty() && !printableToken(v)) {
-           return invalidValue(k, v, "must be printable ASCII without spaces, at most 255 bytes");
-         }
-         c.defaults.host = v;
-         return success();
-       }},
-      {"DEFAULT.availability_zone",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!printableToken(v)) {
-           return invalidValue(k, v, "must be printable ASCII without spaces, at most 255 bytes");
-         }
-         c.defaults.availability_zone = v;
-         return success();
-       }},
-      {"DEFAULT.flavors_file",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (auto r = requireAbsolutePath(k, v); !r) return r;
-         c.defaults.flavors_file = v;
-         return success();
-       }},
+       text(&KilnConfig::defaults, &DefaultSection::host, emptyOr(printableToken), kNotPrintable)},
+      {"DEFAULT.availability_zone", text(&KilnConfig::defaults, &DefaultSection::availability_zone,
+                                         printableToken, kNotPrintable)},
+      {"DEFAULT.flavors_file", absolutePath(&KilnConfig::defaults, &DefaultSection::flavors_file)},
       {"DEFAULT.log_level",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (v != "debug" && v != "info" && v != "warning" && v != "error") {
-           return invalidValue(k, v, "must be one of debug, info, warning, error");
-         }
-         c.defaults.log_level = v;
-         return success();
-       }},
+       oneOf(&KilnConfig::defaults, &DefaultSection::log_level,
+             {"debug", "info", "warning", "error"}, "must be one of debug, info, warning, error")},
       {"DEFAULT.launch_workers",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 64);
-         if (!n) return n.error();
-         c.defaults.launch_workers = *n;
-         return success();
-       }},
-      {"api.listen",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> { return parseListen(k, v, c.api); }},
-      {"api.token_file",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (auto r = requireAbsolutePath(k, v); !r) return r;
-         c.api.token_file = v;
-         return success();
-       }},
+       integer(&KilnConfig::defaults, &DefaultSection::launch_workers, 1, 64)},
+      {"api.listen", [](auto& k, auto& v, KilnConfig& c) { return parseListen(k, v, c.api); }},
+      {"api.token_file", absolutePath(&KilnConfig::api, &ApiSection::token_file)},
       {"api.max_body_bytes",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<std::uint64_t>(k, v, 1024, 64ULL * 1024 * 1024);
-         if (!n) return n.error();
-         c.api.max_body_bytes = *n;
-         return success();
-       }},
+       integer(&KilnConfig::api, &ApiSection::max_body_bytes, 1024, 64ULL * 1024 * 1024)},
       {"api.max_header_bytes",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<std::uint64_t>(k, v, 1024, 1024 * 1024);
-         if (!n) return n.error();
-         c.api.max_header_bytes = *n;
-         return success();
-       }},
-      {"api.client_timeout",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 3600);
-         if (!n) return n.error();
-         c.api.client_timeout = *n;
-         return success();
-       }},
-      {"api.max_connections",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 65536);
-         if (!n) return n.error();
-         c.api.max_connections = *n;
-         return success();
-       }},
+       integer(&KilnConfig::api, &ApiSection::max_header_bytes, 1024, 1024 * 1024)},
+      {"api.client_timeout", integer(&KilnConfig::api, &ApiSection::client_timeout, 1, 3600)},
+      {"api.max_connections", integer(&KilnConfig::api, &ApiSection::max_connections, 1, 65536)},
       {"api.max_connections_per_peer",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 65536);
-         if (!n) return n.error();
-         c.api.max_connections_per_peer = *n;
-         return success();
-       }},
-      {"api.cert_file",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-         }
-         c.api.cert_file = v;
-         return success();
-       }},
-      {"api.key_file",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-         }
-         c.api.key_file = v;
-         return success();
-       }},
-      {"api.ca_file",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-         }
-         c.api.ca_file = v;
-         return success();
-       }},
-      {"api.allow_insecure_http",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto b = parseBool(k, v);
-         if (!b) return b.error();
-         c.api.allow_insecure_http = *b;
-         return success();
-       }},
+       integer(&KilnConfig::api, &ApiSection::max_connections_per_peer, 1, 65536)},
+      {"api.cert_file", absolutePathOrEmpty(&KilnConfig::api, &ApiSection::cert_file)},
+      {"api.key_file", absolutePathOrEmpty(&KilnConfig::api, &ApiSection::key_file)},
+      {"api.ca_file", absolutePathOrEmpty(&KilnConfig::api, &ApiSection::ca_file)},
+      {"api.allow_insecure_http", boolean(&KilnConfig::api, &ApiSection::allow_insecure_http)},
       {"api.listen_unix_socket",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-           // sockaddr_un holds 108 bytes with the terminating NUL.
-           if (v.size() > 107) return invalidValue(k, v, "must be at most 107 bytes long");
-         }
-         c.api.listen_unix_socket = v;
-         return success();
-       }},
-      {"api.unix_socket_mode",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         unsigned mode = 0;
-         auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), mode, 8);
-         if (v.empty() || ec != std::errc() || end != v.data() + v.size() || mode > 0777) {
-           return invalidValue(k, v, "must be an octal file mode such as 0660");
-         }
-         c.api.unix_socket_mode = mode;
-         return success();
-       }},
-      {"api.unix_socket_group",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty() && !printableToken(v)) return invalidValue(k, v, "must be a group name");
-         c.api.unix_socket_group = v;
-         return success();
-       }},
-      {"libvirt.uri",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (v.empty() || v.find("://") == std::string::npos) {
-           return invalidValue(k, v, "must be a libvirt URI such as qemu:///system");
-         }
-         c.libvirt.uri = v;
-         return success();
-       }},
+       text(&KilnConfig::api, &ApiSection::listen_unix_socket, checkUnixSocketPath)},
+      {"api.unix_socket_mode", setUnixSocketMode},
+      {"api.unix_socket_group", text(&KilnConfig::api, &ApiSection::unix_socket_group,
+                                     emptyOr(printableToken), "must be a group name")},
+      {"libvirt.uri", text(&KilnConfig::libvirt, &LibvirtSection::uri, isLibvirtUri,
+                           "must be a libvirt URI such as qemu:///system")},
       {"libvirt.virt_type",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (v != "kvm" && v != "qemu") return invalidValue(k, v, "must be 'kvm' or 'qemu'");
-         c.libvirt.virt_type = v;
-         return success();
-       }},
+       oneOf(&KilnConfig::libvirt, &LibvirtSection::virt_type, {"kvm", "qemu"})},
       {"libvirt.hw_machine_type",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!printableToken(v))
-           return invalidValue(k, v, "must be a machine type such as 'pc' or 'q35'");
-         c.libvirt.hw_machine_type = v;
-         return success();
-       }},
-      {"libvirt.cpu_mode",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty() && v != "host-model" && v != "host-passthrough" && v != "none") {
-           return invalidValue(k, v, "must be empty, 'host-model', 'host-passthrough' or 'none'");
-         }
-         c.libvirt.cpu_mode = v;
-         return success();
-       }},
+       text(&KilnConfig::libvirt, &LibvirtSection::hw_machine_type, printableToken,
+            "must be a machine type such as 'pc' or 'q35'")},
+      {"libvirt.cpu_mode", oneOf(&KilnConfig::libvirt, &LibvirtSection::cpu_mode,
+                                 {"", "host-model", "host-passthrough", "none"})},
       {"libvirt.keepalive_interval",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 300);
-         if (!n) return n.error();
-         c.libvirt.keepalive_interval = *n;
-         return success();
-       }},
+       integer(&KilnConfig::libvirt, &LibvirtSection::keepalive_interval, 1, 300)},
       {"libvirt.keepalive_count",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 100);
-         if (!n) return n.error();
-         c.libvirt.keepalive_count = *n;
-         return success();
-       }},
+       integer(&KilnConfig::libvirt, &LibvirtSection::keepalive_count, 1, 100)},
       {"DEFAULT.force_raw_images",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto b = parseBool(k, v);
-         if (!b) return b.error();
-         c.defaults.force_raw_images = *b;
-         return success();
-       }},
-      {"DEFAULT.use_cow_images",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto b = parseBool(k, v);
-         if (!b) return b.error();
-         c.defaults.use_cow_images = *b;
-         return success();
-       }},
+       boolean(&KilnConfig::defaults, &DefaultSection::force_raw_images)},
+      {"DEFAULT.use_cow_images", boolean(&KilnConfig::defaults, &DefaultSection::use_cow_images)},
       {"DEFAULT.shutdown_timeout",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 0, 3600);
-         if (!n) return n.error();
-         c.defaults.shutdown_timeout = *n;
-         return success();
-       }},
+       integer(&KilnConfig::defaults, &DefaultSection::shutdown_timeout, 0, 3600)},
       {"libvirt.uefi_loader",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-         }
-         c.libvirt.uefi_loader = v;
-         return success();
-       }},
+       absolutePathOrEmpty(&KilnConfig::libvirt, &LibvirtSection::uefi_loader)},
       {"libvirt.uefi_nvram_template",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-         }
-         c.libvirt.uefi_nvram_template = v;
-         return success();
-       }},
+       absolutePathOrEmpty(&KilnConfig::libvirt, &LibvirtSection::uefi_nvram_template)},
       {"libvirt.wait_soft_reboot_seconds",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 0, 3600);
-         if (!n) return n.error();
-         c.libvirt.wait_soft_reboot_seconds = *n;
-         return success();
-       }},
+       integer(&KilnConfig::libvirt, &LibvirtSection::wait_soft_reboot_seconds, 0, 3600)},
       {"DEFAULT.my_block_storage_ip",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty() && !printableToken(v)) return invalidValue(k, v, "must be an IP address");
-         c.defaults.my_block_storage_ip = v;
-         return success();
-       }},
+       text(&KilnConfig::defaults, &DefaultSection::my_block_storage_ip, emptyOr(printableToken),
+            "must be an IP address")},
       {"libvirt.iscsi_connector",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (v != "native" && v != "kernel")
-           return invalidValue(k, v, "must be 'native' or 'kernel'");
-         c.libvirt.iscsi_connector = v;
-         return success();
-       }},
+       oneOf(&KilnConfig::libvirt, &LibvirtSection::iscsi_connector, {"native", "kernel"})},
       {"libvirt.volume_device_dir",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (auto r = requireAbsolutePath(k, v); !r) return r;
-         c.libvirt.volume_device_dir = v;
-         return success();
-       }},
+       absolutePath(&KilnConfig::libvirt, &LibvirtSection::volume_device_dir)},
       {"libvirt.ephemeral_clear",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (v != "none" && v != "discard" && v != "zero")
-           return invalidValue(k, v, "must be 'none', 'discard' or 'zero'");
-         c.libvirt.ephemeral_clear = v;
-         return success();
-       }},
+       oneOf(&KilnConfig::libvirt, &LibvirtSection::ephemeral_clear, {"none", "discard", "zero"})},
       {"ephemeral_storage_encryption.enabled",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto b = parseBool(k, v);
-         if (!b) return b.error();
-         c.ephemeral_storage_encryption.enabled = *b;
-         return success();
-       }},
+       boolean(&KilnConfig::ephemeral_storage_encryption,
+               &EphemeralStorageEncryptionSection::enabled)},
+      // Checked with key_size once both are known (luksCipherFor).
       {"ephemeral_storage_encryption.cipher",
-       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
-         // Checked with key_size once both are known.
-         c.ephemeral_storage_encryption.cipher = v;
-         return success();
-       }},
+       text(&KilnConfig::ephemeral_storage_encryption, &EphemeralStorageEncryptionSection::cipher)},
       {"ephemeral_storage_encryption.key_size",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 128, 512);
-         if (!n) return n.error();
-         c.ephemeral_storage_encryption.key_size = *n;
-         return success();
-       }},
-      {"glance.api_servers",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto servers = parseList(v);
-         for (const auto& s : servers) {
-           if (!s.starts_with("http://") && !s.starts_with("https://")) {
-             return invalidValue(k, v, "each server must be an http:// or https:// URL");
-           }
-         }
-         c.glance.api_servers = servers;
-         return success();
-       }},
-      {"glance.num_retries",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 0, 100);
-         if (!n) return n.error();
-         c.glance.num_retries = *n;
-         return success();
-       }},
+       integer(&KilnConfig::ephemeral_storage_encryption,
+               &EphemeralStorageEncryptionSection::key_size, 128, 512)},
+      {"glance.api_servers", list(&KilnConfig::glance, &GlanceSection::api_servers, isHttpUrl,
+                                  "each server must be an http:// or https:// URL")},
+      {"glance.num_retries", integer(&KilnConfig::glance, &GlanceSection::num_retries, 0, 100)},
       {"glance.connect_timeout",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 3600);
-         if (!n) return n.error();
-         c.glance.connect_timeout = *n;
-         return success();
-       }},
+       integer(&KilnConfig::glance, &GlanceSection::connect_timeout, 1, 3600)},
       {"glance.transfer_timeout",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 86400);
-         if (!n) return n.error();
-         c.glance.transfer_timeout = *n;
-         return success();
-       }},
-      {"glance.token",
-       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
-         c.glance.token = v;
-         return success();
-       }},
-      {"glance.token_file",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-         }
-         c.glance.token_file = v;
-         return success();
-       }},
-      {"glance.cafile",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-         }
-         c.glance.cafile = v;
-         return success();
-       }},
+       integer(&KilnConfig::glance, &GlanceSection::transfer_timeout, 1, 86400)},
+      {"glance.token", text(&KilnConfig::glance, &GlanceSection::token)},
+      {"glance.token_file", absolutePathOrEmpty(&KilnConfig::glance, &GlanceSection::token_file)},
+      {"glance.cafile", absolutePathOrEmpty(&KilnConfig::glance, &GlanceSection::cafile)},
       {"glance.allowed_direct_url_schemes",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto schemes = parseList(v);
-         for (const auto& s : schemes) {
-           if (s != "file")
-             return invalidValue(k, v, "the only scheme kiln reads directly is 'file'");
-         }
-         c.glance.allowed_direct_url_schemes = schemes;
-         return success();
-       }},
+       list(&KilnConfig::glance, &GlanceSection::allowed_direct_url_schemes, isFileScheme,
+            "the only scheme kiln reads directly is 'file'")},
       {"image_file_url.filesystems",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto dirs = parseList(v);
-         for (const auto& d : dirs) {
-           if (auto r = requireAbsolutePath(k, d); !r) return r;
-         }
-         c.image_file_url.filesystems = dirs;
-         return success();
-       }},
-      {"image_cache.manager_interval",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (v == "-1") {
-           c.image_cache.manager_interval = -1;
-           return success();
-         }
-         auto n = parseInt<unsigned>(k, v, 0, 7 * 86400);
-         if (!n) return invalidValue(k, v, "must be -1 (never), 0 (every 60 s) or seconds");
-         c.image_cache.manager_interval = static_cast<int>(*n);
-         return success();
-       }},
+       list(&KilnConfig::image_file_url, &ImageFileUrlSection::filesystems, requireAbsolutePath)},
+      {"image_cache.manager_interval", setManagerInterval},
       {"image_cache.remove_unused_base_images",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto b = parseBool(k, v);
-         if (!b) return b.error();
-         c.image_cache.remove_unused_base_images = *b;
-         return success();
-       }},
+       boolean(&KilnConfig::image_cache, &ImageCacheSection::remove_unused_base_images)},
       {"image_cache.remove_unused_original_minimum_age_seconds",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<std::uint64_t>(k, v, 0, 10ULL * 365 * 86400);
-         if (!n) return n.error();
-         c.image_cache.remove_unused_original_minimum_age_seconds = *n;
-         return success();
-       }},
+       integer(&KilnConfig::image_cache,
+               &ImageCacheSection::remove_unused_original_minimum_age_seconds, 0,
+               10ULL * 365 * 86400)},
       {"image_cache.max_concurrent_downloads",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 64);
-         if (!n) return n.error();
-         c.image_cache.max_concurrent_downloads = *n;
-         return success();
-       }},
-      {"api.policy_file",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (auto r = requireAbsolutePath(k, v); !r) return r;
-         c.api.policy_file = v;
-         return success();
-       }},
-      {"api.workers",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 256);
-         if (!n) return n.error();
-         c.api.workers = *n;
-         return success();
-       }},
+       integer(&KilnConfig::image_cache, &ImageCacheSection::max_concurrent_downloads, 1, 64)},
+      {"api.policy_file", absolutePath(&KilnConfig::api, &ApiSection::policy_file)},
+      {"api.workers", integer(&KilnConfig::api, &ApiSection::workers, 1, 256)},
       {"api.max_queued_requests",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 0, 65536);
-         if (!n) return n.error();
-         c.api.max_queued_requests = *n;
-         return success();
-       }},
-      {"keystone.auth_url",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty() && !v.starts_with("http://") && !v.starts_with("https://")) {
-           return invalidValue(k, v, "must be an http:// or https:// URL");
-         }
-         c.keystone.auth_url = v;
-         return success();
-       }},
-      {"keystone.username",
-       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
-         c.keystone.username = v;
-         return success();
-       }},
-      {"keystone.password",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         // Never quote the value: it is a secret.
-         if (v.find('\0') != std::string::npos) {
-           return Error::invalid(fmt::format("{} contains a NUL byte", displayName(k)));
-         }
-         c.keystone.password = v;
-         return success();
-       }},
+       integer(&KilnConfig::api, &ApiSection::max_queued_requests, 0, 65536)},
+      {"keystone.auth_url", text(&KilnConfig::keystone, &KeystoneSection::auth_url,
+                                 emptyOr(isHttpUrl), "must be an http:// or https:// URL")},
+      {"keystone.username", text(&KilnConfig::keystone, &KeystoneSection::username)},
+      {"keystone.password", text(&KilnConfig::keystone, &KeystoneSection::password, checkSecret)},
       {"keystone.user_domain_name",
-       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
-         c.keystone.user_domain_name = v;
-         return success();
-       }},
-      {"keystone.project_name",
-       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
-         c.keystone.project_name = v;
-         return success();
-       }},
+       text(&KilnConfig::keystone, &KeystoneSection::user_domain_name)},
+      {"keystone.project_name", text(&KilnConfig::keystone, &KeystoneSection::project_name)},
       {"keystone.project_domain_name",
-       [](auto&, auto& v, KilnConfig& c) -> Result<void> {
-         c.keystone.project_domain_name = v;
-         return success();
-       }},
+       text(&KilnConfig::keystone, &KeystoneSection::project_domain_name)},
       {"keystone.service_token_file",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-         }
-         c.keystone.service_token_file = v;
-         return success();
-       }},
-      {"keystone.cafile",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (!v.empty()) {
-           if (auto r = requireAbsolutePath(k, v); !r) return r;
-         }
-         c.keystone.cafile = v;
-         return success();
-       }},
+       absolutePathOrEmpty(&KilnConfig::keystone, &KeystoneSection::service_token_file)},
+      {"keystone.cafile", absolutePathOrEmpty(&KilnConfig::keystone, &KeystoneSection::cafile)},
       {"keystone.cache_seconds",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 0, 3600);
-         if (!n) return n.error();
-         c.keystone.cache_seconds = *n;
-         return success();
-       }},
-      {"keystone.timeout",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto n = parseInt<unsigned>(k, v, 1, 300);
-         if (!n) return n.error();
-         c.keystone.timeout = *n;
-         return success();
-       }},
+       integer(&KilnConfig::keystone, &KeystoneSection::cache_seconds, 0, 3600)},
+      {"keystone.timeout", integer(&KilnConfig::keystone, &KeystoneSection::timeout, 1, 300)},
       {"keystone.accept_token_file",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         auto b = parseBool(k, v);
-         if (!b) return b.error();
-         c.keystone.accept_token_file = *b;
-         return success();
-       }},
-      {"images.local_dir",
-       [](auto& k, auto& v, KilnConfig& c) -> Result<void> {
-         if (auto r = requireAbsolutePath(k, v); !r) return r;
-         c.images.local_dir = v;
-         return success();
-       }},
+       boolean(&KilnConfig::keystone, &KeystoneSection::accept_token_file)},
+      {"images.local_dir", absolutePath(&KilnConfig::images, &ImagesSection::local_dir)},
   };
   return table;
 }
@@ -618,9 +435,8 @@ Result<void> checkLines(std::string_view text, std::string_view source_name) {
     start = end + 1;
     ++number;
     line = line.substr(0, line.find('#'));
-    auto first = line.find_first_not_of(kBlanks);
-    if (first == std::string_view::npos) continue;
-    line = line.substr(first, line.find_last_not_of(kBlanks) - first + 1);
+    line = strings::trim(line, kBlanks);
+    if (line.empty()) continue;
     bool section = line.front() == '[' && line.back() == ']';
     if (section ? line.size() > 2 : line.find('=') != std::string_view::npos) continue;
     std::string shown(line.substr(0, 80));
@@ -749,11 +565,21 @@ std::vector<std::string> knownOptions() {
 }
 
 Result<KilnConfig> loadConfigFile(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) return Error::invalid(fmt::format("Cannot read configuration file '{}'", path));
-  std::stringstream buf;
-  buf << file.rdbuf();
-  return parseConfig(buf.str(), path);
+  auto text = fs::readFile(path, kMaxConfigFileBytes);
+  if (!text) {
+    switch (text.error().code) {
+      case ErrorCode::kNotFound:
+        return Error::invalid(fmt::format("Configuration file '{}' does not exist", path));
+      case ErrorCode::kTooLarge:
+        return Error::invalid(fmt::format(
+            "Configuration file '{}' is larger than {} bytes, too large to be a kiln.conf", path,
+            kMaxConfigFileBytes));
+      default:
+        return Error::invalid(
+            fmt::format("Cannot read configuration file: {}", text.error().message));
+    }
+  }
+  return parseConfig(*text, path);
 }
 
 }  // namespace kiln::config

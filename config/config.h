@@ -145,6 +145,7 @@ struct KilnConfig {
 };
 
 // Errors name the option: "Invalid value 'xen' for [libvirt] virt_type: must be 'kvm' or 'qemu'".
+// A file of more than 1 MiB is refused rather than read.
 Result<KilnConfig> loadConfigFile(const std::string& path);
 Result<KilnConfig> parseConfig(std::string_view text, std::string_view source_name);
 

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <memory>
@@ -16,6 +15,7 @@
 #include <string_view>
 
 #include "common/fs.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 
 namespace kiln::imagecache {
@@ -43,21 +43,8 @@ CURLcode globalInitResult() {
   return rc;
 }
 
-bool startsWithNoCase(std::string_view text, std::string_view prefix) {
-  if (text.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(text[i])) != prefix[i]) return false;
-  }
-  return true;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
-    s.remove_suffix(1);
-  return s;
-}
+// Header lines arrive with their CRLF; values are padded with blanks.
+std::string_view trim(std::string_view s) { return strings::trim(s, " \t\r\n"); }
 
 enum class Mode { kCollect, kStream };
 
@@ -130,8 +117,7 @@ std::size_t onHeader(char* data, std::size_t size, std::size_t count, void* user
                                        redactUrl(t->spec->url), kMaxHeaderLines));
     return 0;
   }
-  std::string name(trim(line.substr(0, colon)));
-  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string name = strings::asciiLower(trim(line.substr(0, colon)));
   t->result.headers.emplace_back(std::move(name), std::string(trim(line.substr(colon + 1))));
   return len;
 }
@@ -207,7 +193,7 @@ bool isMethodToken(std::string_view method) {
 
 bool namesHeader(const HttpRequestSpec& spec, std::string_view lowercase_name) {
   return std::any_of(spec.headers.begin(), spec.headers.end(), [&](const auto& h) {
-    return h.first.size() == lowercase_name.size() && startsWithNoCase(h.first, lowercase_name);
+    return strings::equalsIgnoringCase(h.first, lowercase_name);
   });
 }
 
@@ -250,7 +236,8 @@ Result<HttpResult> perform(Transfer& t) {
                                        curl_easy_strerror(globalInitResult())));
   }
   // libcurl refuses other schemes too (CURLOPT_PROTOCOLS_STR); this gives the clearer message.
-  if (!startsWithNoCase(spec.url, "http://") && !startsWithNoCase(spec.url, "https://")) {
+  if (!strings::startsWithIgnoringCase(spec.url, "http://") &&
+      !strings::startsWithIgnoringCase(spec.url, "https://")) {
     return Error::invalid(
         fmt::format("URL '{}' is not an http:// or https:// URL", redactUrl(spec.url)));
   }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/strings.h"
 
 namespace kiln::imagecache {
 
@@ -226,45 +227,21 @@ Result<std::vector<unsigned char>> readUpTo(const ByteSource& src, std::uint64_t
 
 // A name taken from an image, fit to be quoted in an error message and a log line: printable
 // ASCII only, at most 64 characters.
-std::string sanitizeForMessage(std::string_view raw) {
-  constexpr std::size_t kMaxChars = 64;
-  std::string out;
-  for (char c : raw.substr(0, kMaxChars)) {
-    auto u = static_cast<unsigned char>(c);
-    out.push_back(u >= 0x20 && u < 0x7f ? c : '?');
-  }
-  if (raw.size() > kMaxChars) out += "...";
-  return out;
-}
+std::string sanitizeForMessage(std::string_view raw) { return strings::printableExcerpt(raw, 64); }
 
-std::string quoteForMessage(std::string_view raw) { return "'" + sanitizeForMessage(raw) + "'"; }
+// fmt rather than "'" + s + "'": GCC 12 at -O3 warns falsely (-Wrestrict, GCC bug 105329) about
+// the insert at the front that operator+(const char*, std::string&&) does.
+std::string quoteForMessage(std::string_view raw) {
+  return fmt::format("'{}'", sanitizeForMessage(raw));
+}
 
 std::string_view asText(const std::vector<unsigned char>& bytes) {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
 
-char asciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return asciiLower(x) == asciiLower(y);
-         });
-}
-
-std::size_t findIgnoreCase(std::string_view haystack, std::string_view needle) {
-  auto it = std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end(),
-                        [](char x, char y) { return asciiLower(x) == asciiLower(y); });
-  return it == haystack.end() ? std::string_view::npos
-                              : static_cast<std::size_t>(it - haystack.begin());
-}
-
-std::string_view trim(std::string_view s) {
-  constexpr std::string_view kSpace = " \t\r\n";
-  std::size_t b = s.find_first_not_of(kSpace);
-  if (b == std::string_view::npos) return {};
-  std::size_t e = s.find_last_not_of(kSpace);
-  return s.substr(b, e - b + 1);
-}
+using strings::equalsIgnoringCase;
+using strings::findIgnoringCase;
+using strings::trim;
 
 // ---------------------------------------------------------------------------------------------
 // qcow2 (big-endian; docs/interop/qcow2.txt in the QEMU tree)
@@ -572,7 +549,7 @@ Result<void> checkVmdkDescriptor(std::string_view desc) {
     std::string_view line = trim(desc.substr(pos, eol - pos));
     pos = eol + 1;
     if (line.empty() || line.starts_with("#")) continue;
-    if (line.size() >= 4 && equalsIgnoreCase(line.substr(0, 4), "ddb.")) continue;
+    if (line.size() >= 4 && equalsIgnoringCase(line.substr(0, 4), "ddb.")) continue;
 
     std::size_t eq = line.find('=');
     std::size_t space = line.find_first_of(" \t");
@@ -582,13 +559,13 @@ Result<void> checkVmdkDescriptor(std::string_view desc) {
       if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
         value = value.substr(1, value.size() - 2);
       }
-      if (equalsIgnoreCase(key, "createType")) create_type = value;
+      if (equalsIgnoringCase(key, "createType")) create_type = value;
       continue;
     }
 
     std::string_view access = line.substr(0, space);
-    if (equalsIgnoreCase(access, "RW") || equalsIgnoreCase(access, "RDONLY") ||
-        equalsIgnoreCase(access, "NOACCESS")) {
+    if (equalsIgnoringCase(access, "RW") || equalsIgnoringCase(access, "RDONLY") ||
+        equalsIgnoringCase(access, "NOACCESS")) {
       ++extents;
       // <access> <sectors> <type> "<file name>" [offset]
       std::size_t q1 = line.find('"');
@@ -603,7 +580,7 @@ Result<void> checkVmdkDescriptor(std::string_view desc) {
       std::size_t type_at = middle.find_last_of(" \t");
       std::string_view type =
           type_at == std::string_view::npos ? std::string_view{} : middle.substr(type_at + 1);
-      if (!equalsIgnoreCase(type, "SPARSE")) {
+      if (!equalsIgnoringCase(type, "SPARSE")) {
         return refuse(fmt::format(
             "Image is a vmdk whose embedded descriptor has a '{}' extent; only a single SPARSE "
             "extent in the same file is accepted",
@@ -627,8 +604,8 @@ Result<void> checkVmdkDescriptor(std::string_view desc) {
   if (!create_type) {
     return refuse("Image is a vmdk whose embedded descriptor has no createType");
   }
-  if (!equalsIgnoreCase(*create_type, "monolithicSparse") &&
-      !equalsIgnoreCase(*create_type, "streamOptimized")) {
+  if (!equalsIgnoringCase(*create_type, "monolithicSparse") &&
+      !equalsIgnoringCase(*create_type, "streamOptimized")) {
     return refuse(fmt::format(
         "Image is a vmdk of createType '{}'; only monolithicSparse and streamOptimized are "
         "accepted",
@@ -736,7 +713,7 @@ Result<std::uint64_t> inspectVmdk(const ByteSource& src, View head) {
   if (!window) return window.error();
   std::string_view window_text = asText(*window);
   constexpr std::string_view kParentKey = "parentFileNameHint";
-  if (std::size_t at = findIgnoreCase(window_text, kParentKey); at != std::string_view::npos) {
+  if (std::size_t at = findIgnoringCase(window_text, kParentKey); at != std::string_view::npos) {
     std::string_view rest = window_text.substr(at + kParentKey.size());
     std::string name = "name unreadable";
     if (std::size_t q1 = rest.find('"'); q1 != std::string_view::npos) {
@@ -892,17 +869,12 @@ Result<std::uint64_t> inspectVhd(const ByteSource& src, bool footer_at_start) {
 
 using Guid = std::array<unsigned char, 16>;
 
-constexpr unsigned char hexValue(char c) {
-  return static_cast<unsigned char>(c >= '0' && c <= '9'   ? c - '0'
-                                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                                           : c - 'A' + 10);
-}
-
 // "2FA54224-CD1B-4876-B211-5DBED83BF4B8" to the on-disk bytes: the first three groups are
 // little-endian, the last two are stored as written.
 constexpr Guid guidFromText(std::string_view s) {
   auto byteAt = [&](std::size_t i) {
-    return static_cast<unsigned char>(hexValue(s[i]) << 4 | hexValue(s[i + 1]));
+    return static_cast<unsigned char>(strings::hexDigitValue(s[i]) << 4 |
+                                      strings::hexDigitValue(s[i + 1]));
   };
   Guid g{};
   constexpr std::size_t kTextAt[16] = {6, 4, 2, 0, 11, 9, 16, 14, 19, 21, 24, 26, 28, 30, 32, 34};

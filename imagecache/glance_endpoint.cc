@@ -1,9 +1,9 @@
 #include "imagecache/glance_endpoint.h"
 
-#include <cctype>
 #include <thread>
 
 #include "common/fs.h"
+#include "common/strings.h"
 
 namespace kiln::imagecache {
 namespace glance {
@@ -20,15 +20,7 @@ bool hasControlCharacter(std::string_view s) {
   });
 }
 
-std::string printable(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 140)) {
-    auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u >= 0x7f) ? '?' : c;
-  }
-  if (s.size() > 140) out += "...";
-  return out;
-}
+std::string printable(std::string_view s) { return strings::printableExcerpt(s, 140); }
 
 std::string snippet(std::string_view body) {
   if (auto head_end = body.find("</head>"); head_end != std::string_view::npos) {
@@ -74,6 +66,89 @@ std::string quotedList(const std::vector<std::string>& items) {
   return out;
 }
 
+Call Call::read(std::string server, std::string image_id, bool sent_token) {
+  Call call;
+  call.server = std::move(server);
+  call.action = fmt::format("read image '{}'", image_id);
+  call.asked = fmt::format("for image '{}'", image_id);
+  call.wants_token = call.asked;
+  call.image_id = std::move(image_id);
+  call.not_found_on_404 = true;
+  call.sent_token = sent_token;
+  return call;
+}
+
+Call Call::change(std::string server, std::string action, std::string image_id, bool sent_token) {
+  Call call;
+  call.server = std::move(server);
+  call.asked = fmt::format("when asked to {}", action);
+  call.wants_token = fmt::format("to {}", action);
+  call.action = std::move(action);
+  call.not_found_on_404 = !image_id.empty();
+  call.image_id = std::move(image_id);
+  call.sent_token = sent_token;
+  call.changes_image = true;
+  return call;
+}
+
+Failure failureForStatus(long status, std::string_view excerpt, const Call& call) {
+  const std::string detail = excerpt.empty() ? std::string() : fmt::format(": {}", excerpt);
+  const std::string& server = call.server;
+  switch (status) {
+    case 401:
+      return {Error{ErrorCode::kUnauthorized,
+                    call.sent_token
+                        ? fmt::format("Glance at '{}' rejected kiln's token {} (HTTP 401); check "
+                                      "[glance] token or token_file",
+                                      server, call.asked)
+                        : fmt::format("Glance at '{}' wants a token {} (HTTP 401); set [glance] "
+                                      "token or token_file",
+                                      server, call.wants_token)},
+              false};
+    case 403:
+      return {Error{ErrorCode::kForbidden,
+                    fmt::format("Glance at '{}' does not let this node {} (HTTP 403){}", server,
+                                call.action, detail)},
+              false};
+    case 404:
+      if (!call.not_found_on_404) break;
+      return {Error::notFound(
+                  fmt::format("Image '{}' was not found in Glance at '{}'", call.image_id, server)),
+              false};
+    case 400:
+      if (!call.changes_image) break;
+      return {Error::invalid(fmt::format("Glance at '{}' refused to {} (HTTP 400){}", server,
+                                         call.action, detail)),
+              false};
+    case 409:
+      if (!call.changes_image) break;
+      return {Error::conflict(fmt::format(
+                  "Glance at '{}' refused to {}: the image is not in a state that allows it "
+                  "(HTTP 409){}",
+                  server, call.action, detail)),
+              false};
+    case 413:
+      if (!call.changes_image) break;
+      return {Error{ErrorCode::kTooLarge,
+                    fmt::format("Glance at '{}' refused to {}: over its size or quota limits "
+                                "(HTTP 413){}",
+                                server, call.action, detail)},
+              false};
+    default:
+      break;
+  }
+  // Overloaded or failing: another server, or the same one later, may answer.
+  if (status == 429 || (status >= 500 && status < 600)) {
+    return {Error::unavailable(fmt::format("Glance at '{}' answered HTTP {} {}{}", server, status,
+                                           call.asked, detail)),
+            true};
+  }
+  return {Error::unavailable(fmt::format("Glance at '{}' answered HTTP {} {}, which kiln does not "
+                                         "expect{}",
+                                         server, status, call.asked, detail)),
+          false};
+}
+
 }  // namespace glance
 
 namespace {
@@ -111,9 +186,7 @@ Result<HttpRequestSpec> GlanceEndpoint::requestFor(const std::string& url) const
                    fmt::format("Cannot read the Glance token file '{}': {}", options_.token_file,
                                text.error().message)};
     }
-    std::string_view t = *text;
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
+    std::string_view t = strings::trim(*text);
     if (t.empty()) {
       return Error{ErrorCode::kUnauthorized,
                    fmt::format("The Glance token file '{}' is empty", options_.token_file)};

@@ -1,7 +1,8 @@
 #pragma once
 // What GlanceSource and GlanceUploader share: the request every Glance call starts from (token,
-// timeouts, CA file) and the retry schedule with failover over the API servers described in
-// glance_source.h, plus the helpers that make Glance's text safe to quote in a message.
+// timeouts, CA file), the retry schedule with failover over the API servers described in
+// glance_source.h, the errors Glance's HTTP statuses become, and the helpers that make Glance's
+// text safe to quote in a message.
 
 #include <fmt/format.h>
 
@@ -40,6 +41,31 @@ struct Failure {
   Error error;
   bool retryable = false;
 };
+
+// A request to Glance, in the words its errors use. A read (GlanceSource) is "for image 'x'"; a
+// change (GlanceUploader) is "when asked to create image 'x'".
+struct Call {
+  std::string server;
+  std::string image_id;
+  // A 404 means image `image_id` is not (or no longer) in Glance, rather than a wrong endpoint.
+  bool not_found_on_404 = false;
+  bool sent_token = false;
+  // Glance refuses changes with 400, 409 and 413; to a read they are unexpected answers.
+  bool changes_image = false;
+  std::string action;       // "Glance at ... does not let this node <action>"
+  std::string asked;        // "Glance at ... answered HTTP 500 <asked>"
+  std::string wants_token;  // "Glance at ... wants a token <wants_token>"
+
+  // Reading image `image_id`'s record or data.
+  static Call read(std::string server, std::string image_id, bool sent_token);
+  // `action` is what was asked, as "create image 'x'"; `image_id`, when not empty, is the image
+  // a 404 says is gone.
+  static Call change(std::string server, std::string action, std::string image_id, bool sent_token);
+};
+
+// The error for Glance's answer `status` to `call`; `excerpt` is the server's text, made safe
+// (snippet()), or empty.
+Failure failureForStatus(long status, std::string_view excerpt, const Call& call);
 
 }  // namespace glance
 

@@ -15,6 +15,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 #include "imagecache/glance_endpoint.h"
 
@@ -29,14 +30,6 @@ using Attempt = GlanceEndpoint::Attempt<T>;
 
 constexpr std::size_t kDirectReadChunk = 1 << 20;
 
-bool startsWithNoCase(std::string_view text, std::string_view lower_prefix) {
-  if (text.size() < lower_prefix.size()) return false;
-  for (std::size_t i = 0; i < lower_prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(text[i])) != lower_prefix[i]) return false;
-  }
-  return true;
-}
-
 std::string urlEncode(std::string_view s) {
   std::string out;
   for (char c : s) {
@@ -50,41 +43,11 @@ std::string urlEncode(std::string_view s) {
   return out;
 }
 
-// A non-success answer from Glance, as an error whose message names the server and the image.
+// A non-success answer from Glance to a read of image `image_id`.
 Failure failureForStatus(long status, const std::string& body, const std::string& server,
                          const std::string& image_id, bool sent_token) {
-  std::string excerpt = snippet(body);
-  std::string detail = excerpt.empty() ? "" : ": " + excerpt;
-  if (status == 404) {
-    return {Error::notFound(
-                fmt::format("Image '{}' was not found in Glance at '{}'", image_id, server)),
-            false};
-  }
-  if (status == 401) {
-    return {Error{ErrorCode::kUnauthorized,
-                  sent_token ? fmt::format("Glance at '{}' rejected kiln's token for image '{}' "
-                                           "(HTTP 401); check [glance] token or token_file",
-                                           server, image_id)
-                             : fmt::format("Glance at '{}' wants a token for image '{}' (HTTP "
-                                           "401); set [glance] token or token_file",
-                                           server, image_id)},
-            false};
-  }
-  if (status == 403) {
-    return {Error{ErrorCode::kForbidden,
-                  fmt::format("Glance at '{}' does not let this node read image '{}' (HTTP 403){}",
-                              server, image_id, detail)},
-            false};
-  }
-  if (status == 429 || (status >= 500 && status < 600)) {
-    return {Error::unavailable(fmt::format("Glance at '{}' answered HTTP {} for image '{}'{}",
-                                           server, status, image_id, detail)),
-            true};
-  }
-  return {Error::unavailable(fmt::format(
-              "Glance at '{}' answered HTTP {} for image '{}', which kiln does not expect{}",
-              server, status, image_id, detail)),
-          false};
+  return glance::failureForStatus(status, snippet(body),
+                                  glance::Call::read(server, image_id, sent_token));
 }
 
 // The first byte of "bytes 1000-1048575/1048576".
@@ -122,7 +85,8 @@ Result<void> validateGlanceOptions(const GlanceOptions& o) {
     return Error::invalid("[glance] api_servers is empty; name at least one Glance endpoint");
   }
   for (const auto& server : o.api_servers) {
-    if ((!startsWithNoCase(server, "http://") && !startsWithNoCase(server, "https://")) ||
+    if ((!strings::startsWithIgnoringCase(server, "http://") &&
+         !strings::startsWithIgnoringCase(server, "https://")) ||
         glance::hasControlCharacter(server) || server.find_first_of(" ?#") != std::string::npos) {
       return Error::invalid(fmt::format(
           "Glance API server '{}' is not an http:// or https:// URL without query or fragment",
@@ -234,9 +198,9 @@ Result<bool> GlanceSource::downloadDirect(const ImageRecord& record, const ByteS
     if (!ec) roots.push_back(canonical.string());
   }
   for (const std::string& location : record.locations) {
-    if (!startsWithNoCase(location, "file://")) continue;
+    if (!strings::startsWithIgnoringCase(location, "file://")) continue;
     std::string_view rest = std::string_view(location).substr(7);
-    if (startsWithNoCase(rest, "localhost/")) rest.remove_prefix(9);
+    if (strings::startsWithIgnoringCase(rest, "localhost/")) rest.remove_prefix(9);
     if (rest.empty() || rest.front() != '/') {
       log::info("Image '{}' location '{}' is not a local path; ignoring it", record.id,
                 printable(location));

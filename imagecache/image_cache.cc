@@ -9,6 +9,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 #include "imagecache/format_inspector.h"
 #include "imagecache/stream_hasher.h"
@@ -22,9 +23,7 @@ namespace {
 std::string sha256Hex(std::string_view text) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-  std::string hex;
-  for (unsigned char b : digest) hex += fmt::format("{:02x}", b);
-  return hex;
+  return strings::hexEncode(digest);
 }
 
 json recordToJson(const ImageRecord& r) {

@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -18,6 +17,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 #include "common/uuid.h"
 #include "imagecache/glance_endpoint.h"
@@ -84,59 +84,8 @@ std::string snippet(std::string_view body) {
 // set when a 404 means that image is gone rather than a wrong endpoint.
 Failure failureForStatus(long status, const std::string& body, const std::string& server,
                          const std::string& action, const std::string& image_id, bool sent_token) {
-  std::string excerpt = snippet(body);
-  std::string detail = excerpt.empty() ? "" : ": " + excerpt;
-  switch (status) {
-    case 400:
-      return {Error::invalid(
-                  fmt::format("Glance at '{}' refused to {} (HTTP 400){}", server, action, detail)),
-              false};
-    case 401:
-      return {Error{ErrorCode::kUnauthorized,
-                    sent_token ? fmt::format("Glance at '{}' rejected kiln's token when asked to "
-                                             "{} (HTTP 401); check [glance] token or token_file",
-                                             server, action)
-                               : fmt::format("Glance at '{}' wants a token to {} (HTTP 401); set "
-                                             "[glance] token or token_file",
-                                             server, action)},
-              false};
-    case 403:
-      return {Error{ErrorCode::kForbidden,
-                    fmt::format("Glance at '{}' does not let this node {} (HTTP 403){}", server,
-                                action, detail)},
-              false};
-    case 404:
-      if (!image_id.empty()) {
-        return {Error::notFound(
-                    fmt::format("Image '{}' was not found in Glance at '{}'", image_id, server)),
-                false};
-      }
-      break;
-    case 409:
-      return {Error::conflict(fmt::format(
-                  "Glance at '{}' refused to {}: the image is not in a state that allows it "
-                  "(HTTP 409){}",
-                  server, action, detail)),
-              false};
-    case 413:
-      return {Error{ErrorCode::kTooLarge,
-                    fmt::format("Glance at '{}' refused to {}: over its size or quota limits "
-                                "(HTTP 413){}",
-                                server, action, detail)},
-              false};
-    default:
-      break;
-  }
-  if (status == 429 || (status >= 500 && status < 600)) {
-    return {Error::unavailable(fmt::format("Glance at '{}' answered HTTP {} when asked to {}{}",
-                                           server, status, action, detail)),
-            true};
-  }
-  return {Error::unavailable(
-              fmt::format("Glance at '{}' answered HTTP {} when asked to {}, which kiln does not "
-                          "expect{}",
-                          server, status, action, detail)),
-          false};
+  return glance::failureForStatus(status, snippet(body),
+                                  glance::Call::change(server, action, image_id, sent_token));
 }
 
 bool sentToken(const HttpRequestSpec& spec) {
@@ -196,16 +145,12 @@ std::optional<std::string> recordMismatch(const ImageRecord& record, const SentB
     return fmt::format("Glance stored {} bytes but {} were sent",
                        record.size ? std::to_string(*record.size) : std::string("no"), sent.size);
   }
-  auto lower = [](std::string s) {
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-  };
-  if (record.checksum && lower(*record.checksum) != sent.md5) {
+  if (record.checksum && strings::asciiLower(*record.checksum) != sent.md5) {
     return fmt::format("Glance's md5 checksum {} differs from the {} of the bytes sent",
                        printable(*record.checksum), sent.md5);
   }
   if (record.os_hash_algo == "sha512" &&
-      (!record.os_hash_value || lower(*record.os_hash_value) != sent.sha512)) {
+      (!record.os_hash_value || strings::asciiLower(*record.os_hash_value) != sent.sha512)) {
     return fmt::format("Glance's sha512 {} differs from the {} of the bytes sent",
                        printable(record.os_hash_value.value_or("(none)")), sent.sha512);
   }

@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
-#include <algorithm>
 #include <array>
+#include <span>
+
+#include "common/strings.h"
 
 namespace kiln::imagecache {
 
@@ -20,20 +22,6 @@ const EVP_MD* digestFor(std::string_view algo) {
   if (algo == "sha384") return EVP_sha384();
   if (algo == "sha512") return EVP_sha512();
   return nullptr;
-}
-
-std::string toLowerHex(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](char c) {
-    return (c >= 'A' && c <= 'F') ? static_cast<char>(c - 'A' + 'a') : c;
-  });
-  return out;
-}
-
-bool isHex(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-  });
 }
 
 // Digests are quoted shortened: enough to tell them apart in a log line.
@@ -75,14 +63,7 @@ std::string StreamHasher::finalHex() {
     final_ = std::string();
     return *final_;
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(std::size_t{len} * 2);
-  for (unsigned int i = 0; i < len; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 0x0f]);
-  }
-  final_ = std::move(hex);
+  final_ = strings::hexEncode(std::span(digest).first(len));
   return *final_;
 }
 
@@ -95,11 +76,12 @@ Result<ImageVerifier> ImageVerifier::create(const Expectation& expectation) {
     Result<StreamHasher> hasher = StreamHasher::create(algo);
     if (!hasher) return hasher.error();
     const std::size_t want = static_cast<std::size_t>(EVP_MD_get_size(digestFor(algo))) * 2;
-    if (value.size() != want || !isHex(value)) {
+    if (value.size() != want || !strings::isHex(value)) {
       return Error::invalid(fmt::format("Image record's {} '{}' is not a {}-character hex string",
                                         label, shortHex(value), want));
     }
-    verifier.checks_.push_back(Check{std::move(*hasher), toLowerHex(value), std::move(label)});
+    verifier.checks_.push_back(
+        Check{std::move(*hasher), strings::asciiLower(value), std::move(label)});
     return success();
   };
 

@@ -15,7 +15,8 @@ readonly PORT=8790
 scripts/install-deps.sh
 scripts/start-services.sh
 echo "== building kiln"
-# Same build directory and options as scripts/test.sh, so neither undoes the other.
+# Same build directory and options as scripts/test.sh, so neither undoes the other (KILN_WERROR is
+# left to the cache: on after a test run, off on a fresh clone).
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_INTEGRATION=ON >/dev/null
 cmake --build build -j"$(nproc)" --target kilnd
 

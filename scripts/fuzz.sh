@@ -31,7 +31,7 @@ if [[ ${KILN_FUZZ_SKIP_BUILD:-0} != 1 ]]; then
   echo "== configure $build (clang, KILN_FUZZ=ON)"
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang -DKILN_FUZZ=ON \
-    -DKILN_INTEGRATION=OFF "${launcher[@]}" >/dev/null
+    -DKILN_INTEGRATION=OFF -DKILN_WERROR=ON "${launcher[@]}" >/dev/null
 fi
 
 # Every target whose name ends in _fuzz, whichever module registered it.

@@ -11,12 +11,13 @@ scripts/start-services.sh
 
 jobs=$(nproc)
 echo "== build (RelWithDebInfo)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_INTEGRATION=ON >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_INTEGRATION=ON \
+  -DKILN_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
 
 echo "== build (ASan+UBSan unit tests)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKILN_SANITIZE=ON \
-  -DKILN_INTEGRATION=OFF >/dev/null
+  -DKILN_INTEGRATION=OFF -DKILN_WERROR=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 
 echo "== format check"

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <regex>
 
+#include "common/strings.h"
 #include "common/uuid.h"
 #include "imagecache/image_source.h"
 
@@ -68,9 +69,7 @@ Result<config::Flavor> inlineFlavor(const json& obj) {
 std::string sha256Hex(const std::string& text) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-  std::string hex;
-  for (unsigned char b : digest) hex += fmt::format("{:02x}", b);
-  return hex;
+  return strings::hexEncode(digest);
 }
 
 bool validDevice(const std::string& name) {

@@ -19,6 +19,7 @@
 #include "agent/rpc/http_tls.h"
 #include "agent/rpc/json_response.h"
 #include "common/log.h"
+#include "common/strings.h"
 
 namespace kiln::rpc::httpd {
 
@@ -152,7 +153,7 @@ void Connection<Stream>::onHeader(beast::error_code ec, std::size_t) {
   log_path_ = std::string(toStd(message.target()));
   // Clients such as curl wait for this before sending a large body.
   if (!parser_->is_done() && message.version() >= 11 &&
-      equalsIgnoringCase(toStd(message[http::field::expect]), "100-continue")) {
+      strings::equalsIgnoringCase(toStd(message[http::field::expect]), "100-continue")) {
     asio::async_write(
         stream_, asio::buffer(kContinue.data(), kContinue.size()),
         beast::bind_front_handler(&Connection::onContinueSent, this->shared_from_this()));

@@ -1,4 +1,5 @@
 #include "agent/rpc/http_messages.h"
+#include "common/strings.h"
 
 #include <algorithm>
 #include <utility>
@@ -9,17 +10,6 @@
 namespace kiln::rpc::httpd {
 
 namespace http = boost::beast::http;
-
-namespace {
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-}  // namespace
 
 std::string_view toStd(boost::beast::string_view s) { return {s.data(), s.size()}; }
 
@@ -55,20 +45,13 @@ std::optional<std::string> percentDecode(std::string_view s) {
       continue;
     }
     if (i + 2 >= s.size()) return std::nullopt;
-    int high = hexValue(s[i + 1]);
-    int low = hexValue(s[i + 2]);
+    int high = strings::hexDigitValue(s[i + 1]);
+    int low = strings::hexDigitValue(s[i + 2]);
     if (high < 0 || low < 0) return std::nullopt;
     out += static_cast<char>(high * 16 + low);
     i += 2;
   }
   return out;
-}
-
-bool equalsIgnoringCase(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-    return lower(x) == lower(y);
-  });
 }
 
 bool isSafeHeaderValue(std::string_view value) {
@@ -121,7 +104,7 @@ bool isToken(std::string_view name) {
 bool isServerOwned(std::string_view name) {
   for (std::string_view owned :
        {"content-type", "content-length", "transfer-encoding", "connection"}) {
-    if (equalsIgnoringCase(name, owned)) return true;
+    if (strings::equalsIgnoringCase(name, owned)) return true;
   }
   return false;
 }

@@ -26,8 +26,6 @@ using rpc::printableForLog;
 // nullopt for a cut or non-hex escape.
 std::optional<std::string> percentDecode(std::string_view s);
 
-bool equalsIgnoringCase(std::string_view a, std::string_view b);
-
 // A header value from a handler goes onto the wire verbatim; a CR or LF in it would let the value
 // start a new header or end the head early.
 bool isSafeHeaderValue(std::string_view value);

@@ -9,6 +9,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/strings.h"
 
 namespace kiln::rpc {
 
@@ -23,13 +24,6 @@ constexpr auto kServiceTokenMargin = std::chrono::seconds(60);
 
 Error unauthorized(std::string message) { return {ErrorCode::kUnauthorized, std::move(message)}; }
 
-std::string trimmed(std::string s) {
-  auto begin = s.find_first_not_of(" \t\r\n");
-  if (begin == std::string::npos) return {};
-  auto end = s.find_last_not_of(" \t\r\n");
-  return s.substr(begin, end - begin + 1);
-}
-
 // Keystone's text made safe to quote: short, printable ASCII.
 std::string excerpt(std::string_view body) {
   std::string out;
@@ -37,10 +31,6 @@ std::string excerpt(std::string_view body) {
     out += (c >= 0x20 && c < 0x7f) ? c : ' ';
   }
   return out;
-}
-
-std::string tokenId(const detail::TokenDigest& digest) {
-  return fmt::format("{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3]);
 }
 
 }  // namespace
@@ -167,7 +157,7 @@ Result<std::string> KeystoneAuthenticator::serviceToken(bool renew) const {
   if (!options_.service_token_file.empty()) {
     // Bounded like every other file kilnd reads: a token is a few hundred bytes.
     auto text = fs::readFile(options_.service_token_file, 64 * 1024);
-    std::string token = text ? trimmed(*text) : std::string();
+    std::string token = text ? std::string(strings::trim(*text, " \t\r\n")) : std::string();
     if (token.empty()) {
       return Error::unavailable(
           fmt::format("Cannot read kiln's service token from '{}'", options_.service_token_file));
@@ -188,9 +178,8 @@ Result<Caller> KeystoneAuthenticator::authenticate(const HttpRequest& request) c
 }
 
 Result<Caller> KeystoneAuthenticator::validate(std::string_view token) const {
-  if (token.size() > kMaxTokenBytes) return unauthorized("The token is not valid");
-  for (char c : token) {
-    if (c < 0x21 || c > 0x7e) return unauthorized("The token is not valid");
+  if (token.size() > kMaxTokenBytes || !strings::isVisibleAscii(token)) {
+    return unauthorized("The token is not valid");
   }
   const detail::TokenDigest digest = detail::sha256(token);
   // The cache lock is never held across a call to Keystone: a cached caller is answered while
@@ -264,7 +253,7 @@ Result<Caller> KeystoneAuthenticator::validate(std::string_view token) const {
         t["project"]["id"].is_string()) {
       caller.project_id = t["project"]["id"].get<std::string>();
     }
-    caller.token_id = tokenId(digest);
+    caller.token_id = detail::tokenId(digest);
     std::lock_guard lock(cache_mutex_);
     if (cache_.size() >= kMaxCachedTokens) {
       std::erase_if(cache_, [&](const auto& entry) { return entry.second.until <= now; });

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "common/fs.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 
 namespace kiln::rpc {
@@ -29,12 +30,7 @@ constexpr std::size_t kMinTokenLength = 16;
 constexpr std::size_t kMaxTokenFileBytes = 1024 * 1024;
 constexpr std::string_view kBlanks = " \t\r\f\v";
 
-std::string_view trim(std::string_view s) {
-  std::size_t begin = s.find_first_not_of(kBlanks);
-  if (begin == std::string_view::npos) return {};
-  std::size_t end = s.find_last_not_of(kBlanks);
-  return s.substr(begin, end - begin + 1);
-}
+std::string_view trim(std::string_view s) { return strings::trim(s, kBlanks); }
 
 std::vector<std::string_view> splitFields(std::string_view line) {
   std::vector<std::string_view> fields;
@@ -63,25 +59,7 @@ std::vector<std::string> splitRoles(std::string_view field) {
 }
 
 bool isValidToken(std::string_view token) {
-  if (token.size() < kMinTokenLength) return false;
-  for (char c : token) {
-    if (c < 0x21 || c > 0x7e) return false;  // printable ASCII, no space
-  }
-  return true;
-}
-
-bool equalsIgnoringCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] - 'A' + 'a') : a[i];
-    char y = b[i] >= 'A' && b[i] <= 'Z' ? static_cast<char>(b[i] - 'A' + 'a') : b[i];
-    if (x != y) return false;
-  }
-  return true;
-}
-
-std::string tokenId(const detail::TokenDigest& digest) {
-  return fmt::format("{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3]);
+  return token.size() >= kMinTokenLength && strings::isVisibleAscii(token);
 }
 
 Error unauthorized(std::string message) { return {ErrorCode::kUnauthorized, std::move(message)}; }
@@ -89,6 +67,10 @@ Error unauthorized(std::string message) { return {ErrorCode::kUnauthorized, std:
 }  // namespace
 
 namespace detail {
+
+std::string tokenId(const TokenDigest& digest) {
+  return strings::hexEncode(std::span(digest).first(4));
+}
 
 TokenDigest sha256(std::string_view data) {
   TokenDigest digest{};
@@ -181,7 +163,7 @@ Result<TokenAuthenticator> TokenAuthenticator::parse(std::string_view contents,
     Caller caller;
     if (fields.size() > 1) caller.roles = splitRoles(fields[1]);
     if (fields.size() > 2) caller.project_id = std::string(fields[2]);
-    caller.token_id = tokenId(digest);
+    caller.token_id = detail::tokenId(digest);
     table->digests.push_back(digest);
     table->callers.push_back(std::move(caller));
   }
@@ -196,7 +178,7 @@ Result<Caller> TokenAuthenticator::authenticate(std::string_view authorization_h
   }
   std::size_t blank = header.find_first_of(kBlanks);
   std::string_view scheme = header.substr(0, blank);
-  if (!equalsIgnoringCase(scheme, "bearer")) {
+  if (!strings::equalsIgnoringCase(scheme, "bearer")) {
     return unauthorized("The Authorization header must use the Bearer scheme");
   }
   std::string_view token =
@@ -222,7 +204,7 @@ Result<std::string_view> presentedToken(const HttpRequest& request) {
   std::string_view header = trim(request.authorization);
   if (!header.empty()) {
     std::size_t blank = header.find_first_of(kBlanks);
-    if (!equalsIgnoringCase(header.substr(0, blank), "bearer")) {
+    if (!strings::equalsIgnoringCase(header.substr(0, blank), "bearer")) {
       return unauthorized("The Authorization header must use the Bearer scheme");
     }
     bearer = blank == std::string_view::npos ? std::string_view{} : trim(header.substr(blank));

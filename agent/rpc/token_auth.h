@@ -65,6 +65,9 @@ using TokenDigest = std::array<unsigned char, 32>;
 
 TokenDigest sha256(std::string_view data);
 
+// Caller::token_id: the first 8 hex digits of the digest.
+std::string tokenId(const TokenDigest& digest);
+
 struct DigestMatch {
   std::optional<std::size_t> index;
   std::size_t compared = 0;  // how many entries were compared; always all of them

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/strings.h"
 #include "common/unique_fd.h"
 
 namespace kiln::drivers::disk {
@@ -34,9 +35,7 @@ Result<std::string> newLuksPassphrase(unsigned bits) {
     }
     got += static_cast<std::size_t>(n);
   }
-  std::string hex;
-  hex.reserve(raw.size() * 2);
-  for (unsigned char c : raw) hex += fmt::format("{:02x}", c);
+  std::string hex = strings::hexEncode(raw);
   std::fill(raw.begin(), raw.end(), 0);
   return hex;
 }

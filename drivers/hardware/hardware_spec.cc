@@ -9,6 +9,8 @@
 #include <set>
 #include <tuple>
 
+#include "common/strings.h"
+
 namespace kiln::drivers::hardware {
 namespace {
 
@@ -101,9 +103,7 @@ Result<std::string> oneOf(const Origin& origin, const std::string& value,
 
 // oslo's bool_from_string vocabulary, but strict: an unknown word is an error, not "false".
 Result<bool> parseBool(const Origin& origin, const std::string& value) {
-  std::string lower = value;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const std::string lower = strings::asciiLower(value);
   for (const char* word : {"true", "yes", "on", "1", "t", "y"}) {
     if (lower == word) return true;
   }

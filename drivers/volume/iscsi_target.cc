@@ -4,6 +4,8 @@
 
 #include <charconv>
 
+#include "common/strings.h"
+
 namespace kiln::drivers::volume {
 
 using nlohmann::json;
@@ -166,10 +168,8 @@ Result<IscsiTarget> parseIscsiConnectionInfo(const json& info) {
   if (*method == "CHAP" && (user->empty() || pass->empty())) {
     return Error::invalid("auth_method CHAP needs auth_username and auth_password");
   }
-  for (char c : *user) {
-    if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) {
-      return Error::invalid("auth_username must be printable ASCII without spaces");
-    }
+  if (!strings::isVisibleAscii(*user)) {
+    return Error::invalid("auth_username must be printable ASCII without spaces");
   }
   target.auth_method = *method;
   if (*method == "CHAP") {

@@ -386,7 +386,9 @@ TEST_CASE("validateGlanceOptions refuses what cannot work", "[glance]") {
   refused([](GlanceOptions& o) { o.api_servers = {"http://a/?x=1"}; }, "without query");
   refused(
       [](GlanceOptions& o) {
-        o.token = "a";
+        // Not a one-character token: assigning one draws a false -Wrestrict from GCC 12 at
+        // -O3 (GCC bug 105329).
+        o.token = "a-token";
         o.token_file = "/b";
       },
       "both set");
