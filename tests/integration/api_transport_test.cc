@@ -6,9 +6,9 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 
-#include "kilnd_harness.h"
-#include "temp_dir.h"
-#include "test_pki.h"
+#include "tests/integration/kilnd_harness.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_pki.h"
 
 namespace kiln::testing {
 namespace {

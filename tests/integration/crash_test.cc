@@ -12,10 +12,10 @@
 #include <iostream>
 #include <thread>
 
-#include "kilnd_harness.h"
-#include "local_images.h"
-#include "orphans.h"
-#include "tgt_volume.h"
+#include "tests/integration/kilnd_harness.h"
+#include "tests/support/local_images.h"
+#include "tests/integration/orphans.h"
+#include "tests/integration/tgt_volume.h"
 
 using kiln::testing::KilndHarness;
 using kiln::testing::TestVolume;

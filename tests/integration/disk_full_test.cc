@@ -13,9 +13,9 @@
 #include <thread>
 
 #include "common/command_runner.h"
-#include "kilnd_harness.h"
-#include "local_images.h"
-#include "orphans.h"
+#include "tests/integration/kilnd_harness.h"
+#include "tests/support/local_images.h"
+#include "tests/integration/orphans.h"
 
 using kiln::testing::KilndHarness;
 using nlohmann::json;

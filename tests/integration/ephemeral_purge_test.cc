@@ -19,9 +19,9 @@
 #include <thread>
 
 #include "common/command_runner.h"
-#include "kilnd_harness.h"
-#include "local_images.h"
-#include "temp_dir.h"
+#include "tests/integration/kilnd_harness.h"
+#include "tests/support/local_images.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::testing::KilndHarness;
 using nlohmann::json;

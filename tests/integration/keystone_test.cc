@@ -4,7 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "kilnd_harness.h"
+#include "tests/integration/kilnd_harness.h"
 
 using kiln::testing::KilndHarness;
 using nlohmann::json;

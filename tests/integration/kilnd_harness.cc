@@ -1,4 +1,4 @@
-#include "kilnd_harness.h"
+#include "tests/integration/kilnd_harness.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "common/command_runner.h"
-#include "local_images.h"
+#include "tests/support/local_images.h"
 
 namespace kiln::testing {
 namespace stdfs = std::filesystem;

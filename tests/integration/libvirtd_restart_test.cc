@@ -3,7 +3,7 @@
 #include <thread>
 
 #include "common/command_runner.h"
-#include "kilnd_harness.h"
+#include "tests/integration/kilnd_harness.h"
 
 using kiln::testing::KilndHarness;
 

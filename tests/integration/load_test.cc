@@ -14,8 +14,8 @@
 #include <thread>
 
 #include "common/uuid.h"
-#include "kilnd_harness.h"
-#include "local_images.h"
+#include "tests/integration/kilnd_harness.h"
+#include "tests/support/local_images.h"
 
 using kiln::testing::KilndHarness;
 using nlohmann::json;

@@ -1,4 +1,4 @@
-#include "orphans.h"
+#include "tests/integration/orphans.h"
 
 #include <catch2/catch.hpp>
 #include <filesystem>

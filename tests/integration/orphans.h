@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "kilnd_harness.h"
+#include "tests/integration/kilnd_harness.h"
 
 namespace kiln::testing {
 

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "kilnd_harness.h"
-#include "temp_dir.h"
+#include "tests/integration/kilnd_harness.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::testing::KilndHarness;
 using nlohmann::json;

@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "common/unique_fd.h"
-#include "kilnd_harness.h"
-#include "temp_dir.h"
+#include "tests/integration/kilnd_harness.h"
+#include "tests/support/temp_dir.h"
 
 namespace kiln::testing {
 namespace {

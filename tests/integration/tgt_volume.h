@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common/command_runner.h"
-#include "local_images.h"
+#include "tests/support/local_images.h"
 
 namespace kiln::testing {
 

@@ -4,8 +4,8 @@
 #include <filesystem>
 #include <thread>
 
-#include "kilnd_harness.h"
-#include "local_images.h"
+#include "tests/integration/kilnd_harness.h"
+#include "tests/support/local_images.h"
 
 using kiln::testing::KilndHarness;
 using nlohmann::json;

@@ -7,9 +7,9 @@
 #include <thread>
 
 #include "common/command_runner.h"
-#include "kilnd_harness.h"
-#include "local_images.h"
-#include "tgt_volume.h"
+#include "tests/integration/kilnd_harness.h"
+#include "tests/support/local_images.h"
+#include "tests/integration/tgt_volume.h"
 
 using kiln::testing::KilndHarness;
 using kiln::testing::TestVolume;

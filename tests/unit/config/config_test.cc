@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "config/config.h"
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::config::parseConfig;
 

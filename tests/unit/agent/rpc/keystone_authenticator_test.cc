@@ -5,9 +5,9 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 
-#include "fake_http_client.h"
-#include "manual_clock.h"
-#include "temp_dir.h"
+#include "tests/fakes/fake_http_client.h"
+#include "tests/support/manual_clock.h"
+#include "tests/support/temp_dir.h"
 
 namespace kiln::rpc {
 namespace {

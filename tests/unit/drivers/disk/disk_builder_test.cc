@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "drivers/disk/disk_builder.h"
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::drivers::disk::DiskBuilder;
 

@@ -11,8 +11,8 @@
 #include <fstream>
 #include <string>
 
-#include "loopback_http_server.h"
-#include "temp_dir.h"
+#include "tests/support/loopback_http_server.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 

@@ -5,7 +5,7 @@
 #include <fstream>
 
 #include "drivers/volume/volume_connector.h"
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::drivers::volume::Attachment;
 using kiln::drivers::volume::IscsiTarget;

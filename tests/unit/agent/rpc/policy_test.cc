@@ -11,7 +11,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 namespace kiln::rpc {
 namespace {

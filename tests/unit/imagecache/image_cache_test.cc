@@ -7,8 +7,8 @@
 #include <thread>
 
 #include "imagecache/image_cache.h"
-#include "local_images.h"
-#include "temp_dir.h"
+#include "tests/support/local_images.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::imagecache::ImageCache;
 using kiln::imagecache::ImageCacheOptions;

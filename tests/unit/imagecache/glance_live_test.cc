@@ -21,7 +21,7 @@
 #include "imagecache/glance_source.h"
 #include "imagecache/image_uploader.h"
 #include "imagecache/stream_hasher.h"
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include "common/command_runner.h"
 #include "drivers/hardware/hardware_spec.h"
 #include "drivers/libvirt/domain_spec.h"
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::drivers::DiskSpec;
 using kiln::drivers::InstanceSpec;

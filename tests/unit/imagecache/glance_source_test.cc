@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "fake_http_client.h"
-#include "temp_dir.h"
+#include "tests/fakes/fake_http_client.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 

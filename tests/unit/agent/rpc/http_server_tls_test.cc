@@ -23,9 +23,9 @@
 #include "agent/rpc/http_server.h"
 #include "agent/rpc/json_response.h"
 #include "common/unique_fd.h"
-#include "temp_dir.h"
-#include "test_pki.h"
-#include "tests/unit/rpc/test_http_client.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_pki.h"
+#include "tests/support/test_http_client.h"
 
 namespace kiln::rpc {
 namespace {

@@ -5,8 +5,8 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
-#include "manual_clock.h"
-#include "temp_dir.h"
+#include "tests/support/manual_clock.h"
+#include "tests/support/temp_dir.h"
 
 namespace kiln::lifecycle {
 namespace {

@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "drivers/disk/disk_purge.h"
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::drivers::disk::clearDirectory;
 using kiln::drivers::disk::clearFile;

@@ -19,7 +19,7 @@
 
 #include "agent/rpc/http_server.h"
 #include "agent/rpc/json_response.h"
-#include "tests/unit/rpc/test_http_client.h"
+#include "tests/support/test_http_client.h"
 
 namespace kiln::rpc {
 namespace {

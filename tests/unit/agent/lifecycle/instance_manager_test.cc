@@ -15,11 +15,11 @@
 #include "agent/api/api_router.h"
 #include "agent/lifecycle/instance_manager.h"
 #include "common/uuid.h"
-#include "fake_compute_driver.h"
-#include "local_images.h"
-#include "manual_clock.h"
-#include "manual_executor.h"
-#include "temp_dir.h"
+#include "tests/fakes/fake_compute_driver.h"
+#include "tests/support/local_images.h"
+#include "tests/support/manual_clock.h"
+#include "tests/support/manual_executor.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::lifecycle::InstanceManager;
 using kiln::state::InstanceRecord;

@@ -9,10 +9,10 @@
 #include <thread>
 
 #include "agent/api/launch_request.h"
-#include "fake_compute_driver.h"
-#include "local_images.h"
-#include "manual_executor.h"
-#include "temp_dir.h"
+#include "tests/fakes/fake_compute_driver.h"
+#include "tests/support/local_images.h"
+#include "tests/support/manual_executor.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::api::ApiRouter;
 using kiln::rpc::HttpRequest;

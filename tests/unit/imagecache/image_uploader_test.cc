@@ -21,9 +21,9 @@
 
 #include "common/unique_fd.h"
 #include "common/uuid.h"
-#include "fake_http_client.h"
+#include "tests/fakes/fake_http_client.h"
 #include "imagecache/stream_hasher.h"
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 

@@ -7,8 +7,8 @@
 #include <fstream>
 
 #include "agent/state/instance_store.h"
-#include "local_images.h"
-#include "temp_dir.h"
+#include "tests/support/local_images.h"
+#include "tests/support/temp_dir.h"
 
 using kiln::state::InstanceRecord;
 using kiln::state::InstanceState;

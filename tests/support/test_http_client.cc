@@ -1,4 +1,4 @@
-#include "tests/unit/rpc/test_http_client.h"
+#include "tests/support/test_http_client.h"
 
 #include <netdb.h>
 #include <poll.h>

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "drivers/libvirt/firmware.h"
-#include "temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 using Catch::Matchers::Contains;
 using kiln::drivers::libvirt::chooseUefiFirmware;

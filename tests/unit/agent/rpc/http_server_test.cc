@@ -18,7 +18,7 @@
 
 #include "agent/rpc/json_response.h"
 #include "common/unique_fd.h"
-#include "tests/unit/rpc/test_http_client.h"
+#include "tests/support/test_http_client.h"
 
 namespace kiln::rpc {
 namespace {
