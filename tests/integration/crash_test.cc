@@ -13,9 +13,9 @@
 #include <thread>
 
 #include "tests/integration/kilnd_harness.h"
-#include "tests/support/local_images.h"
 #include "tests/integration/orphans.h"
 #include "tests/integration/tgt_volume.h"
+#include "tests/support/local_images.h"
 
 using kiln::testing::KilndHarness;
 using kiln::testing::TestVolume;

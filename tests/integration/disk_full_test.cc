@@ -14,8 +14,8 @@
 
 #include "common/command_runner.h"
 #include "tests/integration/kilnd_harness.h"
-#include "tests/support/local_images.h"
 #include "tests/integration/orphans.h"
+#include "tests/support/local_images.h"
 
 using kiln::testing::KilndHarness;
 using nlohmann::json;

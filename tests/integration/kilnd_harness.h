@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "tests/support/test_http_client.h"
 #include "common/unique_fd.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_http_client.h"
 
 namespace kiln::testing {
 

@@ -8,8 +8,8 @@
 
 #include "common/command_runner.h"
 #include "tests/integration/kilnd_harness.h"
-#include "tests/support/local_images.h"
 #include "tests/integration/tgt_volume.h"
+#include "tests/support/local_images.h"
 
 using kiln::testing::KilndHarness;
 using kiln::testing::TestVolume;

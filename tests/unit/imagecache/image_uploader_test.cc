@@ -21,8 +21,8 @@
 
 #include "common/unique_fd.h"
 #include "common/uuid.h"
-#include "tests/fakes/fake_http_client.h"
 #include "imagecache/stream_hasher.h"
+#include "tests/fakes/fake_http_client.h"
 #include "tests/support/temp_dir.h"
 
 namespace {

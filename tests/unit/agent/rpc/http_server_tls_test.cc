@@ -24,8 +24,8 @@
 #include "agent/rpc/json_response.h"
 #include "common/unique_fd.h"
 #include "tests/support/temp_dir.h"
-#include "tests/support/test_pki.h"
 #include "tests/support/test_http_client.h"
+#include "tests/support/test_pki.h"
 
 namespace kiln::rpc {
 namespace {
