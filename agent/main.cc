@@ -1,6 +1,7 @@
 // kilnd: the composition root. The only file that names concrete classes; everything else gets
 // its collaborators through constructors.
 
+#include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -13,11 +14,14 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include "agent/api/api_dispatcher.h"
 #include "agent/api/api_router.h"
 #include "agent/lifecycle/image_cache_service.h"
 #include "agent/lifecycle/instance_manager.h"
+#include "agent/maintenance.h"
 #include "agent/rpc/http_server.h"
 #include "agent/rpc/keystone_authenticator.h"
 #include "agent/rpc/local_first_authenticator.h"
@@ -27,6 +31,7 @@
 #include "common/command_runner.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/process_hardening.h"
 #include "common/secret_box.h"
 #include "common/work_queue.h"
 #include "config/config.h"
@@ -124,9 +129,37 @@ int fail(const std::string& message) {
   return 1;
 }
 
-int run(const config::KilnConfig& cfg) {
+Result<unsigned> lookupGroupId(const std::string& name) {
+  std::vector<char> buf(16384);
+  group entry{};
+  group* found = nullptr;
+  int err = ::getgrnam_r(name.c_str(), &entry, buf.data(), buf.size(), &found);
+  if (err != 0 || found == nullptr) {
+    return Error::invalid(fmt::format(
+        "[libvirt] qemu_group '{}' is not a group on this host (it must be one QEMU runs in)",
+        name));
+  }
+  return static_cast<unsigned>(found->gr_gid);
+}
+
+// What this invocation of kilnd does: serve, or one of the operator's one-shot commands.
+enum class Mode { kServe, kAdopt, kPurgeOrphans };
+
+// Waits (bounded) for the first connection to libvirtd: the one-shot commands need its answers.
+bool awaitLibvirt(const drivers::ComputeDriver& driver) {
+  for (int i = 0; i < 300 && !driver.connected(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return driver.connected();
+}
+
+int run(const config::KilnConfig& cfg, Mode mode) {
   log::setMinLevel(levelFromName(cfg.defaults.log_level));
   for (const auto& w : cfg.warnings) log::warn("{}", w);
+  // Every file kilnd makes is private unless it says otherwise (bases are made group-readable
+  // for QEMU explicitly); its helpers (qemu-img) inherit the mask.
+  ::umask(077);
+  if (auto r = keepSecretsOutOfCoreDumps(); !r) return fail(r.error().message);
 
   // Signals are handled by sigwait in this thread only; block them before any thread starts.
   sigset_t signals;
@@ -134,7 +167,6 @@ int run(const config::KilnConfig& cfg) {
   for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  ::umask(022);
 
   auto flavors = config::loadFlavorFile(cfg.defaults.flavors_file);
   if (!flavors) return fail(flavors.error().message);
@@ -159,9 +191,6 @@ int run(const config::KilnConfig& cfg) {
   const std::string state_path = cfg.defaults.state_path;
   // QEMU runs as another user and must traverse state_path to reach the disks.
   if (auto r = fs::makeDirectories(state_path, 0711); !r) return fail(r.error().message);
-  auto store = state::InstanceStore::open(state_path + "/kiln.db");
-  if (!store) return fail(store.error().message);
-  ::chmod((state_path + "/kiln.db").c_str(), 0600);
 
   drivers::libvirt::LibvirtDriverOptions driver_options;
   driver_options.connection.uri = cfg.libvirt.uri;
@@ -182,6 +211,20 @@ int run(const config::KilnConfig& cfg) {
   SystemClock clock;
   PosixCommandRunner runner;
   QemuImg qemu_img(runner);
+  const auto ephemeral_clear = drivers::disk::clearMethodFromName(cfg.libvirt.ephemeral_clear)
+                                   .value_or(drivers::disk::ClearMethod::kZero);
+  if (mode != Mode::kServe) {
+    if (!awaitLibvirt(driver)) return fail("libvirt did not answer at " + cfg.libvirt.uri);
+    Result<void> done = mode == Mode::kAdopt
+                            ? maintenance::adopt(state_path, driver, *flavors, qemu_img, clock)
+                            : maintenance::purgeOrphans(state_path, driver, ephemeral_clear);
+    driver.stop();
+    if (!done) return fail(done.error().message);
+    return 0;
+  }
+  // A lost database is not an empty host: see maintenance.h.
+  auto store = maintenance::openStore(state_path, driver);
+  if (!store) return fail(store.error().message);
   drivers::disk::DiskBuilder disks(qemu_img);
   // The image service: Glance when api_servers are configured, else the local directory.
   imagecache::CurlClient http;
@@ -236,6 +279,9 @@ int run(const config::KilnConfig& cfg) {
   cache_options.base_dir = state_path + "/_base";
   cache_options.force_raw = cfg.defaults.force_raw_images;
   cache_options.max_concurrent_downloads = cfg.image_cache.max_concurrent_downloads;
+  auto qemu_group = lookupGroupId(cfg.libvirt.qemu_group);
+  if (!qemu_group) return fail(qemu_group.error().message);
+  cache_options.reader_group = *qemu_group;
   imagecache::ImageCache cache(*image_source, qemu_img, cache_options, clock);
   if (auto r = cache.init(); !r) return fail(r.error().message);
 
@@ -256,8 +302,7 @@ int run(const config::KilnConfig& cfg) {
       std::chrono::seconds(cfg.defaults.shutdown_timeout),
       std::chrono::seconds(cfg.libvirt.wait_soft_reboot_seconds)};
   // Validated by the config reader: one of the three names.
-  manager_options.ephemeral_clear = drivers::disk::clearMethodFromName(cfg.libvirt.ephemeral_clear)
-                                        .value_or(drivers::disk::ClearMethod::kZero);
+  manager_options.ephemeral_clear = ephemeral_clear;
   const auto& encryption = cfg.ephemeral_storage_encryption;
   manager_options.encrypt_ephemeral = encryption.enabled;
   manager_options.ephemeral_luks = {encryption.luks.cipher_alg, encryption.luks.cipher_mode,
@@ -265,6 +310,10 @@ int run(const config::KilnConfig& cfg) {
   manager_options.ephemeral_key_bits = encryption.key_size;
   manager_options.reconcile_interval = kReconcileInterval;
   manager_options.quarantine_dir = state_path + "/quarantine";
+  manager_options.orphan_action =
+      sync::orphanActionFromName(cfg.defaults.orphan_action).value_or(sync::OrphanAction::kReport);
+  manager_options.orphan_grace = std::chrono::seconds(cfg.defaults.orphan_grace_period);
+  manager_options.job_timeout = std::chrono::seconds(cfg.defaults.instance_job_timeout);
   // Launches, deletes and actions run here; declared before the manager, which it outlives.
   WorkQueue lifecycle_jobs(cfg.defaults.launch_workers);
   lifecycle::InstanceManager manager(driver, cache, disks, *volumes, *secrets, *uploader, **store,
@@ -389,7 +438,11 @@ int main(int argc, char** argv) {
   cli.add_options()("help,h", "show this help")("version", "print the version")(
       "config", po::value<std::string>(&config_path)->default_value("/etc/kiln/kiln.conf"),
       "configuration file (nova.conf style)")("check-config",
-                                              "validate the configuration and exit");
+                                              "validate the configuration and exit")(
+      "adopt", "rebuild the records of this host's kiln domains that have none, then exit")(
+      "purge-orphans", "remove the domains, directories and secrets no record owns, then exit")(
+      "backup", po::value<std::string>(),
+      "write a consistent copy of the instance database to this new file, then exit");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, cli), vm);
@@ -416,5 +469,22 @@ int main(int argc, char** argv) {
     std::cout << "Configuration '" << config_path << "' is valid\n";
     return 0;
   }
-  return kiln::run(*cfg);
+  if (vm.count("backup")) {
+    const std::string dest = vm["backup"].as<std::string>();
+    auto done = kiln::state::InstanceStore::backup(cfg->defaults.state_path + "/kiln.db", dest);
+    if (!done) {
+      kiln::log::error("{}", done.error().message);
+      return 1;
+    }
+    std::cout << "Backed up the instance database to '" << dest << "'\n";
+    return 0;
+  }
+  if (vm.count("adopt") && vm.count("purge-orphans")) {
+    std::cerr << "kilnd: --adopt and --purge-orphans are two different answers; choose one\n";
+    return 2;
+  }
+  using kiln::Mode;
+  return kiln::run(*cfg, vm.count("adopt")           ? Mode::kAdopt
+                         : vm.count("purge-orphans") ? Mode::kPurgeOrphans
+                                                     : Mode::kServe);
 }

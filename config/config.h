@@ -25,6 +25,12 @@ struct DefaultSection {
   unsigned shutdown_timeout = 60;
   // The host address for storage (iSCSI) traffic, reported to the scheduler; empty: unset.
   std::string my_block_storage_ip;
+  // What the reconcile does with what no instance owns: report, quarantine or delete, once it
+  // has been an orphan for orphan_grace_period seconds (agent/sync/orphan_sweep.h).
+  std::string orphan_action = "report";
+  unsigned orphan_grace_period = 3600;
+  // How long a background operation waits for the instance's current one before giving up.
+  unsigned instance_job_timeout = 30;
 };
 
 struct ApiSection {
@@ -74,6 +80,9 @@ struct LibvirtSection {
   std::string virt_type = "kvm";
   std::string hw_machine_type = "pc";
   std::string cpu_mode;  // empty: host-model under kvm, QEMU's default model under qemu
+  // A group QEMU's processes are in (qemu.conf's user is in kvm on Debian): cached bases are
+  // shared by every guest, read-only, so they are root-owned 0640 with this group.
+  std::string qemu_group = "kvm";
   unsigned keepalive_interval = 5;
   unsigned keepalive_count = 3;
   unsigned wait_soft_reboot_seconds = 120;  // a SOFT reboot becomes HARD after this

@@ -79,12 +79,34 @@ std::string ImageCache::basePathFor(const std::string& image_id) const {
   return options_.base_dir + "/" + sha256Hex(image_id);
 }
 
+Result<void> ImageCache::shareWithQemu(const std::string& path) const {
+  // Readable by QEMU's group and nobody else, whatever umask kilnd runs under.
+  if (options_.reader_group) {
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(*options_.reader_group)) !=
+        0) {
+      return Error::internal(
+          fmt::format("Cannot give '{}' to QEMU's group: {}", path, fs::errnoText(errno)));
+    }
+  }
+  if (::chmod(path.c_str(), options_.reader_group ? 0640 : 0600) != 0) {
+    return Error::internal(
+        fmt::format("Cannot set the mode of '{}': {}", path, fs::errnoText(errno)));
+  }
+  return success();
+}
+
 Result<void> ImageCache::init() {
   // QEMU runs as another user and must traverse to the bases: o+x, but no listing.
   if (auto r = fs::makeDirectories(options_.base_dir, 0711); !r) return r;
   std::error_code ec;
   for (const auto& entry : stdfs::directory_iterator(options_.base_dir, ec)) {
     std::string name = entry.path().filename().string();
+    // Bases cached by an older kilnd were world-readable; sidecars (the image records) are kiln's.
+    if (name.ends_with(".json")) {
+      ::chmod(entry.path().c_str(), 0600);
+    } else if (name.find('.') == std::string::npos) {
+      if (auto r = shareWithQemu(entry.path().string()); !r) log::warn("{}", r.error().message);
+    }
     bool partial = name.ends_with(".part") || name.ends_with(".converted") ||
                    name.find(".tmp-") != std::string::npos;
     bool orphan_sidecar =
@@ -279,7 +301,7 @@ Result<CachedImage> ImageCache::fetchUncached(const std::string& image_id, Timel
     return e;
   };
   {
-    UniqueFd fd(::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+    UniqueFd fd(::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd.valid()) {
       return Error::internal(fmt::format("Cannot create '{}': {}", part, fs::errnoText(errno)));
     }
@@ -372,7 +394,7 @@ Result<CachedImage> ImageCache::fetchUncached(const std::string& image_id, Timel
     }
     info.file_size = raw_info->file_size;
   }
-  ::chmod(ready.c_str(), 0644);
+  if (auto r = shareWithQemu(ready); !r) return discard(r.error());
 
   CachedImage img;
   img.image_id = image_id;
@@ -393,7 +415,7 @@ Result<CachedImage> ImageCache::fetchUncached(const std::string& image_id, Timel
                   {"record", recordToJson(record)}};
   // The sidecar goes first; the base's rename is the commit point. init() removes a sidecar
   // whose base never arrived.
-  if (auto w = fs::writeFileAtomically(base + ".json", sidecar.dump(2), 0644); !w) {
+  if (auto w = fs::writeFileAtomically(base + ".json", sidecar.dump(2), 0600); !w) {
     return discard(w.error());
   }
   if (::rename(ready.c_str(), base.c_str()) != 0) {

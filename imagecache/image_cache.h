@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <semaphore>
 #include <set>
 #include <string>
@@ -42,6 +43,9 @@ struct ImageCacheOptions {
   std::string base_dir;  // state_path/_base
   bool force_raw = true;
   unsigned max_concurrent_downloads = 2;
+  // The group QEMU's processes are in: bases are root-owned 0640 with it, so every guest may read
+  // them and none may write them. Unset: bases stay private to kilnd (0600; tests).
+  std::optional<unsigned> reader_group{};
 };
 
 class ImageCache {
@@ -73,6 +77,7 @@ class ImageCache {
   std::string basePathFor(const std::string& image_id) const;
 
  private:
+  Result<void> shareWithQemu(const std::string& path) const;
   Result<CachedImage> fetchUncached(const std::string& image_id, Timeline& timeline,
                                     std::uint64_t max_virtual_size);
   Result<CachedImage> loadCached(const std::string& image_id);
