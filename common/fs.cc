@@ -7,10 +7,10 @@
 
 #include <cerrno>
 #include <cstring>
-#include <random>
 
 #include <fmt/format.h>
 
+#include "common/random.h"
 #include "common/unique_fd.h"
 
 namespace kiln::fs {
@@ -36,10 +36,7 @@ Result<void> writeAll(int fd, std::string_view data, const stdfs::path& path) {
 
 namespace {
 
-std::string randomSuffix() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return fmt::format("{:016x}", rng());
-}
+std::string randomSuffix() { return fmt::format("{:016x}", randomU64()); }
 
 }  // namespace
 

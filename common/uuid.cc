@@ -2,8 +2,7 @@
 
 #include <fmt/format.h>
 
-#include <random>
-
+#include "common/random.h"
 #include "common/strings.h"
 
 namespace kiln {
@@ -24,9 +23,8 @@ std::optional<std::string> canonicalUuid(std::string_view text) {
 }
 
 std::string randomUuid() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  std::uint64_t hi = rng();
-  std::uint64_t lo = rng();
+  std::uint64_t hi = randomU64();
+  std::uint64_t lo = randomU64();
   hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
   lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
   return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xffff,
