@@ -29,6 +29,7 @@
 #include "agent/rpc/token_auth.h"
 #include "agent/state/instance_store.h"
 #include "common/command_runner.h"
+#include "common/disk_reserve.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/process_hardening.h"
@@ -279,6 +280,12 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   cache_options.base_dir = state_path + "/_base";
   cache_options.force_raw = cfg.defaults.force_raw_images;
   cache_options.max_concurrent_downloads = cfg.image_cache.max_concurrent_downloads;
+  // One account of state_path's free space for the image cache and the disks
+  // (common/disk_reserve.h).
+  auto disk_reserve =
+      std::make_shared<DiskReserve>(state_path, cfg.defaults.reserved_host_disk_mb << 20);
+  cache_options.disk_reserve = disk_reserve;
+  cache_options.max_unsized_image_bytes = cfg.image_cache.max_image_size_gb << 30;
   auto qemu_group = lookupGroupId(cfg.libvirt.qemu_group);
   if (!qemu_group) return fail(qemu_group.error().message);
   cache_options.reader_group = *qemu_group;
@@ -314,6 +321,7 @@ int run(const config::KilnConfig& cfg, Mode mode) {
       sync::orphanActionFromName(cfg.defaults.orphan_action).value_or(sync::OrphanAction::kReport);
   manager_options.orphan_grace = std::chrono::seconds(cfg.defaults.orphan_grace_period);
   manager_options.job_timeout = std::chrono::seconds(cfg.defaults.instance_job_timeout);
+  manager_options.disk_reserve = disk_reserve;
   // Launches, deletes and actions run here; declared before the manager, which it outlives.
   WorkQueue lifecycle_jobs(cfg.defaults.launch_workers);
   lifecycle::InstanceManager manager(driver, cache, disks, *volumes, *secrets, *uploader, **store,

@@ -1,6 +1,9 @@
 #include "config/config.h"
 
+#include <sys/stat.h>
+
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <boost/program_options.hpp>
@@ -349,6 +352,10 @@ const std::map<std::string, Setter>& optionTable() {
                                       {"report", "quarantine", "delete"})},
       {"DEFAULT.orphan_grace_period",
        integer(&KilnConfig::defaults, &DefaultSection::orphan_grace_period, 0, 30U * 86400)},
+      {"DEFAULT.reserved_host_disk_mb",
+       integer(&KilnConfig::defaults, &DefaultSection::reserved_host_disk_mb, 0, 1ULL << 30)},
+      {"image_cache.max_image_size_gb",
+       integer(&KilnConfig::image_cache, &ImageCacheSection::max_image_size_gb, 1, 1ULL << 20)},
       {"DEFAULT.instance_job_timeout",
        integer(&KilnConfig::defaults, &DefaultSection::instance_job_timeout, 1, 3600)},
       {"libvirt.qemu_group", text(&KilnConfig::libvirt, &LibvirtSection::qemu_group, printableToken,
@@ -587,7 +594,40 @@ Result<KilnConfig> loadConfigFile(const std::string& path) {
             fmt::format("Cannot read configuration file: {}", text.error().message));
     }
   }
-  return parseConfig(*text, path);
+  auto cfg = parseConfig(*text, path);
+  if (!cfg) return cfg;
+  if (auto guarded = checkFileMode(path, secretOptionsIn(*cfg), "configuration file"); !guarded) {
+    return guarded.error();
+  }
+  return cfg;
+}
+
+std::vector<std::string> secretOptionsIn(const KilnConfig& cfg) {
+  std::vector<std::string> held;
+  if (!cfg.keystone.password.empty()) held.push_back("[keystone] password");
+  if (!cfg.glance.token.empty()) held.push_back("[glance] token");
+  return held;
+}
+
+Result<void> checkFileMode(const std::string& path, const std::vector<std::string>& secrets,
+                           std::string_view what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return Error::invalid(fmt::format("Cannot stat {} '{}': {}", what, path, fs::errnoText(errno)));
+  }
+  // Whoever may write it decides what kilnd (root) does: the same as a root-owned file.
+  if ((st.st_mode & 022) != 0) {
+    return Error::invalid(fmt::format(
+        "The {} '{}' has mode {:04o}; it must not be writable by group or others (chmod go-w)",
+        what, path, st.st_mode & 07777));
+  }
+  if (!secrets.empty() && (st.st_mode & 077) != 0) {
+    return Error::invalid(fmt::format(
+        "The {} '{}' holds {} but has mode {:04o}; it must not be accessible by group or "
+        "others (chmod 600), as the token file",
+        what, path, fmt::join(secrets, " and "), st.st_mode & 07777));
+  }
+  return success();
 }
 
 }  // namespace kiln::config

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -31,6 +32,9 @@ struct DefaultSection {
   unsigned orphan_grace_period = 3600;
   // How long a background operation waits for the instance's current one before giving up.
   unsigned instance_job_timeout = 30;
+  // Space on state_path's filesystem no download or disk creation may take (the database, the
+  // logs, the console logs growing), as nova's reserved_host_disk_mb.
+  std::uint64_t reserved_host_disk_mb = 1024;
 };
 
 struct ApiSection {
@@ -136,6 +140,8 @@ struct ImageCacheSection {
   bool remove_unused_base_images = true;
   std::uint64_t remove_unused_original_minimum_age_seconds = 86400;
   unsigned max_concurrent_downloads = 2;
+  // The most an image whose record gives no size may bring (Glance's image_size_cap: 1 TiB).
+  std::uint64_t max_image_size_gb = 1024;
 };
 
 struct KilnConfig {
@@ -155,7 +161,15 @@ struct KilnConfig {
 
 // Errors name the option: "Invalid value 'xen' for [libvirt] virt_type: must be 'kvm' or 'qemu'".
 // A file of more than 1 MiB is refused rather than read.
+// Reads and checks `path`: also refused when group or others may write it, or may read it while
+// it holds a secret (secretOptionsIn).
 Result<KilnConfig> loadConfigFile(const std::string& path);
+// The options of `cfg` that hold a secret and are set ("[keystone] password", ...).
+std::vector<std::string> secretOptionsIn(const KilnConfig& cfg);
+// A file kilnd obeys (kiln.conf, the policy file): never writable by group or others; with
+// `secrets` (what it holds, for the message), not accessible by them at all.
+Result<void> checkFileMode(const std::string& path, const std::vector<std::string>& secrets,
+                           std::string_view what);
 Result<KilnConfig> parseConfig(std::string_view text, std::string_view source_name);
 
 // "aes-xts-plain64" with 512 bits -> aes-256, xts, plain64. Errors name both options.

@@ -73,7 +73,11 @@ ImageCache::ImageCache(ImageSource& source, QemuImg& qemu_img, ImageCacheOptions
       options_(std::move(options)),
       clock_(clock),
       download_slots_(
-          static_cast<std::ptrdiff_t>(std::min(options_.max_concurrent_downloads, 64U))) {}
+          static_cast<std::ptrdiff_t>(std::min(options_.max_concurrent_downloads, 64U))) {
+  if (!options_.disk_reserve) {
+    options_.disk_reserve = std::make_shared<DiskReserve>(options_.base_dir, 0);
+  }
+}
 
 std::string ImageCache::basePathFor(const std::string& image_id) const {
   return options_.base_dir + "/" + sha256Hex(image_id);
@@ -283,14 +287,11 @@ Result<CachedImage> ImageCache::fetchUncached(const std::string& image_id, Timel
         "Image '{}' has neither os_hash_value nor checksum; kiln refuses unverifiable images",
         image_id));
   }
-  if (record.size) {
-    auto free = fs::freeBytes(options_.base_dir);
-    if (free && *free < *record.size) {
-      return Error::exhausted(
-          fmt::format("Not enough space in '{}' for image '{}': {} bytes free, {} needed",
-                      options_.base_dir, image_id, *free, *record.size));
-    }
-  }
+  // The whole download is spoken for before its first byte, so concurrent launches cannot
+  // together promise more than the disk holds; without a size, the hold grows as bytes arrive.
+  const std::string what = fmt::format("image '{}'", image_id);
+  auto download_hold = options_.disk_reserve->take(record.size.value_or(0), what);
+  if (!download_hold) return download_hold.error();
 
   const std::string base = basePathFor(image_id);
   const std::string part = base + ".part";
@@ -306,15 +307,31 @@ Result<CachedImage> ImageCache::fetchUncached(const std::string& image_id, Timel
       return Error::internal(fmt::format("Cannot create '{}': {}", part, fs::errnoText(errno)));
     }
     auto step = timeline.step("image.download");
-    std::uint64_t limit = record.size.value_or(UINT64_MAX);
+    const std::uint64_t limit = record.size.value_or(options_.max_unsized_image_bytes);
     auto copied = source_.download(record, [&](const char* data, std::size_t len) -> Result<void> {
       verifier->update(data, len);
-      // More bytes than the record promised: stop now, not after filling the disk.
+      // More bytes than the record promised (or than any record without a size may bring):
+      // stop now, not after filling the disk.
       if (verifier->bytesSeen() > limit) {
         return Error::invalid(
-            fmt::format("Image '{}' is larger than the {} bytes its record says", image_id, limit));
+            record.size
+                ? fmt::format("Image '{}' is larger than the {} bytes its record says", image_id,
+                              limit)
+                : fmt::format(
+                      "Image '{}' has no size in its record and is larger than [image_cache] "
+                      "max_image_size_gb ({} GiB)",
+                      image_id, limit >> 30));
       }
-      return fs::writeAll(fd.get(), std::string_view(data, len), part);
+      if (download_hold->bytes() < len) {
+        constexpr std::uint64_t kGrowStep = 64ULL << 20;
+        if (auto grown = download_hold->grow(std::max<std::uint64_t>(len, kGrowStep), what);
+            !grown) {
+          return grown;
+        }
+      }
+      if (auto w = fs::writeAll(fd.get(), std::string_view(data, len), part); !w) return w;
+      download_hold->landed(len);
+      return success();
     });
     if (!copied) {
       step.fail();
@@ -368,12 +385,12 @@ Result<CachedImage> ImageCache::fetchUncached(const std::string& image_id, Timel
   std::string ready = part;
   if (options_.force_raw && format != "raw") {
     auto step = timeline.step("image.convert");
-    auto free = fs::freeBytes(options_.base_dir);
-    if (free && *free < info.virtual_size) {
+    // qemu-img writes the raw file sparse, but may write all of it: its whole virtual size.
+    auto convert_hold = options_.disk_reserve->take(
+        info.virtual_size, fmt::format("converting image '{}' to raw", image_id));
+    if (!convert_hold) {
       step.fail();
-      return discard(Error::exhausted(fmt::format(
-          "Not enough space in '{}' to convert image '{}' to raw: {} bytes free, {} needed",
-          options_.base_dir, image_id, *free, info.virtual_size)));
+      return discard(convert_hold.error());
     }
     if (auto c = qemu_img_.convert(part, format, converted, "raw"); !c) {
       step.fail();

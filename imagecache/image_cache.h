@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/disk_reserve.h"
 #include "common/qemu_img.h"
 #include "common/timeline.h"
 #include "imagecache/image_source.h"
@@ -46,6 +47,11 @@ struct ImageCacheOptions {
   // The group QEMU's processes are in: bases are root-owned 0640 with it, so every guest may read
   // them and none may write them. Unset: bases stay private to kilnd (0600; tests).
   std::optional<unsigned> reader_group{};
+  // Downloads and conversions take their space here before they write (common/disk_reserve.h).
+  // Unset: a reserve of 0 bytes over base_dir.
+  std::shared_ptr<DiskReserve> disk_reserve{};
+  // The most a download whose image record gives no size may write (Glance's image_size_cap).
+  std::uint64_t max_unsized_image_bytes = 1024ULL << 30;
 };
 
 class ImageCache {

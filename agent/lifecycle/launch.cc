@@ -20,6 +20,9 @@ using state::TaskState;
 namespace {
 
 constexpr std::uint64_t kGiB = 1024ULL * 1024 * 1024;
+// What creating a qcow2 overlay or blank disk writes at most (its header, L1 table and refcounts;
+// qemu's LUKS header is about 2 MiB): a launch does not begin on a filesystem that cannot hold it.
+constexpr std::uint64_t kDiskMetadataBytes = 4ULL << 20;
 
 struct Boundary {
   std::string_view name;
@@ -232,6 +235,11 @@ Result<void> Launcher::fetchImage(Plan& plan, Timeline& timeline) {
   return success();
 }
 
+Result<DiskReserve::Hold> Launcher::reserveFor(std::uint64_t bytes, const std::string& what) {
+  if (!options_.disk_reserve) return DiskReserve::Hold{};
+  return options_.disk_reserve->take(bytes, what);
+}
+
 Result<void> Launcher::makeRootDisk(Plan& plan, Timeline& timeline) {
   if (!plan.base) return success();  // the root disk is a volume
   const imagecache::CachedImage& base = *plan.base;
@@ -240,6 +248,14 @@ Result<void> Launcher::makeRootDisk(Plan& plan, Timeline& timeline) {
   std::uint64_t root_bytes = flavor.root_gb == 0 ? base.virtual_size : flavor.root_gb * kGiB;
   auto step = timeline.step("disk.root");
   state::DiskRecord root{"vda", plan.dir + "/disk", "qcow2", root_bytes, base.path, base.format};
+  // What creating it writes: a copy, the base's bytes; an overlay or a blank disk, metadata.
+  const bool copies = !plan.hardware.boot_from_cdrom && !options_.use_cow_images;
+  auto hold = reserveFor(copies ? base.virtual_size : kDiskMetadataBytes,
+                         fmt::format("the root disk of instance '{}'", plan.request.uuid));
+  if (!hold) {
+    step.fail();
+    return hold.error();
+  }
   Result<void> r = success();
   if (plan.hardware.boot_from_cdrom) {
     // An ISO boots from a CD-ROM (the cached base, read-only) and installs onto an empty root.
@@ -271,6 +287,13 @@ Result<void> Launcher::makeEphemeralDisk(Plan& plan, Timeline& timeline) {
   auto step = timeline.step("disk.ephemeral");
   state::DiskRecord eph{"vdb", plan.dir + "/disk.local", "qcow2", flavor.ephemeral_gb * kGiB, "",
                         ""};
+  // A blank qcow2 (LUKS or not) writes its metadata and headers only.
+  auto hold = reserveFor(kDiskMetadataBytes,
+                         fmt::format("the ephemeral disk of instance '{}'", plan.request.uuid));
+  if (!hold) {
+    step.fail();
+    return hold.error();
+  }
   Result<void> r = success();
   if (options_.encrypt_ephemeral) {
     auto passphrase = drivers::disk::newLuksPassphrase(options_.ephemeral_key_bits);

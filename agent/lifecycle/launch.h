@@ -48,6 +48,8 @@ class Launcher {
   Result<void> runSteps(const EntryPtr& entry, Plan& plan, Timeline& timeline);
   Result<void> fetchImage(Plan& plan, Timeline& timeline);
   Result<void> checkHardware(Plan& plan, std::string_view disk_format);
+  // The space a disk creation writes, taken before it begins; an empty hold without a reserve.
+  Result<DiskReserve::Hold> reserveFor(std::uint64_t bytes, const std::string& what);
   Result<void> makeRootDisk(Plan& plan, Timeline& timeline);
   Result<void> makeEphemeralDisk(Plan& plan, Timeline& timeline);
   Result<void> recordDisks(InstanceTable::Entry& entry, Plan& plan);

@@ -2,9 +2,11 @@
 // How the lifecycle runs, as agent/main.cc maps it from kiln.conf.
 
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "agent/sync/orphan_sweep.h"
+#include "common/disk_reserve.h"
 #include "drivers/disk/disk_builder.h"
 #include "drivers/disk/disk_purge.h"
 
@@ -31,6 +33,8 @@ struct ManagerOptions {
   sync::OrphanAction orphan_action = sync::OrphanAction::kReport;
   std::chrono::seconds orphan_grace{3600};
   std::string quarantine_dir{};  // state_path/quarantine
+  // Disk creations take their space here first (common/disk_reserve.h); unset: no check.
+  std::shared_ptr<DiskReserve> disk_reserve{};
 };
 
 }  // namespace kiln::lifecycle

@@ -123,7 +123,8 @@ void deleteAndWait(KilndHarness& kilnd, const std::string& uuid) {
 
 TEST_CASE("the disk fills up during an image fetch: a clear fault, no partial base",
           "[integration][disk-full]") {
-  KilndHarness kilnd("[DEFAULT]\nuse_cow_images = true\n");
+  // No host reserve: the filesystem is what there is (the reserve has a test of its own).
+  KilndHarness kilnd("[DEFAULT]\nuse_cow_images = true\nreserved_host_disk_mb = 0\n");
   SmallFilesystem fs(kilnd.statePath(), 48);
   // Bigger than the whole filesystem; random, so nothing on the way can make it sparse.
   kiln::testing::addLocalImage(kilnd.imagesDir(), "huge", randomBytes(64ULL << 20), "raw");
@@ -136,15 +137,18 @@ TEST_CASE("the disk fills up during an image fetch: a clear fault, no partial ba
   CHECK(rec["state"] == "error");
   CHECK_THAT(faultOf(rec), Catch::Contains("space", Catch::CaseSensitive::No));
   std::cout << "fault: " << faultOf(rec) << "\n";
-  CHECK_THAT(faultOf(rec), Catch::Contains(kilnd.statePath() + "/_base"));
+  // Refused before the first byte, naming the filesystem and the image.
+  CHECK_THAT(faultOf(rec),
+             Catch::Contains("Not enough space in '" + kilnd.statePath() + "' for image 'huge'"));
   CHECK(partialBases(kilnd.statePath() + "/_base").empty());
   CHECK_FALSE(stdfs::exists(kilnd.statePath() + "/instances/" + uuid));
   CHECK(kilnd.api("GET", "/healthz", "", false).status == 200);
   CHECK(kiln::testing::findOrphans(kilnd, {{uuid}, ""}).empty());
   deleteAndWait(kilnd, uuid);
 
-  // Two images that each fit the free space, fetched at once, do not fit together: the disk
-  // fills up in the middle of a download.
+  // Two images that each fit the free space, fetched at once, do not fit together: the first
+  // download holds its space, so the second is refused before it writes, never cut off halfway
+  // by ENOSPC.
   // Whole MiB: qemu-img rounds a raw image's size up to a sector, kiln's inspector does not.
   std::uint64_t each = (fs.freeBytes() * 3 / 5) & ~((1ULL << 20) - 1);
   kiln::testing::addLocalImage(kilnd.imagesDir(), "half-a", randomBytes(each), "raw");
@@ -171,7 +175,8 @@ TEST_CASE("the disk fills up during an image fetch: a clear fault, no partial ba
               << faultOf(r) << "\n";
     if (r["state"] == "error") {
       ++failed;
-      CHECK_THAT(faultOf(r), Catch::Contains("space", Catch::CaseSensitive::No));
+      CHECK_THAT(faultOf(r), Catch::Contains("Not enough space"));
+      CHECK(faultOf(r).find("No space left") == std::string::npos);
     }
   }
   CHECK(failed >= 1);
@@ -188,10 +193,10 @@ TEST_CASE("the disk fills up during an image fetch: a clear fault, no partial ba
   kilnd.stop();
 }
 
-TEST_CASE("the disk fills up during disk creation: a clear fault, no partial disk",
+TEST_CASE("the disk fills up before disk creation: a clear fault, no partial disk",
           "[integration][disk-full]") {
   // Full copies (no overlays): the root disk takes real space.
-  KilndHarness kilnd("[DEFAULT]\nuse_cow_images = false\n");
+  KilndHarness kilnd("[DEFAULT]\nuse_cow_images = false\nreserved_host_disk_mb = 0\n");
   SmallFilesystem fs(kilnd.statePath(), 96);
   kilnd.addGuestImage("guest");
   kilnd.start();
@@ -207,8 +212,9 @@ TEST_CASE("the disk fills up during disk creation: a clear fault, no partial dis
   INFO(rec.dump(2) << "\n" << kilnd.logText());
   CHECK(rec["state"] == "error");
   std::cout << "fault: " << faultOf(rec) << "\n";
-  CHECK_THAT(faultOf(rec), Catch::Contains("No space left on device"));
-  CHECK_THAT(faultOf(rec), Catch::Contains(kilnd.statePath() + "/instances/" + uuid + "/disk"));
+  // The copy takes its space before qemu-img writes a byte: refused at once, not by ENOSPC.
+  CHECK_THAT(faultOf(rec), Catch::Contains("Not enough space in '" + kilnd.statePath() +
+                                           "' for the root disk of instance '" + uuid + "'"));
   CHECK_FALSE(stdfs::exists(kilnd.statePath() + "/instances/" + uuid));
   CHECK(partialBases(kilnd.statePath() + "/_base").empty());
   CHECK(kilnd.api("GET", "/healthz", "", false).status == 200);
@@ -219,5 +225,33 @@ TEST_CASE("the disk fills up during disk creation: a clear fault, no partial dis
   const std::string ok = "d15cf000-0000-4000-8000-000000000013";
   CHECK(launchAndSettle(kilnd, ok, "guest")["state"] == "active");
   deleteAndWait(kilnd, ok);
+  kilnd.stop();
+}
+
+TEST_CASE("reserved_host_disk_mb is never given to an image or a disk",
+          "[integration][disk-full]") {
+  KilndHarness kilnd("[DEFAULT]\nreserved_host_disk_mb = 64\n");
+  SmallFilesystem fs(kilnd.statePath(), 128);
+  const std::uint64_t free = fs.freeBytes();
+  INFO("free " << (free >> 20) << " MiB");
+  // Fits the filesystem, not the filesystem less the host's 64 MiB.
+  const std::uint64_t too_big = ((free - (64ULL << 20)) + (4ULL << 20)) & ~((1ULL << 20) - 1);
+  REQUIRE(too_big < free);
+  kiln::testing::addLocalImage(kilnd.imagesDir(), "too-big", randomBytes(too_big), "raw");
+  kiln::testing::addLocalImage(kilnd.imagesDir(), "small", randomBytes(8ULL << 20), "raw");
+  kilnd.start();
+
+  const std::string refused = "d15cf000-0000-4000-8000-000000000021";
+  json rec = launchAndSettle(kilnd, refused, "too-big");
+  INFO(rec.dump(2));
+  CHECK(rec["state"] == "error");
+  CHECK_THAT(faultOf(rec), Catch::Contains("64 MiB are reserved for the host"));
+  CHECK(partialBases(kilnd.statePath() + "/_base").empty());
+  CHECK(fs.freeBytes() >= free - (1ULL << 20));  // nothing was written
+  deleteAndWait(kilnd, refused);
+
+  const std::string fits = "d15cf000-0000-4000-8000-000000000022";
+  CHECK(launchAndSettle(kilnd, fits, "small")["state"] == "active");
+  deleteAndWait(kilnd, fits);
   kilnd.stop();
 }

@@ -182,7 +182,9 @@ struct PurgeCase {
 };
 
 void runPurgeCase(const PurgeCase& c) {
-  std::string config = "[libvirt]\nephemeral_clear = " + c.clear + "\n";
+  // The filesystem is the test's own and small: no host reserve on it.
+  std::string config =
+      "[DEFAULT]\nreserved_host_disk_mb = 0\n[libvirt]\nephemeral_clear = " + c.clear + "\n";
   if (c.encrypted) config += "[ephemeral_storage_encryption]\nenabled = true\n";
   KilndHarness kilnd(config);
   LoopFilesystem fs(kilnd.statePath(), kFilesystemBytes);

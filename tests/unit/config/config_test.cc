@@ -1,5 +1,7 @@
 #include <fmt/format.h>
 
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
 
 #include <fstream>
@@ -449,6 +451,29 @@ password = p@ss word
   auto nul = parseConfig(std::string("[keystone]\npassword = se\0cret\n", 30), "kiln.conf");
   REQUIRE_FALSE(nul.ok());
   CHECK(nul.error().message == "[keystone] password contains a NUL byte");
+}
+
+TEST_CASE("a kiln.conf others may write, or read while it holds a secret, is refused", "[config]") {
+  kiln::testing::TempDir dir;
+  const std::string path = dir.path() + "/kiln.conf";
+  std::ofstream(path) << "[libvirt]\nvirt_type = qemu\n";
+  ::chmod(path.c_str(), 0644);
+  CHECK(kiln::config::loadConfigFile(path).ok());  // no secret: readable is fine
+  ::chmod(path.c_str(), 0664);
+  auto writable = kiln::config::loadConfigFile(path);
+  REQUIRE_FALSE(writable.ok());
+  CHECK_THAT(writable.error().message, Catch::Contains("must not be writable by group or others"));
+
+  std::ofstream(path, std::ios::app) << "[keystone]\nauth_url = http://127.0.0.1:5000/v3\n"
+                                        "username = kiln\npassword = s3cret\n";
+  ::chmod(path.c_str(), 0640);
+  auto readable = kiln::config::loadConfigFile(path);
+  REQUIRE_FALSE(readable.ok());
+  CHECK_THAT(readable.error().message, Catch::Contains("holds [keystone] password"));
+  CHECK_THAT(readable.error().message, Catch::Contains("chmod 600"));
+  CHECK(readable.error().message.find("s3cret") == std::string::npos);
+  ::chmod(path.c_str(), 0600);
+  CHECK(kiln::config::loadConfigFile(path).ok());
 }
 
 TEST_CASE("the configuration file is read bounded, and a missing one says so", "[config]") {

@@ -251,3 +251,90 @@ TEST_CASE("different images download in parallel up to the bound, one image down
   CHECK(source.downloads_ == 4);
   CHECK(source.max_seen_ == 2);
 }
+
+namespace {
+
+// The cache over a local image directory, with a disk reserve over a filesystem whose free space
+// the test sets.
+struct ReservedCache {
+  kiln::testing::TempDir dir;
+  std::string images = dir.path() + "/images";
+  kiln::SystemClock clock;
+  kiln::PosixCommandRunner runner;
+  kiln::QemuImg qemu_img{runner};
+  kiln::imagecache::LocalDirSource source{images};
+  std::uint64_t free = 64ULL << 20;
+  std::shared_ptr<kiln::DiskReserve> reserve = std::make_shared<kiln::DiskReserve>(
+      dir.path(), 0, [this](const std::string&) -> kiln::Result<std::uint64_t> { return free; });
+  std::unique_ptr<ImageCache> cache;
+
+  explicit ReservedCache(std::uint64_t max_unsized = 1ULL << 30) {
+    stdfs::create_directories(images);
+    ImageCacheOptions options;
+    options.base_dir = dir.path() + "/_base";
+    options.disk_reserve = reserve;
+    options.max_unsized_image_bytes = max_unsized;
+    cache = std::make_unique<ImageCache>(source, qemu_img, options, clock);
+    REQUIRE(cache->init().ok());
+  }
+  kiln::Result<kiln::imagecache::CachedImage> fetch(const std::string& id) {
+    kiln::Timeline timeline(clock);
+    return cache->fetch(id, timeline, 0);
+  }
+  bool nothingCached(const std::string& id) {
+    std::string base = cache->basePathFor(id);
+    for (const char* suffix : {"", ".json", ".part", ".converted"}) {
+      if (stdfs::exists(base + suffix)) return false;
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("an image record without a size is capped by max_image_size_gb", "[cache][reserve]") {
+  ReservedCache h(1ULL << 20);
+  kiln::testing::addLocalImage(h.images, "unsized", std::string(2ULL << 20, 'u'), "raw",
+                               {{"size", nullptr}});
+  auto fetched = h.fetch("unsized");
+  REQUIRE_FALSE(fetched.ok());
+  CHECK_THAT(fetched.error().message, Catch::Contains("no size in its record"));
+  CHECK_THAT(fetched.error().message, Catch::Contains("max_image_size_gb"));
+  CHECK(h.nothingCached("unsized"));
+  CHECK(h.reserve->held() == 0);
+}
+
+TEST_CASE("a download takes its space before it writes, beside what others hold",
+          "[cache][reserve]") {
+  ReservedCache h;
+  kiln::testing::addLocalImage(h.images, "sized", std::string(40ULL << 20, 's'));
+  // Another download (or disk creation) in progress holds 30 of the 64 MiB.
+  auto other = h.reserve->take(30ULL << 20, "image 'other'");
+  REQUIRE(other.ok());
+  auto refused = h.fetch("sized");
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().code == kiln::ErrorCode::kResourceExhausted);
+  CHECK_THAT(refused.error().message, Catch::Contains("for image 'sized'"));
+  CHECK_THAT(refused.error().message, Catch::Contains("30 MiB held by other downloads"));
+  CHECK(h.nothingCached("sized"));
+  other->release();
+  REQUIRE(h.fetch("sized").ok());
+  h.cache->release("sized");
+  CHECK(h.reserve->held() == 0);  // what it wrote is the filesystem's to count now
+}
+
+TEST_CASE("a download without a size grows its hold and stops when the space is gone",
+          "[cache][reserve]") {
+  ReservedCache h;
+  h.free = 3ULL << 20;  // less than the image, more than its first chunks
+  kiln::testing::addLocalImage(h.images, "unsized", std::string(8ULL << 20, 'u'), "raw",
+                               {{"size", nullptr}});
+  auto fetched = h.fetch("unsized");
+  REQUIRE_FALSE(fetched.ok());
+  CHECK_THAT(fetched.error().message, Catch::Contains("Not enough space"));
+  CHECK(h.nothingCached("unsized"));
+  CHECK(h.reserve->held() == 0);
+  h.free = 64ULL << 20;
+  REQUIRE(h.fetch("unsized").ok());
+  h.cache->release("unsized");
+}
