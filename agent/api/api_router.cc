@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "agent/api/public_fault.h"
 #include "agent/rpc/json_response.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -39,9 +40,19 @@ HttpResponse policyDenied(std::string_view operation) {
   return errorResponse(403, fmt::format("Policy does not allow {} to be performed.", operation));
 }
 
-json instanceView(const state::InstanceRecord& record) {
+json instanceView(const state::InstanceRecord& record, const Authorizer& authorize) {
+  const bool details =
+      record.fault.empty() ||
+      authorize.allows("compute:instances:show:fault_details", {{"project_id", record.project_id}});
+  return instanceView(record, details);
+}
+
+json instanceView(const state::InstanceRecord& record, bool fault_details) {
   json view = state::toJson(record);
   view.erase("request_fingerprint");
+  if (view.contains("fault") && !fault_details) {
+    view["fault"]["message"] = publicFaultMessage(record.fault);
+  }
   // What the API shows of a volume: never its password, sealed or not.
   for (auto& vol : view["volumes"]) {
     vol.erase("sealed_password");
@@ -174,25 +185,54 @@ HttpResponse ApiRouter::instances(const HttpRequest& req, const Authorizer& auth
     json list = json::array();
     for (const auto& rec : manager_.list()) {
       if (authorize.allows("compute:instances:show", {{"project_id", rec.project_id}})) {
-        list.push_back(instanceView(rec));
+        list.push_back(instanceView(rec, authorize));
       }
     }
     return jsonResponse(200, {{"instances", list}});
   }
-  if (req.method == "POST") {
-    if (!req.content_type.empty() && !req.content_type.starts_with("application/json")) {
-      return errorResponse(415, "The request body must be application/json");
-    }
-    auto parsed = parseLaunchRequest(req.body, flavors_, authorize.caller().project_id);
-    if (!parsed) return errorResponse(parsed.error());
-    if (!authorize.allows("compute:instances:create", {{"project_id", parsed->project_id}})) {
-      return policyDenied("compute:instances:create");
-    }
-    auto accepted = manager_.launch(*parsed);
-    if (!accepted) return errorResponse(accepted.error());
-    return jsonResponse(202, instanceView(*accepted));
-  }
+  if (req.method == "POST") return launch(req, authorize);
   return methodNotAllowed(req);
+}
+
+HttpResponse ApiRouter::launch(const HttpRequest& req, const Authorizer& authorize) {
+  // The operation before the body: a caller who may not launch learns nothing from the body's
+  // validation (which flavor names exist, which fields are checked how).
+  if (!authorize.allows("compute:instances:create", authorize.ownProject())) {
+    return policyDenied("compute:instances:create");
+  }
+  if (!req.content_type.empty() && !req.content_type.starts_with("application/json")) {
+    return errorResponse(415, "The request body must be application/json");
+  }
+  auto parsed = parseLaunchRequest(req.body, flavors_, authorize.caller().project_id);
+  if (!parsed) return errorResponse(parsed.error());
+  const rpc::Target target = {{"project_id", parsed->project_id}};
+  for (auto [operation, applies] : {
+           std::pair{"compute:instances:create", true},
+           std::pair{"compute:instances:create:inline_flavor", parsed->flavor.name.empty()},
+           std::pair{"compute:instances:create:zero_disk_flavor",
+                     parsed->flavor.root_gb == 0 && !parsed->image_id.empty()},
+       }) {
+    if (applies && !authorize.allows(operation, target)) return policyDenied(operation);
+  }
+  // An instance the caller may not show is answered like a missing one on every route; for a
+  // launch, a uuid another project holds is a 404 too, never a 409 that tells it is in use.
+  auto hiddenFromCaller = [&] {
+    auto existing = manager_.get(parsed->uuid);
+    return existing.ok() &&
+           !authorize.allows("compute:instances:show", {{"project_id", existing->project_id}});
+  };
+  const auto unavailable = [&] {
+    return errorResponse(
+        404, fmt::format("Instance '{}' does not exist and cannot be launched", parsed->uuid));
+  };
+  if (hiddenFromCaller()) return unavailable();
+  auto accepted = manager_.launch(*parsed);
+  if (!accepted) {
+    // Made by another project between the look and the launch.
+    if (accepted.error().code == ErrorCode::kConflict && hiddenFromCaller()) return unavailable();
+    return errorResponse(accepted.error());
+  }
+  return jsonResponse(202, instanceView(*accepted, authorize));
 }
 
 HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& authorize,
@@ -216,12 +256,12 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& autho
     return operation == "compute:instances:show" || authorize.allows(operation, target);
   };
   if (sub.empty()) {
-    if (req.method == "GET") return jsonResponse(200, instanceView(*found));
+    if (req.method == "GET") return jsonResponse(200, instanceView(*found, authorize));
     if (req.method == "DELETE") {
       if (!permitted("compute:instances:delete")) return policyDenied("compute:instances:delete");
       auto rec = manager_.requestDelete(uuid);
       if (!rec) return errorResponse(rec.error());
-      return jsonResponse(202, instanceView(*rec));
+      return jsonResponse(202, instanceView(*rec, authorize));
     }
     return methodNotAllowed(req);
   }
@@ -247,7 +287,7 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& autho
     auto power = [&](lifecycle::PowerAction a) {
       auto rec = manager_.powerAction(uuid, a);
       if (!rec) return errorResponse(rec.error());
-      return jsonResponse(202, instanceView(*rec));
+      return jsonResponse(202, instanceView(*rec, authorize));
     };
     if (action == "reboot") {
       std::string type = "SOFT";
@@ -304,7 +344,7 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& autho
       if (!bdm) return errorResponse(bdm.error());
       auto rec = manager_.attachVolume(uuid, std::move(bdm).value());
       if (!rec) return errorResponse(rec.error());
-      return jsonResponse(202, instanceView(*rec));
+      return jsonResponse(202, instanceView(*rec, authorize));
     }
     if (action == "detach_volume") {
       if (!args.is_object() || !args.contains("volume_id") || !args["volume_id"].is_string() ||
@@ -313,7 +353,7 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& autho
       }
       auto rec = manager_.detachVolume(uuid, args["volume_id"].get<std::string>());
       if (!rec) return errorResponse(rec.error());
-      return jsonResponse(202, instanceView(*rec));
+      return jsonResponse(202, instanceView(*rec, authorize));
     }
     return errorResponse(400, fmt::format("Unknown action '{}'", action.substr(0, 64)));
   }

@@ -68,6 +68,7 @@ class ApiRouter {
   rpc::HttpResponse host();
   rpc::HttpResponse flavors();
   rpc::HttpResponse instances(const rpc::HttpRequest& request, const Authorizer& authorize);
+  rpc::HttpResponse launch(const rpc::HttpRequest& request, const Authorizer& authorize);
   rpc::HttpResponse instance(const rpc::HttpRequest& request, const Authorizer& authorize,
                              const std::string& uuid, const std::string& sub);
   rpc::HttpResponse images(const rpc::HttpRequest& request, const Authorizer& authorize);
@@ -83,7 +84,8 @@ class ApiRouter {
   HostIdentity host_;
 };
 
-// The API's view of an instance record (the stored form without internal fields).
-nlohmann::json instanceView(const state::InstanceRecord& record);
+// The API's view of an instance record (the stored form without internal fields). Without
+// `fault_details`, a fault's message is the public form (agent/api/public_fault.h).
+nlohmann::json instanceView(const state::InstanceRecord& record, bool fault_details = true);
 
 }  // namespace kiln::api

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "common/log.h"
 
 namespace kiln::lifecycle {
@@ -90,29 +92,52 @@ Result<json> ImageCacheService::precache(const std::string& image_id) {
   }
   if (auto img = cache_.find(image_id)) return describe(*img, instances_.list());
   json status = {{"id", image_id}, {"status", "caching"}};
-  {
-    std::lock_guard lock(mutex_);
-    auto it = precache_status_.find(image_id);
-    if (it != precache_status_.end() && it->second["status"] == "caching") return it->second;
-    precache_status_[image_id] = status;
-  }
-  bool posted = precache_jobs_.post([this, image_id] {
+  std::lock_guard lock(mutex_);
+  auto it = precache_status_.find(image_id);
+  if (it != precache_status_.end() && it->second["status"] == "caching") return it->second;
+  // Posted under the lock, so the job's own update (which takes it) comes after this one.
+  auto admitted = precache_jobs_.tryPost([this, image_id] {
     SystemClock clock;
     Timeline timeline(clock);
     auto result = cache_.fetch(image_id, timeline);
-    std::lock_guard lock(mutex_);
+    std::lock_guard job_lock(mutex_);
     if (result) {
       cache_.release(image_id);
       precache_status_.erase(image_id);
       log::info("Pre-cached image '{}'", image_id);
     } else {
-      precache_status_[image_id] = {
-          {"id", image_id}, {"status", "error"}, {"fault", {{"message", result.error().message}}}};
+      rememberFailure(image_id, result.error());
       log::warn("Pre-caching image '{}' failed: {}", image_id, result.error().message);
     }
   });
-  if (!posted) return Error::unavailable("kilnd is shutting down");
+  if (admitted == WorkQueue::Admission::kStopped) {
+    return Error::unavailable("kilnd is shutting down");
+  }
+  if (admitted == WorkQueue::Admission::kFull) {
+    return Error::unavailable(fmt::format(
+        "{} images are waiting to be pre-cached already; retry later", kMaxQueuedPrecaches));
+  }
+  forgetFailure(image_id);
+  precache_status_[image_id] = status;
   return status;
+}
+
+void ImageCacheService::rememberFailure(const std::string& image_id, const Error& error) {
+  forgetFailure(image_id);
+  precache_status_[image_id] = {
+      {"id", image_id}, {"status", "error"}, {"fault", {{"message", error.message}}}};
+  failures_.push_back(image_id);
+  while (failures_.size() > kMaxRememberedFailures) {
+    precache_status_.erase(failures_.front());
+    failures_.pop_front();
+  }
+}
+
+void ImageCacheService::forgetFailure(const std::string& image_id) {
+  auto at = std::find(failures_.begin(), failures_.end(), image_id);
+  if (at == failures_.end()) return;
+  failures_.erase(at);
+  precache_status_.erase(image_id);
 }
 
 Result<void> ImageCacheService::evict(const std::string& image_id) {
@@ -123,7 +148,7 @@ Result<void> ImageCacheService::evict(const std::string& image_id) {
     std::lock_guard lock(mutex_);
     auto it = precache_status_.find(image_id);
     if (it != precache_status_.end() && it->second["status"] == "error") {
-      precache_status_.erase(it);
+      forgetFailure(image_id);
       return success();
     }
   }

@@ -4,6 +4,7 @@
 // instance on this host uses any more.
 
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -45,15 +46,23 @@ class ImageCacheService {
   nlohmann::json describe(const imagecache::CachedImage& img,
                           const std::vector<state::InstanceRecord>& instances) const;
   void managerLoop();
+  // Under mutex_: remembers a failed pre-cache, forgetting the oldest past the bound.
+  void rememberFailure(const std::string& image_id, const Error& error);
+  void forgetFailure(const std::string& image_id);
 
   imagecache::ImageCache& cache_;
   InstanceManager& instances_;
   CacheManagerOptions options_;
-  WorkQueue precache_jobs_{1};
+  // Pre-caching is for the scheduler's planned launches, a few images at a time: the queue and
+  // the failures it remembers are bounded, so PUTs of ids that do not exist cannot grow kilnd.
+  static constexpr std::size_t kMaxQueuedPrecaches = 32;
+  static constexpr std::size_t kMaxRememberedFailures = 64;
+  WorkQueue precache_jobs_{1, kMaxQueuedPrecaches};
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
   std::map<std::string, nlohmann::json> precache_status_;  // in progress or failed
+  std::deque<std::string> failures_;                       // failed ids, oldest first
   std::thread manager_thread_;
 };
 

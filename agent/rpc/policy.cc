@@ -1,6 +1,7 @@
 #include "agent/rpc/policy.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -65,8 +66,11 @@ struct Policy::Table {
 const std::vector<std::string_view>& policyOperations() {
   static const std::vector<std::string_view> operations = {
       "compute:instances:create",
+      "compute:instances:create:inline_flavor",
+      "compute:instances:create:zero_disk_flavor",
       "compute:instances:delete",
       "compute:instances:show",
+      "compute:instances:show:fault_details",
       "compute:instances:list",
       "compute:instances:console",
       "compute:instances:action:reboot",
@@ -91,14 +95,19 @@ const std::vector<std::pair<std::string, std::string>>& Policy::defaultRules() {
       {"admin", "role:admin"},
       {"scheduler", "role:scheduler"},
       {"reader", "role:reader"},
+      {"member", "role:member"},
       {"owner", "project_id:%(project_id)s"},
       {"admin_or_scheduler", "rule:admin or rule:scheduler"},
       {"project_reader", "rule:reader and rule:owner"},
+      {"project_member", "rule:member and rule:owner"},
       {"compute:instances:create", "rule:admin_or_scheduler"},
+      {"compute:instances:create:inline_flavor", "rule:admin_or_scheduler"},
+      {"compute:instances:create:zero_disk_flavor", "rule:admin_or_scheduler"},
       {"compute:instances:delete", "rule:admin_or_scheduler"},
       {"compute:instances:show", "rule:admin_or_scheduler or rule:project_reader"},
+      {"compute:instances:show:fault_details", "rule:admin_or_scheduler"},
       {"compute:instances:list", "rule:admin_or_scheduler or rule:reader"},
-      {"compute:instances:console", "rule:admin_or_scheduler or rule:project_reader"},
+      {"compute:instances:console", "rule:admin_or_scheduler or rule:project_member"},
       {"compute:instances:action:reboot", "rule:admin_or_scheduler"},
       {"compute:instances:action:stop", "rule:admin_or_scheduler"},
       {"compute:instances:action:start", "rule:admin_or_scheduler"},
@@ -571,6 +580,17 @@ Result<Policy> Policy::loadFile(const std::string& path) {
     int err = errno;
     std::string message = fmt::format("Cannot open policy file '{}': {}", path, fs::errnoText(err));
     return err == ENOENT ? Error::notFound(std::move(message)) : Error::invalid(std::move(message));
+  }
+  // Whoever may write the policy decides who may call what: group or others must not.
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return Error::invalid(
+        fmt::format("Cannot stat policy file '{}': {}", path, fs::errnoText(errno)));
+  }
+  if ((st.st_mode & 022) != 0) {
+    return Error::invalid(fmt::format(
+        "Policy file '{}' has mode {:04o}; it must not be writable by group or others (chmod go-w)",
+        path, st.st_mode & 07777));
   }
   auto contents = fs::readAll(fd.get(), path, kMaxPolicyFileBytes, "policy file");
   if (!contents) return contents.error();

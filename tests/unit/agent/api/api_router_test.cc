@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "agent/api/launch_request.h"
+#include "agent/api/public_fault.h"
 #include "tests/fakes/fake_compute_driver.h"
 #include "tests/support/local_images.h"
 #include "tests/support/manual_executor.h"
@@ -28,6 +29,8 @@ constexpr const char* kScheduler = "scheduler-token-0123456789";
 constexpr const char* kReaderA = "reader-a-token-0123456789";
 constexpr const char* kReaderB = "reader-b-token-0123456789";
 constexpr const char* kNoRole = "norole-token-0123456789";
+constexpr const char* kMemberA = "member-a-token-0123456789";
+constexpr const char* kMemberB = "member-b-token-0123456789";
 
 struct Api {
   kiln::testing::TempDir dir;
@@ -43,7 +46,8 @@ struct Api {
   kiln::SecretBox secrets = kiln::SecretBox::fromKeyForTest({});
   kiln::imagecache::LocalDirSource source{images};
   kiln::imagecache::LocalDirUploader uploader{images};
-  kiln::config::FlavorCatalog flavors{{kiln::config::Flavor{"tiny", 1, 128, 1, 0, {}}}};
+  kiln::config::FlavorCatalog flavors{{kiln::config::Flavor{"tiny", 1, 128, 1, 0, {}},
+                                       kiln::config::Flavor{"zero", 1, 128, 0, 0, {}}}};
   std::unique_ptr<kiln::imagecache::ImageCache> cache;
   std::unique_ptr<kiln::state::InstanceStore> store;
   std::unique_ptr<kiln::lifecycle::InstanceManager> manager;
@@ -74,7 +78,8 @@ struct Api {
         std::make_unique<kiln::lifecycle::ImageCacheService>(*cache, *manager, cache_manager);
     auto tokens = kiln::rpc::TokenAuthenticator::parse(
         std::string(kAdmin) + " admin\n" + kScheduler + " scheduler service\n" + kReaderA +
-            " reader project-a\n" + kReaderB + " reader project-b\n" + kNoRole + " , project-a\n",
+            " reader project-a\n" + kReaderB + " reader project-b\n" + kNoRole + " , project-a\n" +
+            kMemberA + " member,reader project-a\n" + kMemberB + " member,reader project-b\n",
         "tokens");
     REQUIRE(tokens.ok());
     auth = std::make_shared<const kiln::rpc::TokenAuthenticator>(std::move(tokens).value());
@@ -145,9 +150,14 @@ TEST_CASE("router: readers see their project's instances and act on none", "[rou
   const std::string path = std::string("/v1/instances/") + kUuid;
 
   CHECK(api.call(kReaderA, "GET", path).status == 200);
+  // A console holds what the guest printed: its project's members read it, readers do not.
   auto console = api.call(kReaderA, "GET", path + "/console");
-  CHECK(console.status != 403);
-  CHECK(console.status != 404);
+  CHECK(console.status == 403);
+  CHECK(message(console) == "Policy does not allow compute:instances:console to be performed.");
+  auto member_console = api.call(kMemberA, "GET", path + "/console");
+  CHECK(member_console.status != 403);
+  CHECK(member_console.status != 404);
+  CHECK(api.call(kMemberB, "GET", path + "/console").status == 404);
 
   auto del = api.call(kReaderA, "DELETE", path);
   CHECK(del.status == 403);
@@ -260,7 +270,8 @@ TEST_CASE("router: a custom policy takes effect at the next request", "[router]"
 }
 
 TEST_CASE("launch requests: project_id is checked", "[router]") {
-  kiln::config::FlavorCatalog flavors{{kiln::config::Flavor{"tiny", 1, 128, 1, 0, {}}}};
+  kiln::config::FlavorCatalog flavors{{kiln::config::Flavor{"tiny", 1, 128, 1, 0, {}},
+                                       kiln::config::Flavor{"zero", 1, 128, 0, 0, {}}}};
   auto parse = [&](const json& body, std::string_view caller_project = "") {
     return kiln::api::parseLaunchRequest(body.dump(), flavors, caller_project);
   };
@@ -301,4 +312,161 @@ TEST_CASE("instance records: project_id is stored, and old records load as no pr
   auto old = kiln::state::fromJson(stored);
   REQUIRE(old.ok());
   CHECK(old->project_id.empty());
+}
+
+namespace {
+
+// Members may launch into their own project: what an operator opening the API to tenants writes.
+void letMembersLaunch(Api& api) {
+  auto custom = kiln::rpc::Policy::parse(
+      "\"compute:instances:create\": \"rule:admin_or_scheduler or rule:project_member\"\n",
+      "members.yaml");
+  REQUIRE(custom.ok());
+  api.policy = std::make_shared<const kiln::rpc::Policy>(std::move(custom).value());
+}
+
+}  // namespace
+
+TEST_CASE("router: the create policy is judged before the body is read", "[router]") {
+  Api api;
+  // A caller who may not launch learns nothing from validation: not which flavors exist, not
+  // what a field must look like, not even that the body is not JSON.
+  for (const std::string& body :
+       {Api::launchBody().dump(), std::string("{not json"),
+        json{{"uuid", kUuid}, {"name", "x"}, {"flavor", "secret-flavor"}, {"image", {{"id", "i"}}}}
+            .dump(),
+        json{{"uuid", kUuid}, {"name", "x"}, {"flavor", "tiny"}, {"image", {{"id", "i"}}}}
+            .dump()}) {
+    INFO(body);
+    auto denied = api.call(kReaderA, "POST", "/v1/instances", body);
+    CHECK(denied.status == 403);
+    CHECK(message(denied) == "Policy does not allow compute:instances:create to be performed.");
+  }
+  // The scheduler gets the validation answers.
+  auto unknown = api.call(
+      kScheduler, "POST", "/v1/instances",
+      json{{"uuid", kUuid}, {"name", "x"}, {"flavor", "secret-flavor"}, {"image", {{"id", "i"}}}}
+          .dump());
+  CHECK(unknown.status == 400);
+}
+
+TEST_CASE("router: inline flavors and root_gb 0 are operations of their own", "[router]") {
+  Api api;
+  letMembersLaunch(api);
+  auto body = [](json flavor, const char* uuid) {
+    return json{{"uuid", uuid}, {"name", "m"}, {"flavor", flavor}, {"image", {{"id", "img"}}}}
+        .dump();
+  };
+  const json inline_flavor = {{"vcpus", 2}, {"memory_mb", 256}, {"root_gb", 1}};
+  auto inline_denied = api.call(kMemberA, "POST", "/v1/instances", body(inline_flavor, kUuid));
+  CHECK(inline_denied.status == 403);
+  CHECK_THAT(message(inline_denied), Catch::Contains("compute:instances:create:inline_flavor"));
+  auto zero_denied = api.call(kMemberA, "POST", "/v1/instances", body("zero", kUuid));
+  CHECK(zero_denied.status == 403);
+  CHECK_THAT(message(zero_denied), Catch::Contains("compute:instances:create:zero_disk_flavor"));
+  CHECK_FALSE(api.manager->get(kUuid).ok());  // nothing was made
+  // A catalog flavor with a root disk is what members may launch; the scheduler may do all three.
+  CHECK(api.call(kMemberA, "POST", "/v1/instances", body("tiny", kUuid)).status == 202);
+  CHECK(api.call(kScheduler, "POST", "/v1/instances",
+                 body("zero", "1e2d3c4b-5a69-4788-9a0b-1c2d3e4f5a6b"))
+            .status == 202);
+  CHECK(api.call(kScheduler, "POST", "/v1/instances",
+                 body(inline_flavor, "2e2d3c4b-5a69-4788-9a0b-1c2d3e4f5a6b"))
+            .status == 202);
+  api.waitSettled();
+}
+
+TEST_CASE("router: a uuid another project holds is a 404 on launch, never a 409", "[router]") {
+  Api api;
+  letMembersLaunch(api);
+  REQUIRE(api.call(kMemberA, "POST", "/v1/instances", Api::launchBody().dump()).status == 202);
+  api.waitSettled();
+  // Project B cannot tell that the uuid is in use from any other uuid it may not launch.
+  auto foreign = api.call(kMemberB, "POST", "/v1/instances", Api::launchBody().dump());
+  CHECK(foreign.status == 404);
+  CHECK(message(foreign) ==
+        fmt::format("Instance '{}' does not exist and cannot be launched", kUuid));
+  // Its owner is told the truth: the same uuid with another body is a conflict.
+  json changed = Api::launchBody();
+  changed["name"] = "other";
+  CHECK(api.call(kMemberA, "POST", "/v1/instances", changed.dump()).status == 409);
+}
+
+TEST_CASE("router: a fault is shown to readers without host paths or tool output", "[router]") {
+  Api api;
+  api.driver.fail_spawn = kiln::Error::internal(
+      "qemu-img convert -O raw /var/lib/kiln/_base/5d1e.part /var/lib/kiln/_base/5d1e.converted "
+      "failed (exit 1): qemu-img: Could not open '/srv/tenant-b/secret.img': Permission denied");
+  REQUIRE(
+      api.call(kScheduler, "POST", "/v1/instances", Api::launchBody("project-a").dump()).status ==
+      202);
+  api.executor.runUntilIdle();
+  const std::string path = std::string("/v1/instances/") + kUuid;
+  auto full = json::parse(api.call(kScheduler, "GET", path).body);
+  REQUIRE(full["state"] == "error");
+  CHECK_THAT(full["fault"]["message"].get<std::string>(), Catch::Contains("/srv/tenant-b"));
+  for (const char* token : {kReaderA, kMemberA}) {
+    auto shown = api.call(token, "GET", path);
+    REQUIRE(shown.status == 200);
+    const std::string fault = json::parse(shown.body)["fault"]["message"];
+    INFO(fault);
+    CHECK(fault.find("/var/lib/kiln") == std::string::npos);
+    CHECK(fault.find("/srv") == std::string::npos);
+    CHECK(fault.find("Permission denied") == std::string::npos);
+    CHECK_THAT(fault, Catch::Contains("failed (exit 1)"));
+    CHECK_THAT(fault, Catch::Contains("<host path>"));
+    // The list shows the same.
+    auto listed = json::parse(api.call(token, "GET", "/v1/instances").body);
+    CHECK(listed["instances"][0]["fault"]["message"] == fault);
+  }
+}
+
+TEST_CASE("publicFaultMessage keeps the reason and drops paths and tool output", "[router]") {
+  using kiln::api::publicFaultMessage;
+  CHECK(publicFaultMessage("Cannot create '/var/lib/kiln/instances/u/disk': No space left") ==
+        "Cannot create '<host path>': No space left");
+  CHECK(
+      publicFaultMessage("iscsiadm --login failed (exit 24): iscsiadm: initiator reported error") ==
+      "iscsiadm --login failed (exit 24)");
+  CHECK(publicFaultMessage("Image 'abc' is not in the image service (http://glance:9292/v2/x)") ==
+        "Image 'abc' is not in the image service (http://glance:9292/v2/x)");
+  CHECK(publicFaultMessage("/dev/sdb vanished") == "<host path> vanished");
+  CHECK(publicFaultMessage("The instance crashed: its QEMU process ended unexpectedly") ==
+        "The instance crashed: its QEMU process ended unexpectedly");
+}
+
+TEST_CASE("router: failed pre-caches are remembered, but only the latest 64", "[router]") {
+  Api api;
+  auto settled = [&] {
+    for (int i = 0; i < 600; ++i) {
+      auto list = json::parse(api.call(kScheduler, "GET", "/v1/images").body)["images"];
+      if (std::none_of(list.begin(), list.end(),
+                       [](const json& e) { return e["status"] == "caching"; })) {
+        return list;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    FAIL("pre-caching never settled");
+    return json();
+  };
+  // Ids nobody has: each one fails, and a client sending thousands must not grow kilnd.
+  for (int i = 0; i < 100; ++i) {
+    const std::string path = fmt::format("/v1/images/missing-{:03}", i);
+    auto put = api.call(kScheduler, "PUT", path);
+    while (put.status == 503) {  // the queue is bounded too: the answer is "retry later"
+      CHECK_THAT(message(put), Catch::Contains("retry later"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      put = api.call(kScheduler, "PUT", path);
+    }
+    REQUIRE(put.status == 202);
+  }
+  json list = settled();
+  std::size_t failed = 0;
+  for (const auto& e : list) failed += e["status"] == "error";
+  CHECK(failed == 64);
+  CHECK(api.call(kScheduler, "GET", "/v1/images/missing-099").status == 200);
+  CHECK(api.call(kScheduler, "GET", "/v1/images/missing-000").status == 404);
+  // Evicting a failure forgets it.
+  CHECK(api.call(kScheduler, "DELETE", "/v1/images/missing-099").status == 204);
+  CHECK(api.call(kScheduler, "GET", "/v1/images/missing-099").status == 404);
 }

@@ -9,6 +9,8 @@
 #include <sstream>
 #include <string>
 
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
 
 #include "tests/support/temp_dir.h"
@@ -124,7 +126,12 @@ TEST_CASE("policy: the built-in defaults", "[policy]") {
     CHECK_FALSE(p.allows(op, nobody, kOwnedByA));
   }
   CHECK(p.allows("compute:instances:show", reader_a, kOwnedByA));
-  CHECK(p.allows("compute:instances:console", reader_a, kOwnedByA));
+  // A console holds what the guest printed: a member's, not a reader's (nova's
+  // os-console-output).
+  CHECK_FALSE(p.allows("compute:instances:console", reader_a, kOwnedByA));
+  CHECK(
+      p.allows("compute:instances:console", caller({"member", "reader"}, "project-a"), kOwnedByA));
+  CHECK_FALSE(p.allows("compute:instances:console", caller({"member"}, "project-b"), kOwnedByA));
   CHECK(p.allows("compute:instances:list", reader_a, {{"project_id", "project-a"}}));
   CHECK(p.allows("compute:flavors:list", reader_a, {}));
   CHECK_FALSE(p.allows("compute:instances:show", reader_b, kOwnedByA));
@@ -248,6 +255,21 @@ TEST_CASE("policy: loadFile reports a missing file as not found", "[policy]") {
   auto bad = Policy::loadFile(dir.path() + "/p.yaml");
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.error().message.starts_with(dir.path() + "/p.yaml:2: "));
+}
+
+TEST_CASE("policy: a policy file that group or others may write is refused", "[policy]") {
+  kiln::testing::TempDir dir;
+  const std::string path = dir.path() + "/policy.yaml";
+  std::ofstream(path) << "\"compute:host:show\": \"@\"\n";
+  for (mode_t mode : {0664, 0646, 0666}) {
+    ::chmod(path.c_str(), mode);
+    auto loose = Policy::loadFile(path);
+    REQUIRE_FALSE(loose.ok());
+    CHECK_THAT(loose.error().message, Catch::Contains("must not be writable by group or others"));
+  }
+  // Reading it is harmless: it holds rules, not secrets.
+  ::chmod(path.c_str(), 0644);
+  CHECK(Policy::loadFile(path).ok());
 }
 
 }  // namespace kiln::rpc
