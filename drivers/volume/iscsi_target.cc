@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "common/strings.h"
@@ -170,6 +171,12 @@ Result<IscsiTarget> parseIscsiConnectionInfo(const json& info) {
   }
   if (!strings::isVisibleAscii(*user)) {
     return Error::invalid("auth_username must be printable ASCII without spaces");
+  }
+  // A control character (a newline above all) would end iscsiadm's node record line or
+  // libvirt's secret value early and smuggle in what follows. The password is never quoted back.
+  if (std::any_of(pass->begin(), pass->end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    return Error::invalid("auth_password must not contain control characters");
   }
   target.auth_method = *method;
   if (*method == "CHAP") {

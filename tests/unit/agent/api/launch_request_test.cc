@@ -187,6 +187,17 @@ TEST_CASE("bad block devices are refused with a reason", "[request][volumes]") {
       {volumeBody("[" + bdm("a", "", R"(,"auth_method":"CHAP")") + "]"), "auth_username"},
       {volumeBody("[" + bdm("a", "", R"(,"auth_method":"kerberos")") + "]"), "auth_method"},
       {volumeBody(
+           "[" +
+           bdm("a", "",
+               R"(,"auth_method":"CHAP","auth_username":"u","auth_password":"pw\nnode.startup = automatic")") +
+           "]"),
+       "control characters"},
+      {volumeBody("[" +
+                  bdm("a", "",
+                      R"(,"auth_method":"CHAP","auth_username":"u","auth_password":"pw\u0000x")") +
+                  "]"),
+       "control characters"},
+      {volumeBody(
            R"([{"volume_id":"a","connection_info":{"driver_volume_type":"rbd","data":{}}}])"),
        "'iscsi'"},
       {volumeBody(
