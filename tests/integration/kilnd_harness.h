@@ -37,7 +37,15 @@ class KilndHarness {
   void kill();  // SIGKILL: a crash
   // Waits for kilnd to exit by itself (a failpoint); true when it died of SIGKILL in time.
   bool waitKilled(std::chrono::seconds timeout);
-  // The kilnd executable for the next start (the default is the production kilnd).
+  // Runs kilnd once with this harness's configuration and `args` (--adopt, --backup PATH, ...)
+  // while it is not serving; returns its exit code and what it printed (stdout, then stderr).
+  struct OneShot {
+    int exit_code = -1;
+    std::string output;
+  };
+  OneShot runOnce(const std::vector<std::string>& args);
+  // The kilnd executable for the next start (the default is the production kilnd, or
+  // $KILN_TEST_KILND when set).
   void setBinary(std::string path) { binary_ = std::move(path); }
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }  // kilnd's process id while it runs (for /proc)
