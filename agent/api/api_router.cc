@@ -188,6 +188,13 @@ HttpResponse ApiRouter::instances(const HttpRequest& req, const Authorizer& auth
     if (!authorize.allows("compute:instances:create", {{"project_id", parsed->project_id}})) {
       return policyDenied("compute:instances:create");
     }
+    // Glance is asked with the caller's own view when the caller speaks for the instance's
+    // project; a scheduler launching for another project leaves it to kiln's token and the rules.
+    const rpc::Caller& caller = authorize.caller();
+    if (!caller.keystone_token.empty() && !caller.project_id.empty() &&
+        caller.project_id == parsed->project_id) {
+      parsed->image_token = caller.keystone_token;
+    }
     auto accepted = manager_.launch(*parsed);
     if (!accepted) return errorResponse(accepted.error());
     return jsonResponse(202, instanceView(*accepted));
