@@ -170,13 +170,21 @@ Result<std::unique_ptr<GlanceEndpoint>> GlanceEndpoint::create(GlanceOptions opt
 GlanceEndpoint::GlanceEndpoint(GlanceOptions options, Sleeper sleep)
     : options_(std::move(options)), sleep_(std::move(sleep)) {}
 
-Result<HttpRequestSpec> GlanceEndpoint::requestFor(const std::string& url) const {
+Result<HttpRequestSpec> GlanceEndpoint::requestFor(const std::string& url,
+                                                   const std::string& token_instead) const {
   HttpRequestSpec spec;
   spec.url = url;
   spec.connect_timeout = options_.connect_timeout;
   spec.low_speed_bytes_per_second = 1;
   spec.low_speed_time = options_.stall_timeout;
   spec.ca_file = options_.ca_file;
+  if (!token_instead.empty()) {
+    if (glance::hasControlCharacter(token_instead)) {
+      return Error{ErrorCode::kUnauthorized, "The caller's token contains a control character"};
+    }
+    spec.headers.emplace_back("X-Auth-Token", token_instead);
+    return spec;
+  }
   std::string token = options_.token;
   if (!options_.token_file.empty()) {
     // Read on every request: a token rotated by the operator (or a sidecar) applies at once.

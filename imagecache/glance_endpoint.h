@@ -95,8 +95,10 @@ class GlanceEndpoint {
                         const std::function<Attempt<T>(const std::string& server)>& once,
                         unsigned max_attempts = 0);
 
-  // A request to `url` with the timeouts, CA file and X-Auth-Token (the token file read now).
-  Result<HttpRequestSpec> requestFor(const std::string& url) const;
+  // A request to `url` with the timeouts, CA file and X-Auth-Token: kiln's own (the token file
+  // read now), or `token_instead` when it is not empty (a caller's token).
+  Result<HttpRequestSpec> requestFor(const std::string& url,
+                                     const std::string& token_instead = "") const;
 
  private:
   GlanceEndpoint(GlanceOptions options, Sleeper sleep);

@@ -140,14 +140,22 @@ GlanceSource::GlanceSource(std::unique_ptr<GlanceEndpoint> endpoint, HttpClient&
 GlanceSource::~GlanceSource() = default;
 
 Result<ImageRecord> GlanceSource::getRecord(const std::string& image_id) {
+  auto seen = recordSeenBy(image_id, "");
+  if (!seen) return seen.error();
+  return std::move(seen->record);
+}
+
+Result<GlanceSource::SeenRecord> GlanceSource::recordSeenBy(const std::string& image_id,
+                                                            const std::string& token) {
   if (!isSafeImageId(image_id)) {
     return Error::invalid(
         fmt::format("Image id '{}' is not a valid image id", printable(image_id)));
   }
-  return endpoint_->withRetries<ImageRecord>(
+  const bool callers_token = !token.empty();
+  return endpoint_->withRetries<SeenRecord>(
       fmt::format("Fetching the record of image '{}'", image_id),
-      [&](const std::string& server) -> Attempt<ImageRecord> {
-        auto spec = endpoint_->requestFor(server + "/v2/images/" + urlEncode(image_id));
+      [&](const std::string& server) -> Attempt<SeenRecord> {
+        auto spec = endpoint_->requestFor(server + "/v2/images/" + urlEncode(image_id), token);
         if (!spec) return {spec.error(), false};
         bool sent_token = !spec->headers.empty();
         spec->max_body_bytes = glance::kRecordMaxBytes;
@@ -157,6 +165,19 @@ Result<ImageRecord> GlanceSource::getRecord(const std::string& image_id) {
         spec->headers.emplace_back("Accept", "application/json");
         auto reply = http_.get(*spec);
         if (!reply) return {reply.error(), reply.error().code == ErrorCode::kUnavailable};
+        if (reply->status == 401 && callers_token) {
+          return {Error{ErrorCode::kUnauthorized,
+                        fmt::format("Glance at '{}' did not accept the caller's token for image "
+                                    "'{}' (HTTP 401)",
+                                    server, image_id)},
+                  false};
+        }
+        // What Glance hides from the project's own token is, for that project, not there.
+        if (reply->status == 403 && callers_token) {
+          return {Error::notFound(
+                      fmt::format("Image '{}' was not found in Glance at '{}'", image_id, server)),
+                  false};
+        }
         if (reply->status != 200) {
           Failure f = failureForStatus(reply->status, reply->body, server, image_id, sent_token);
           return {std::move(f.error), f.retryable};
@@ -168,8 +189,91 @@ Result<ImageRecord> GlanceSource::getRecord(const std::string& image_id) {
                       image_id)),
                   false};
         }
-        return {parseImageRecord(doc, image_id), false};
+        // Whatever is cached is cached under the id kiln asked for: the answer must vouch for it.
+        if (!doc.is_object() || !doc.contains("id") || !doc["id"].is_string() ||
+            doc["id"] != image_id) {
+          std::string other = doc.is_object() && doc.contains("id") && doc["id"].is_string()
+                                  ? printable(doc["id"].get<std::string>())
+                                  : std::string("none");
+          return {Error::invalid(fmt::format(
+                      "Glance at '{}' answered the request for image '{}' with a record of a "
+                      "different id ('{}'); kiln refuses it",
+                      server, image_id, other)),
+                  false};
+        }
+        auto record = parseImageRecord(doc, image_id);
+        if (!record) return {record.error(), false};
+        return {SeenRecord{std::move(record).value(), server}, false};
       });
+}
+
+Result<std::string> GlanceSource::membershipOf(const std::string& image_id,
+                                               const std::string& project_id,
+                                               const std::string& token) {
+  return endpoint_->withRetries<std::string>(
+      fmt::format("Reading project '{}''s membership of image '{}'", printable(project_id),
+                  image_id),
+      [&](const std::string& server) -> Attempt<std::string> {
+        auto spec = endpoint_->requestFor(
+            server + "/v2/images/" + urlEncode(image_id) + "/members/" + urlEncode(project_id),
+            token);
+        if (!spec) return {spec.error(), false};
+        bool sent_token = !spec->headers.empty();
+        spec->max_body_bytes = glance::kRecordMaxBytes;
+        spec->total_timeout =
+            endpoint_->options().connect_timeout + endpoint_->options().stall_timeout;
+        spec->headers.emplace_back("Accept", "application/json");
+        auto reply = http_.get(*spec);
+        if (!reply) return {reply.error(), reply.error().code == ErrorCode::kUnavailable};
+        // Not a member, or not allowed to see the membership: either way, no accepted member.
+        if (reply->status == 404 || reply->status == 403) return {std::string(), false};
+        if (reply->status != 200) {
+          Failure f = failureForStatus(reply->status, reply->body, server, image_id, sent_token);
+          return {std::move(f.error), f.retryable};
+        }
+        auto doc = nlohmann::json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
+        bool well_formed = doc.is_object() && doc.contains("status") && doc["status"].is_string() &&
+                           doc.contains("member_id") && doc["member_id"].is_string() &&
+                           doc.contains("image_id") && doc["image_id"].is_string();
+        if (!well_formed) {
+          return {Error::unavailable(fmt::format(
+                      "Glance at '{}' sent a membership of image '{}' that kiln cannot read",
+                      server, image_id)),
+                  false};
+        }
+        // Another image's or another project's membership grants nothing.
+        if (doc["image_id"] != image_id || doc["member_id"] != project_id) {
+          return {Error::invalid(fmt::format(
+                      "Glance at '{}' answered the request for project '{}''s membership of image "
+                      "'{}' with a different membership; kiln refuses it",
+                      server, printable(project_id), image_id)),
+                  false};
+        }
+        return {doc["status"].get<std::string>(), false};
+      });
+}
+
+Result<void> GlanceSource::checkAccess(const std::string& image_id, const ImageUser& user) {
+  auto seen = recordSeenBy(image_id, user.token);
+  if (!seen) return seen.error();
+  const ImageRecord& record = seen->record;
+  RecordAccess access = accessByRecord(record, user.project_id);
+  std::string membership;
+  if (access == RecordAccess::kNeedsMembership) {
+    auto status = membershipOf(image_id, user.project_id, user.token);
+    if (!status) return status.error();
+    membership = *status;
+    access = membership == "accepted" ? RecordAccess::kAllowed : RecordAccess::kDenied;
+  }
+  if (access == RecordAccess::kAllowed) return success();
+  log::info(
+      "Project '{}' may not use image '{}' (owner '{}', visibility '{}', membership '{}'); "
+      "answered as missing",
+      printable(user.project_id), image_id, printable(record.owner), printable(record.visibility),
+      membership.empty() ? "none" : printable(membership));
+  // The words of a 404 from the same server: a denied image and a missing one look alike.
+  return Error::notFound(
+      fmt::format("Image '{}' was not found in Glance at '{}'", image_id, seen->server));
 }
 
 Result<void> GlanceSource::download(const ImageRecord& record, const ByteSink& sink) {

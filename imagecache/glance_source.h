@@ -13,6 +13,16 @@
 //
 // 404, 401, 403 and other answers are final at once.
 //
+// Access (checkAccess, on every launch): GET /v2/images/{id} with the caller's Keystone token
+// when it speaks for the instance's project (Glance then applies its own rules and policy to that
+// project), otherwise with kiln's token; in both cases the record's owner and visibility are
+// then judged for the project (accessByRecord), and a `shared` image needs
+// GET /v2/images/{id}/members/{project} to answer status `accepted`. What Glance hides from the
+// caller's token (404, 403) and what the rules deny are all answered as a missing image.
+//
+// A record whose `id` is absent or another image's is refused: kiln caches nothing under an id
+// Glance did not vouch for.
+//
 // Downloads continue instead of restarting: when a transfer breaks after N bytes reached the
 // sink, the next attempt asks for `Range: bytes=N-` (Glance answers 206) and feeds the sink from
 // byte N on; if a server ignores the range and sends everything (200), the first N bytes are
@@ -75,8 +85,20 @@ class GlanceSource final : public ImageSource {
 
   Result<ImageRecord> getRecord(const std::string& image_id) override;
   Result<void> download(const ImageRecord& record, const ByteSink& sink) override;
+  Result<void> checkAccess(const std::string& image_id, const ImageUser& user) override;
 
  private:
+  // The record as Glance shows it to `token` (empty: kiln's own), and the server that answered.
+  struct SeenRecord {
+    ImageRecord record;
+    std::string server;
+  };
+  Result<SeenRecord> recordSeenBy(const std::string& image_id, const std::string& token);
+  // The status of `project_id`'s membership of image `image_id` ("accepted", "pending",
+  // "rejected"), or "" when it is no member.
+  Result<std::string> membershipOf(const std::string& image_id, const std::string& project_id,
+                                   const std::string& token);
+
   GlanceSource(std::unique_ptr<GlanceEndpoint> endpoint, HttpClient& http);
 
   // Reads a permitted file:// location into the sink: true when the whole file went through.

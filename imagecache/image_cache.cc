@@ -39,6 +39,8 @@ json recordToJson(const ImageRecord& r) {
   if (r.checksum) j["checksum"] = *r.checksum;
   if (r.os_hash_algo) j["os_hash_algo"] = *r.os_hash_algo;
   if (r.os_hash_value) j["os_hash_value"] = *r.os_hash_value;
+  if (!r.owner.empty()) j["owner"] = r.owner;
+  if (!r.visibility.empty()) j["visibility"] = r.visibility;
   return j;
 }
 
@@ -234,6 +236,17 @@ Result<CachedImage> ImageCache::fetch(const std::string& image_id, Timeline& tim
     if (!result) release(image_id);
     return result;
   }
+}
+
+Result<void> ImageCache::checkAccess(const std::string& image_id, const ImageUser& user,
+                                     Timeline& timeline) {
+  if (!isSafeImageId(image_id)) {
+    return Error::invalid(fmt::format("Image id '{}' is not a valid image id", image_id));
+  }
+  auto step = timeline.step("image.access");
+  auto allowed = source_.checkAccess(image_id, user);
+  if (!allowed) step.fail();
+  return allowed;
 }
 
 void ImageCache::release(const std::string& image_id) {

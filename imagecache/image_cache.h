@@ -67,6 +67,10 @@ class ImageCache {
   Result<CachedImage> fetch(const std::string& image_id, Timeline& timeline,
                             std::uint64_t max_virtual_size = 0);
   void release(const std::string& image_id);
+  // Whether `user`'s project may boot the image, asked of the image service on every launch
+  // (the "image.access" step); a base in the cache grants nothing by being there. A denied image
+  // fails as a missing one.
+  Result<void> checkAccess(const std::string& image_id, const ImageUser& user, Timeline& timeline);
 
   // Every cached base.
   std::vector<CachedImage> list();

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/fs.h"
+#include "common/log.h"
 #include "common/unique_fd.h"
 
 namespace kiln::imagecache {
@@ -94,6 +95,12 @@ Result<ImageRecord> parseImageRecord(const nlohmann::json& doc, const std::strin
   r.checksum = *checksum;
   r.os_hash_algo = *algo;
   r.os_hash_value = *value;
+  auto owner = optionalString(doc, "owner", expected_id);
+  auto visibility = optionalString(doc, "visibility", expected_id);
+  if (!owner) return owner.error();
+  if (!visibility) return visibility.error();
+  r.owner = owner->value_or("");
+  r.visibility = visibility->value_or("");
   for (const auto& [key, v] : doc.items()) {
     if (glanceCoreFields().count(key) == 0) r.properties[key] = v;
   }
@@ -116,16 +123,30 @@ Result<ImageRecord> parseImageRecord(const nlohmann::json& doc, const std::strin
   return r;
 }
 
+RecordAccess accessByRecord(const ImageRecord& record, std::string_view project_id) {
+  if (record.owner.empty()) return RecordAccess::kAllowed;
+  if (record.visibility == "public" || record.visibility == "community") {
+    return RecordAccess::kAllowed;
+  }
+  // An instance without a project owns nothing and is nobody's member.
+  if (project_id.empty()) return RecordAccess::kDenied;
+  if (record.owner == project_id) return RecordAccess::kAllowed;
+  if (record.visibility == "shared") return RecordAccess::kNeedsMembership;
+  return RecordAccess::kDenied;
+}
+
+Error LocalDirSource::notInDirectory(const std::string& image_id) const {
+  return Error::notFound(
+      fmt::format("Image '{}' is not in the image directory '{}'", image_id, dir_));
+}
+
 Result<ImageRecord> LocalDirSource::getRecord(const std::string& image_id) {
   if (!isSafeImageId(image_id)) {
     return Error::invalid(fmt::format("Image id '{}' is not a valid image id", image_id));
   }
   auto text = fs::readFile(dir_ + "/" + image_id + ".json", 1024 * 1024);
   if (!text) {
-    if (text.error().code == ErrorCode::kNotFound) {
-      return Error::notFound(
-          fmt::format("Image '{}' is not in the image directory '{}'", image_id, dir_));
-    }
+    if (text.error().code == ErrorCode::kNotFound) return notInDirectory(image_id);
     return text.error();
   }
   auto doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
@@ -133,6 +154,18 @@ Result<ImageRecord> LocalDirSource::getRecord(const std::string& image_id) {
     return Error::invalid(fmt::format("Image '{}' record is not valid JSON", image_id));
   }
   return parseImageRecord(doc, image_id);
+}
+
+Result<void> LocalDirSource::checkAccess(const std::string& image_id, const ImageUser& user) {
+  auto record = getRecord(image_id);
+  if (!record) return record.error();
+  // Records written before kiln checked access name no visibility: they stay usable by all.
+  if (record->visibility.empty()) record->visibility = "public";
+  if (accessByRecord(*record, user.project_id) == RecordAccess::kAllowed) return success();
+  log::info(
+      "Project '{}' may not use image '{}' (owner '{}', visibility '{}'); answered as missing",
+      user.project_id, image_id, record->owner, record->visibility);
+  return notInDirectory(image_id);
 }
 
 Result<void> LocalDirSource::download(const ImageRecord& record, const ByteSink& sink) {

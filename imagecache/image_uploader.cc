@@ -33,6 +33,7 @@ using Attempt = GlanceEndpoint::Attempt<T>;
 
 constexpr std::size_t kCopyChunk = 1 << 20;
 constexpr std::size_t kMaxNameChars = 255;
+constexpr std::size_t kMaxOwnerChars = 255;  // Glance's owner column
 constexpr std::size_t kMaxPropertyKeyChars = 255;
 // Glance keeps property values in a TEXT column (65535 bytes on MySQL).
 constexpr std::size_t kMaxPropertyValueBytes = 65535;
@@ -100,6 +101,9 @@ nlohmann::json glanceFields(const NewImage& image) {
   doc["name"] = image.name;
   doc["disk_format"] = image.disk_format;
   doc["container_format"] = image.container_format;
+  // A snapshot belongs to its project, private to it, as nova makes them.
+  doc["visibility"] = "private";
+  if (!image.owner.empty()) doc["owner"] = image.owner;
   return doc;
 }
 
@@ -267,6 +271,12 @@ Result<void> validateNewImage(const NewImage& image) {
     return Error::invalid(
         fmt::format("Image name '{}' must have 1 to {} characters and no control characters",
                     printable(image.name), kMaxNameChars));
+  }
+  if (image.owner.size() > kMaxOwnerChars || glance::hasControlCharacter(image.owner)) {
+    return Error::invalid(
+        fmt::format("Owner '{}' of new image '{}' must have at most {} characters and no control "
+                    "characters",
+                    printable(image.owner), printable(image.name), kMaxOwnerChars));
   }
   if (image.disk_format != "qcow2" && image.disk_format != "raw") {
     return Error::invalid(fmt::format("Disk format '{}' of new image '{}' is not 'qcow2' or 'raw'",
@@ -466,7 +476,6 @@ Result<std::string> GlanceUploader::create(const NewImage& image) {
   const std::string id = randomUuid();
   nlohmann::json doc = glanceFields(image);
   doc["id"] = id;
-  doc["visibility"] = "private";  // a snapshot belongs to its project, as nova makes them
   const std::string body = doc.dump();
   const std::string action = fmt::format("create image '{}'", printable(image.name));
   // Whether an earlier attempt may have reached Glance (a broken transfer, a 5xx).

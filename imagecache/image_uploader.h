@@ -29,6 +29,11 @@ struct NewImage {
   std::string name;
   std::string disk_format;  // "qcow2" or "raw"
   std::string container_format = "bare";
+  // The project the image belongs to (Glance's `owner`): a snapshot is its instance's project's,
+  // private to it. Empty: no owner is named and the image service decides (Glance: the project of
+  // kiln's token; the local directory: an image without an owner, which every project may use).
+  // Naming another project than its own token's needs kiln's Glance user to be an admin there.
+  std::string owner;
   // Glance custom properties (hw_*, os_*, image_type, instance_uuid, ...): string values only;
   // keys [a-z0-9_:.-]{1,255}, neither a core Glance field nor in Glance's reserved os_glance_*
   // namespace. Null counts as no properties.

@@ -226,6 +226,13 @@ HttpResponse ApiRouter::launch(const HttpRequest& req, const Authorizer& authori
         404, fmt::format("Instance '{}' does not exist and cannot be launched", parsed->uuid));
   };
   if (hiddenFromCaller()) return unavailable();
+  // Glance is asked with the caller's own view when the caller speaks for the instance's
+  // project; a scheduler launching for another project leaves it to kiln's token and the rules.
+  const rpc::Caller& caller = authorize.caller();
+  if (!caller.keystone_token.empty() && !caller.project_id.empty() &&
+      caller.project_id == parsed->project_id) {
+    parsed->image_token = caller.keystone_token;
+  }
   auto accepted = manager_.launch(*parsed);
   if (!accepted) {
     // Made by another project between the look and the launch.

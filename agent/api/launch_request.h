@@ -29,6 +29,9 @@ struct LaunchRequest {
   // The owning project: the request's project_id, or the caller's project when it gives none.
   // Empty only when neither exists (a token without a project and no project_id).
   std::string project_id;
+  // The caller's Keystone token when the caller belongs to project_id: the launch asks Glance
+  // about the image with it. Never stored, never part of the fingerprint (set by the router).
+  std::string image_token;
   // SHA-256 of the canonical body: a retry with the same body is the same request. A digest, not
   // the body, because the body may carry CHAP passwords.
   std::string fingerprint;

@@ -201,9 +201,15 @@ Result<void> Launcher::checkHardware(Plan& plan, std::string_view disk_format) {
 }
 
 Result<void> Launcher::fetchImage(Plan& plan, Timeline& timeline) {
+  const std::string& image_id = plan.request.image_id;
+  // Before anything is made on the host, and on a cache hit too: a base cached for one project
+  // is no licence for another. A denied image fails as a missing one.
+  if (!image_id.empty()) {
+    imagecache::ImageUser user{plan.request.project_id, plan.request.image_token};
+    if (auto r = cache_.checkAccess(image_id, user, timeline); !r) return r;
+  }
   // QEMU (another user) must traverse into the directory; nobody may list it.
   if (auto r = fs::makeDirectories(plan.dir, 0711); !r) return r;
-  const std::string& image_id = plan.request.image_id;
   const config::Flavor& flavor = plan.request.flavor;
   // Boot from volume: no image, the virtual hardware comes from the flavor alone.
   if (image_id.empty()) return checkHardware(plan, "");

@@ -82,6 +82,7 @@ Result<std::string> Snapshotter::request(const std::string& uuid, const std::str
     image.properties["image_type"] = "snapshot";
     image.properties["instance_uuid"] = uuid;
     image.properties["base_image_ref"] = rec.image_id;
+    image.owner = rec.project_id;
     if (auto v = imagecache::validateNewImage(image); !v) return v;
     rec.task_state = taskOf(Operation::kSnapshot);
     rec.action_error.clear();

@@ -188,7 +188,11 @@ Result<Caller> KeystoneAuthenticator::validate(std::string_view token) const {
   {
     std::lock_guard lock(cache_mutex_);
     if (auto hit = cache_.find(digest); hit != cache_.end()) {
-      if (now < hit->second.until) return hit->second.caller;
+      if (now < hit->second.until) {
+        Caller caller = hit->second.caller;
+        caller.keystone_token = std::string(token);
+        return caller;
+      }
       cache_.erase(hit);
     }
   }
@@ -260,6 +264,7 @@ Result<Caller> KeystoneAuthenticator::validate(std::string_view token) const {
       if (cache_.size() >= kMaxCachedTokens) cache_.clear();
     }
     cache_[digest] = {caller, std::min(now + options_.cache_seconds, *expires)};
+    caller.keystone_token = std::string(token);  // on the answer only: the cache keeps no token
     return caller;
   }
   return Error::unavailable("The identity service (Keystone) refuses kiln; see kilnd's log");

@@ -10,10 +10,11 @@
 // can rotate it.
 //
 // Validated tokens are cached for cache_seconds, never past their expires_at, under the SHA-256
-// of the token (no token is kept in clear). Failures are never cached. When Keystone cannot be
-// reached or refuses kiln itself, callers get kUnavailable (503), not kUnauthorized: their
-// token may be fine. A validation blocks the calling thread (an API worker, never an I/O thread:
-// agent/api/api_dispatcher.h) for at most `timeout`.
+// of the token (no token is kept in clear). The Caller returned carries the token
+// (Caller::keystone_token), for the one request, so that kiln can ask Glance with it. Failures are
+// never cached. When Keystone cannot be reached or refuses kiln itself, callers get kUnavailable
+// (503), not kUnauthorized: their token may be fine. A validation blocks the calling thread (an API
+// worker, never an I/O thread: agent/api/api_dispatcher.h) for at most `timeout`.
 
 #include <chrono>
 #include <cstddef>

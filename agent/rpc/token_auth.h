@@ -28,6 +28,10 @@ struct Caller {
   std::string project_id;
   // First 8 hex digits of sha256(token): names the token in logs without revealing it.
   std::string token_id;
+  // The Keystone token itself, set only by KeystoneAuthenticator on the caller it returns (never
+  // in its cache): kiln asks Glance with it, so Glance answers with the caller's own view of an
+  // image. Empty for kiln's token-file callers, whose tokens mean nothing to Glance.
+  std::string keystone_token{};
 };
 
 class TokenAuthenticator final : public Authenticator {

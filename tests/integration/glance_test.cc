@@ -71,6 +71,32 @@ std::string launch(KilndHarness& kilnd, const std::string& uuid, const std::stri
   return uuid;
 }
 
+// A launch for `project` (the scheduler names it): kiln checks the image with its own token and
+// Glance's rules for that project.
+std::string launchFor(KilndHarness& kilnd, const std::string& uuid, const std::string& image_id,
+                      const std::string& project) {
+  auto r = kilnd.api("POST", "/v1/instances",
+                     json{{"uuid", uuid},
+                          {"name", "g"},
+                          {"flavor", "test.small"},
+                          {"image", {{"id", image_id}}},
+                          {"project_id", project}}
+                         .dump());
+  REQUIRE(r.status == 202);
+  return uuid;
+}
+
+// What a launch of an image Glance does not have ends with.
+std::string missingFault(const std::string& image_id) {
+  return "Image '" + image_id + "' was not found in Glance at '" + glanceUrl() + "'";
+}
+
+// A refused launch made nothing on the host: no instance directory, no domain.
+void checkNothingLeft(KilndHarness& kilnd, const std::string& uuid) {
+  CHECK_FALSE(stdfs::exists(kilnd.statePath() + "/instances/" + uuid));
+  CHECK_FALSE(kiln::testing::virsh({"dominfo", "kiln-" + uuid}));
+}
+
 void deleteAndWait(KilndHarness& kilnd, const std::string& uuid) {
   REQUIRE(kilnd.api("DELETE", "/v1/instances/" + uuid).status == 202);
   REQUIRE(kilnd.waitGone(uuid));
@@ -293,4 +319,123 @@ TEST_CASE("pre-caching, and the cache manager removing only unused bases",
   CHECK(still.status == 200);
   CHECK(still.json["instances"] == json::array({uuid}));
   deleteAndWait(kilnd, uuid);
+}
+
+TEST_CASE("another project's private image is refused like a missing one, cached or not",
+          "[integration][glance][access]") {
+  REQUIRE_FALSE(glanceUrl().empty());
+  json image = uploadImage("a-private", kiln::testing::guestImagePath(), "raw",
+                           {{"owner", "project-a"}, {"visibility", "private"}});
+  REQUIRE(image["owner"] == "project-a");
+  const std::string id = image["id"];
+  KilndHarness kilnd(glanceConfig(glanceUrl()));
+  kilnd.start();
+
+  // Project B, uncached: refused in the words of a missing image, nothing fetched or made.
+  const std::string b1 = launchFor(kilnd, "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f50", id, "project-b");
+  json denied = kilnd.waitForState(b1, "error");
+  CHECK(denied["fault"]["message"] == missingFault(id));
+  checkNothingLeft(kilnd, b1);
+  CHECK(baseDirEmpty(kilnd));
+  CHECK(glanceDownloads(id) == 0);
+  const std::string missing_id = "00000000-0000-4000-8000-0000000000ab";
+  const std::string gone =
+      launchFor(kilnd, "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f53", missing_id, "project-b");
+  CHECK(kilnd.waitForState(gone, "error")["fault"]["message"] == missingFault(missing_id));
+
+  // The owner's launch works and caches the base.
+  const std::string a1 = launchFor(kilnd, "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f51", id, "project-a");
+  kilnd.waitForState(a1, "active");
+  CHECK_FALSE(baseDirEmpty(kilnd));
+
+  // Cached now, and still not project B's: no cache hit, no domain.
+  const std::string b2 = launchFor(kilnd, "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f52", id, "project-b");
+  json again = kilnd.waitForState(b2, "error");
+  CHECK(again["fault"]["message"] == missingFault(id));
+  checkNothingLeft(kilnd, b2);
+  std::vector<std::string> steps;
+  for (auto& s : again["timeline"]) steps.push_back(s["step"]);
+  CHECK(steps == std::vector<std::string>{"image.access"});
+  // The same from a caller whose own token is project B's.
+  kilnd.stop();
+  const std::string b_token = kilnd.addToken("admin", "project-b");
+  kilnd.start();
+  kilnd.useToken(b_token);
+  const std::string own_uuid = "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f54";
+  auto r = kilnd.api(
+      "POST", "/v1/instances",
+      json{{"uuid", own_uuid}, {"name", "g"}, {"flavor", "test.small"}, {"image", {{"id", id}}}}
+          .dump());
+  REQUIRE(r.status == 202);
+  CHECK(r.json["project_id"] == "project-b");
+  json own = kilnd.waitForState(own_uuid, "error");
+  CHECK(own["fault"]["message"] == missingFault(id));
+  for (const auto& uuid : {b1, gone, a1, b2, own_uuid}) {
+    deleteAndWait(kilnd, uuid);
+  }
+}
+
+TEST_CASE("a shared image boots for an accepted member, not for a pending one",
+          "[integration][glance][access]") {
+  REQUIRE_FALSE(glanceUrl().empty());
+  json image = uploadImage("a-shared", kiln::testing::guestImagePath(), "raw",
+                           {{"owner", "project-a"}, {"visibility", "shared"}});
+  const std::string id = image["id"];
+  for (const char* member : {"project-b", "project-c"}) {
+    run({"curl", "-sS", "-f", "-X", "POST", "-H", "Content-Type: application/json", "-d",
+         json{{"member", member}}.dump(), glanceUrl() + "/v2/images/" + id + "/members"});
+  }
+  run({"curl", "-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/json", "-d",
+       R"({"status": "accepted"})", glanceUrl() + "/v2/images/" + id + "/members/project-b"});
+  KilndHarness kilnd(glanceConfig(glanceUrl()));
+  kilnd.start();
+
+  const std::string c = launchFor(kilnd, "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f60", id, "project-c");
+  CHECK(kilnd.waitForState(c, "error")["fault"]["message"] == missingFault(id));
+  checkNothingLeft(kilnd, c);
+  const std::string b = launchFor(kilnd, "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f61", id, "project-b");
+  kilnd.waitForState(b, "active");
+  const std::string d = launchFor(kilnd, "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f62", id, "project-d");
+  CHECK(kilnd.waitForState(d, "error")["fault"]["message"] == missingFault(id));
+  checkNothingLeft(kilnd, d);
+  for (const auto& uuid : {c, b, d}) deleteAndWait(kilnd, uuid);
+}
+
+TEST_CASE("a snapshot of project B's instance is owned by project B in Glance, private",
+          "[integration][glance][access]") {
+  REQUIRE_FALSE(glanceUrl().empty());
+  json image = uploadImage("b-base", kiln::testing::guestImagePath(), "raw",
+                           {{"owner", "project-b"}, {"visibility", "private"}});
+  KilndHarness kilnd(glanceConfig(glanceUrl()));
+  kilnd.start();
+  const std::string uuid =
+      launchFor(kilnd, "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f70", image["id"], "project-b");
+  kilnd.waitForState(uuid, "active");
+  auto snap = kilnd.api("POST", "/v1/instances/" + uuid + "/action",
+                        json{{"snapshot", {{"name", "b-snap"}}}}.dump());
+  REQUIRE(snap.status == 202);
+  const std::string snap_id = snap.json["image_id"];
+  json record;
+  for (int i = 0; i < 600; ++i) {
+    record =
+        json::parse(run({"curl", "-sS", "-f", glanceUrl() + "/v2/images/" + snap_id}).stdout_text);
+    if (record["status"] == "active") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  REQUIRE(record["status"] == "active");
+  CHECK(record["owner"] == "project-b");
+  CHECK(record["visibility"] == "private");
+  // Hence project C cannot boot it.
+  const std::string c =
+      launchFor(kilnd, "7a1d3c0a-51e4-4c4e-9b64-0c2d3a1e7f71", snap_id, "project-c");
+  CHECK(kilnd.waitForState(c, "error")["fault"]["message"] == missingFault(snap_id));
+  checkNothingLeft(kilnd, c);
+  // The upload has ended when the instance has no task any more.
+  for (int i = 0; i < 300; ++i) {
+    if (kilnd.api("GET", "/v1/instances/" + uuid).json["task_state"].is_null()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  deleteAndWait(kilnd, c);
+  deleteAndWait(kilnd, uuid);
+  run({"curl", "-sS", "-f", "-X", "DELETE", glanceUrl() + "/v2/images/" + snap_id});
 }

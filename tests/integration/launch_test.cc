@@ -65,9 +65,9 @@ TEST_CASE("launch, see the disks from inside, survive a kilnd restart, delete cl
     steps.push_back(s["step"]);
     CHECK(s["duration_ms"].is_number_integer());
   }
-  CHECK(steps == std::vector<std::string>{"image.record", "image.download", "image.inspect",
-                                          "disk.root", "disk.ephemeral", "domain.define",
-                                          "domain.start"});
+  CHECK(steps == std::vector<std::string>{"image.access", "image.record", "image.download",
+                                          "image.inspect", "disk.root", "disk.ephemeral",
+                                          "domain.define", "domain.start"});
 
   // The guest itself reports what it sees.
   std::string console = kilnd.waitForConsole(uuid, "KILN-READY");

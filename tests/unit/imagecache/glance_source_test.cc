@@ -660,3 +660,151 @@ TEST_CASE("A sink error during a direct read is returned and the API is not aske
   CHECK(r.error().message == "Image 'x' failed verification");
   CHECK(f.http.requests().empty());
 }
+
+namespace {
+
+nlohmann::json ownedRecord(const std::string& owner, const std::string& visibility) {
+  nlohmann::json doc = glanceRecord();
+  doc["owner"] = owner;
+  doc["visibility"] = visibility;
+  return doc;
+}
+
+std::string membership(const std::string& project, const std::string& status,
+                       const std::string& image = kId) {
+  return nlohmann::json{{"member_id", project}, {"image_id", image}, {"status", status}}.dump();
+}
+
+const std::string kMissing = "Image '" + kId + "' was not found in Glance at 'http://a:9292'";
+
+}  // namespace
+
+TEST_CASE("checkAccess follows Glance's rules on the record asked with kiln's token",
+          "[glance][access]") {
+  Fixture f;
+  GlanceOptions o;
+  o.api_servers = {"http://a:9292"};
+  o.token = "kiln-token";
+  auto source = f.source(o);
+
+  SECTION("the owner's private image") {
+    f.http.push(FakeReply::ok(ownedRecord("a", "private").dump()));
+    CHECK(source->checkAccess(kId, {"a", ""}).ok());
+  }
+  SECTION("public and community images, and an image nobody owns") {
+    f.http.push(FakeReply::ok(ownedRecord("a", "public").dump()));
+    f.http.push(FakeReply::ok(ownedRecord("a", "community").dump()));
+    f.http.push(FakeReply::ok(glanceRecord().dump()));  // "owner": null
+    CHECK(source->checkAccess(kId, {"b", ""}).ok());
+    CHECK(source->checkAccess(kId, {"b", ""}).ok());
+    CHECK(source->checkAccess(kId, {"", ""}).ok());
+    CHECK(f.http.requests().size() == 3);  // no membership asked
+  }
+  SECTION("another project's private image reads exactly like a missing one") {
+    f.http.push(FakeReply::ok(ownedRecord("a", "private").dump()));
+    auto denied = source->checkAccess(kId, {"b", ""});
+    REQUIRE_FALSE(denied.ok());
+    f.http.push(FakeReply::ok(k404Page, 404));
+    auto missing = source->checkAccess(kId, {"b", ""});
+    REQUIRE_FALSE(missing.ok());
+    CHECK(denied.error().code == ErrorCode::kNotFound);
+    CHECK(denied.error().message == missing.error().message);
+    CHECK(denied.error().message == kMissing);
+  }
+  SECTION("an instance without a project gets no private or shared image") {
+    f.http.push(FakeReply::ok(ownedRecord("a", "shared").dump()));
+    CHECK(source->checkAccess(kId, {"", ""}).error().message == kMissing);
+    CHECK(f.http.requests().size() == 1);
+  }
+  SECTION("a shared image needs an accepted membership") {
+    f.http.push(FakeReply::ok(ownedRecord("a", "shared").dump()));
+    f.http.push(FakeReply::ok(membership("b", "accepted")));
+    CHECK(source->checkAccess(kId, {"b", ""}).ok());
+    auto requests = f.http.requests();
+    REQUIRE(requests.size() == 2);
+    CHECK(requests[1].url == "http://a:9292/v2/images/" + kId + "/members/b");
+    CHECK(sentHeader(requests[1], "X-Auth-Token") == "kiln-token");
+
+    for (const char* status : {"pending", "rejected"}) {
+      INFO(status);
+      f.http.push(FakeReply::ok(ownedRecord("a", "shared").dump()));
+      f.http.push(FakeReply::ok(membership("b", status)));
+      CHECK(source->checkAccess(kId, {"b", ""}).error().message == kMissing);
+    }
+    f.http.push(FakeReply::ok(ownedRecord("a", "shared").dump()));
+    f.http.push(FakeReply::ok("<html>404 Not Found</html>", 404));
+    CHECK(source->checkAccess(kId, {"b", ""}).error().message == kMissing);
+  }
+  SECTION("another project's or another image's membership grants nothing") {
+    f.http.push(FakeReply::ok(ownedRecord("a", "shared").dump()));
+    f.http.push(FakeReply::ok(membership("c", "accepted")));
+    CHECK_THAT(source->checkAccess(kId, {"b", ""}).error().message,
+               Catch::Contains("different membership"));
+    f.http.push(FakeReply::ok(ownedRecord("a", "shared").dump()));
+    f.http.push(FakeReply::ok(membership("b", "accepted", "other-image")));
+    CHECK_FALSE(source->checkAccess(kId, {"b", ""}).ok());
+  }
+  SECTION("Glance unreachable: no answer is no permission") {
+    for (int i = 0; i < 4; ++i) f.http.push(FakeReply::refused());
+    auto r = source->checkAccess(kId, {"a", ""});
+    CHECK(r.error().code == ErrorCode::kUnavailable);
+  }
+}
+
+TEST_CASE("checkAccess asks with the caller's token when there is one", "[glance][access]") {
+  Fixture f;
+  GlanceOptions o;
+  o.api_servers = {"http://a:9292"};
+  o.token = "kiln-token";
+  auto source = f.source(o);
+
+  f.http.push(FakeReply::ok(ownedRecord("b", "private").dump()));
+  CHECK(source->checkAccess(kId, {"b", "users-token"}).ok());
+  // Glance hides the image from that project: missing, whether it says 404 or 403.
+  f.http.push(FakeReply::ok(k404Page, 404));
+  CHECK(source->checkAccess(kId, {"b", "users-token"}).error().message == kMissing);
+  f.http.push(FakeReply::ok("<html>403 Forbidden</html>", 403));
+  auto forbidden = source->checkAccess(kId, {"b", "users-token"});
+  CHECK(forbidden.error().code == ErrorCode::kNotFound);
+  CHECK(forbidden.error().message == kMissing);
+  // The rules still hold on what the token sees (an admin's token sees every image).
+  f.http.push(FakeReply::ok(ownedRecord("a", "private").dump()));
+  CHECK(source->checkAccess(kId, {"b", "users-token"}).error().message == kMissing);
+  // The membership is asked with the same token.
+  f.http.push(FakeReply::ok(ownedRecord("a", "shared").dump()));
+  f.http.push(FakeReply::ok(membership("b", "accepted")));
+  CHECK(source->checkAccess(kId, {"b", "users-token"}).ok());
+  // A token Glance does not take is said to be the caller's, not kiln's.
+  f.http.push(FakeReply::ok("<html>401</html>", 401));
+  auto refused = source->checkAccess(kId, {"b", "users-token"});
+  CHECK(refused.error().code == ErrorCode::kUnauthorized);
+  CHECK_THAT(refused.error().message, Catch::Contains("caller's token"));
+
+  auto requests = f.http.requests();
+  REQUIRE(requests.size() == 7);
+  for (const auto& request : requests) {
+    INFO(request.url);
+    CHECK(sentHeader(request, "X-Auth-Token") == "users-token");
+  }
+  // kiln's own reads keep kiln's token.
+  f.http.push(FakeReply::ok(glanceRecord().dump()));
+  REQUIRE(source->getRecord(kId).ok());
+  CHECK(sentHeader(f.http.requests().back(), "X-Auth-Token") == "kiln-token");
+}
+
+TEST_CASE("A record without an id, or with another image's, is refused and names both",
+          "[glance][access]") {
+  Fixture f;
+  auto source = f.source({"http://a:9292"});
+  nlohmann::json no_id = glanceRecord();
+  no_id.erase("id");
+  f.http.push(FakeReply::ok(no_id.dump()));
+  auto r = source->getRecord(kId);
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.error().message, Catch::Contains("different id ('none')"));
+  f.http.push(FakeReply::ok(glanceRecord("other-id").dump()));
+  auto other = source->checkAccess(kId, {"a", ""});
+  CHECK_THAT(other.error().message,
+             Catch::Contains("'" + kId + "'") && Catch::Contains("different id ('other-id')"));
+  CHECK(f.http.requests().size() == 2);  // refused at once, not retried
+}

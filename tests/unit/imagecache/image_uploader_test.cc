@@ -685,3 +685,39 @@ TEST_CASE("LocalDirUploader refuses bad ids and bad images", "[upload][local]") 
   }
   CHECK(filesIn(f.images).empty());
 }
+
+TEST_CASE("A snapshot is its project's: owner set, private, in Glance and in the local directory",
+          "[upload][access]") {
+  NewImage image = snapshotImage();
+  image.owner = "project-b";
+
+  GlanceFixture g;
+  auto uploader = g.uploader();
+  g.http.push(FakeReply::ok(R"({"status": "queued"})", 201));
+  REQUIRE(uploader->create(image).ok());
+  auto body = nlohmann::json::parse(g.http.sent().at(0).body);
+  CHECK(body["owner"] == "project-b");
+  CHECK(body["visibility"] == "private");
+
+  LocalFixture l;
+  LocalDirUploader local(l.images);
+  auto id = local.create(image);
+  REQUIRE(id.ok());
+  REQUIRE(local.upload(*id, l.file(bytesOf(4096))).ok());
+  LocalDirSource source(l.images);
+  auto record = source.getRecord(*id);
+  REQUIRE(record.ok());
+  CHECK(record->owner == "project-b");
+  CHECK(record->visibility == "private");
+  CHECK(source.checkAccess(*id, {"project-b", ""}).ok());
+  CHECK(source.checkAccess(*id, {"project-c", ""}).error().code == ErrorCode::kNotFound);
+
+  // An instance without a project names no owner: Glance decides (the uploader's project).
+  g.http.push(FakeReply::ok(R"({"status": "queued"})", 201));
+  REQUIRE(uploader->create(snapshotImage()).ok());
+  CHECK_FALSE(nlohmann::json::parse(g.http.sent().at(1).body).contains("owner"));
+
+  image.owner = "a\nb";
+  CHECK_THAT(kiln::imagecache::validateNewImage(image).error().message,
+             Catch::Contains("control characters"));
+}

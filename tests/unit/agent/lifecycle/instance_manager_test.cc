@@ -170,8 +170,9 @@ TEST_CASE("a launch makes both disks, spawns, and records the timeline", "[manag
   CHECK(stdfs::exists(rec.disks[1].path));
   std::vector<std::string> steps;
   for (auto& s : rec.timeline) steps.push_back(s.name);
-  CHECK(steps == std::vector<std::string>{"image.record", "image.download", "image.inspect",
-                                          "disk.root", "disk.ephemeral", "domain.start"});
+  CHECK(steps == std::vector<std::string>{"image.access", "image.record", "image.download",
+                                          "image.inspect", "disk.root", "disk.ephemeral",
+                                          "domain.start"});
   REQUIRE(h.driver.spawned.size() == 1);
   CHECK(h.driver.spawned[0].disks[0].backing_path == rec.disks[0].backing_path);
 }
@@ -930,4 +931,89 @@ TEST_CASE("a launch whose domain cannot be removed keeps its disks for the delet
   REQUIRE(h.manager->requestDelete(kUuid).ok());
   REQUIRE(h.waitGone());
   CHECK_FALSE(stdfs::exists(h.instanceDir()));
+}
+
+TEST_CASE("another project's private image is refused like a missing one, cached or not",
+          "[manager][access]") {
+  Harness h;
+  kiln::testing::addLocalImage(h.images, "a-private", std::string(1 << 20, 'p'), "raw",
+                               {{"owner", "project-a"}, {"visibility", "private"}});
+  auto forProject = [&](const std::string& uuid, const std::string& image,
+                        const std::string& project) {
+    kiln::api::LaunchRequest r = h.request(image);
+    r.uuid = uuid;
+    r.project_id = project;
+    r.fingerprint = "fp-" + uuid;
+    return r;
+  };
+  const std::string b_uuid = "0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b11";
+  const std::string a_uuid = "0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b12";
+  const std::string b_again = "0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b13";
+  const std::string b_missing = "0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b14";
+
+  // Project B, uncached: nothing is fetched, made or started.
+  REQUIRE(h.manager->launch(forProject(b_uuid, "a-private", "project-b")).ok());
+  auto denied = h.waitSettled(b_uuid);
+  CHECK(denied.state == InstanceState::kError);
+  CHECK(denied.fault == "Image 'a-private' is not in the image directory '" + h.images + "'");
+  CHECK_FALSE(stdfs::exists(h.state + "/instances/" + b_uuid));
+  CHECK_FALSE(stdfs::exists(h.cache->basePathFor("a-private")));
+  CHECK(h.driver.spawned.empty());
+  REQUIRE_FALSE(denied.timeline.empty());
+  CHECK(denied.timeline[0].name == "image.access");
+  CHECK_FALSE(denied.timeline[0].ok);
+
+  // A missing image reads exactly the same, but for its id.
+  REQUIRE(h.manager->launch(forProject(b_missing, "no-such", "project-b")).ok());
+  CHECK(h.waitSettled(b_missing).fault ==
+        "Image 'no-such' is not in the image directory '" + h.images + "'");
+
+  // The owner's launch works and caches the base.
+  REQUIRE(h.manager->launch(forProject(a_uuid, "a-private", "project-a")).ok());
+  auto owned = h.waitSettled(a_uuid);
+  INFO(owned.fault);
+  CHECK(owned.state == InstanceState::kActive);
+  CHECK(stdfs::exists(h.cache->basePathFor("a-private")));
+  REQUIRE(h.driver.spawned.size() == 1);
+
+  // Cached now, and still not B's.
+  REQUIRE(h.manager->launch(forProject(b_again, "a-private", "project-b")).ok());
+  auto cached = h.waitSettled(b_again);
+  CHECK(cached.state == InstanceState::kError);
+  CHECK(cached.fault == denied.fault);
+  CHECK_FALSE(stdfs::exists(h.state + "/instances/" + b_again));
+  CHECK(h.driver.spawned.size() == 1);
+}
+
+TEST_CASE(
+    "local records: public and community for all, shared only for the owner, no "
+    "visibility or no owner is public",
+    "[manager][access]") {
+  kiln::testing::TempDir dir;
+  kiln::imagecache::LocalDirSource source(dir.path());
+  auto add = [&](const std::string& id, nlohmann::json fields) {
+    kiln::testing::addLocalImage(dir.path(), id, "x", "raw", std::move(fields));
+  };
+  add("pub", {{"owner", "a"}, {"visibility", "public"}});
+  add("com", {{"owner", "a"}, {"visibility", "community"}});
+  add("shr", {{"owner", "a"}, {"visibility", "shared"}});
+  add("prv", {{"owner", "a"}, {"visibility", "private"}});
+  add("old", nlohmann::json::object());
+  add("novis", {{"owner", "a"}});
+  add("noowner", {{"owner", nullptr}, {"visibility", "private"}});
+  auto may = [&](const std::string& id, const std::string& project) {
+    return source.checkAccess(id, {project, ""}).ok();
+  };
+  for (std::string id : {"pub", "com", "old", "novis", "noowner"}) {
+    INFO(id);
+    CHECK(may(id, "b"));
+    CHECK(may(id, ""));
+  }
+  for (std::string id : {"shr", "prv"}) {
+    INFO(id);
+    CHECK(may(id, "a"));
+    CHECK_FALSE(may(id, "b"));
+    CHECK_FALSE(may(id, ""));
+    CHECK(source.checkAccess(id, {"b", ""}).error().code == kiln::ErrorCode::kNotFound);
+  }
 }

@@ -235,3 +235,20 @@ TEST_CASE("keystone: expires_at forms", "[keystone]") {
 }
 
 }  // namespace kiln::rpc
+
+namespace kiln::rpc {
+
+TEST_CASE("keystone: the caller carries its own token, fresh or cached, for Glance", "[keystone]") {
+  Fixture f;
+  f.http.push(serviceTokenReply());
+  f.http.push(FakeReply::ok(tokenBody()));
+  auto fresh = f.auth->validate(kSubject);
+  REQUIRE(fresh.ok());
+  CHECK(fresh->keystone_token == kSubject);
+  auto cached = f.auth->validate(kSubject);  // from the cache
+  REQUIRE(cached.ok());
+  CHECK(cached->keystone_token == kSubject);
+  CHECK(f.http.requests().size() == 2);
+}
+
+}  // namespace kiln::rpc
