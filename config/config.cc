@@ -424,6 +424,13 @@ const std::map<std::string, Setter>& optionTable() {
       {"keystone.timeout", integer(&KilnConfig::keystone, &KeystoneSection::timeout, 1, 300)},
       {"keystone.accept_token_file",
        boolean(&KilnConfig::keystone, &KeystoneSection::accept_token_file)},
+      {"keystone.admin_project_name",
+       text(&KilnConfig::keystone, &KeystoneSection::admin_project_name)},
+      {"keystone.admin_project_domain_name",
+       text(&KilnConfig::keystone, &KeystoneSection::admin_project_domain_name)},
+      {"keystone.system_scope",
+       oneOf(&KilnConfig::keystone, &KeystoneSection::system_scope, {"", "all"},
+             "must be 'all' (Keystone's one system scope) or empty")},
       {"images.local_dir", absolutePath(&KilnConfig::images, &ImagesSection::local_dir)},
   };
   return table;

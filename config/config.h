@@ -73,6 +73,11 @@ struct KeystoneSection {
   unsigned timeout = 10;        // seconds per request to Keystone
   // Tokens in [api] token_file (when it exists) are checked first, without Keystone.
   bool accept_token_file = false;
+  // Where a token's admin and scheduler roles count: scoped to this project (empty: no
+  // project), or system-scoped on system_scope (empty: no system scope).
+  std::string admin_project_name;
+  std::string admin_project_domain_name = "Default";
+  std::string system_scope = "all";
 };
 
 struct LibvirtSection {

@@ -21,16 +21,23 @@ json keystoneFixture() {
 
 std::string xAuth(const std::string& token) { return "X-Auth-Token: " + token + "\r\n"; }
 
+// kilnd's [keystone] section for the fixture, with kiln's service user, and `extra` options.
+std::string keystoneConfig(const json& ks, const std::string& extra) {
+  return "[api]\npolicy_file = " + kShippedPolicy +
+         "\n[keystone]\nauth_url = " + ks["url"].get<std::string>() +
+         "/v3\nusername = kiln\npassword = " + ks["users"]["kiln"]["password"].get<std::string>() +
+         "\nproject_name = service\ncache_seconds = 30\n" + extra;
+}
+
 }  // namespace
 
 TEST_CASE("keystone: real tokens, their roles and projects decide what kilnd allows",
           "[keystone]") {
   const json ks = keystoneFixture();
   const json& users = ks["users"];
-  KilndHarness kilnd("[api]\npolicy_file = " + kShippedPolicy + "\n[keystone]\nauth_url = " +
-                     ks["url"].get<std::string>() + "/v3\nusername = kiln\npassword = " +
-                     users["kiln"]["password"].get<std::string>() +
-                     "\nproject_name = service\ncache_seconds = 30\n");
+  // sched-a's scheduler role counts only because its project is the admin project here; the
+  // next test shows what scope does.
+  KilndHarness kilnd(keystoneConfig(ks, "admin_project_name = project-a\n"));
   kilnd.addGuestImage("guest");
   kilnd.start();
   const std::string scheduler = users["sched-a"]["token"];

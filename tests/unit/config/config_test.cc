@@ -210,6 +210,27 @@ TEST_CASE("the API worker pool and accept_token_file are read and checked", "[co
   CHECK(alone->warnings[0].find("[keystone] accept_token_file") != std::string::npos);
 }
 
+TEST_CASE("the Keystone scopes that grant admin are read and checked", "[config]") {
+  auto defaults = parseConfig("", "empty");
+  REQUIRE(defaults.ok());
+  CHECK(defaults->keystone.admin_project_name.empty());
+  CHECK(defaults->keystone.admin_project_domain_name == "Default");
+  CHECK(defaults->keystone.system_scope == "all");
+
+  auto cfg = parseConfig(
+      "[keystone]\nadmin_project_name = admin\nadmin_project_domain_name = ops\nsystem_scope =\n",
+      "scope.conf");
+  INFO((cfg ? std::string() : cfg.error().message));
+  REQUIRE(cfg.ok());
+  CHECK(cfg->keystone.admin_project_name == "admin");
+  CHECK(cfg->keystone.admin_project_domain_name == "ops");
+  CHECK(cfg->keystone.system_scope.empty());
+
+  auto bad = parseConfig("[keystone]\nsystem_scope = domain\n", "bad.conf");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().message.find("[keystone] system_scope") != std::string::npos);
+}
+
 TEST_CASE("ephemeral_clear defaults to zero and takes only the three methods", "[config]") {
   auto cfg = parseConfig("", "kiln.conf");
   REQUIRE(cfg.ok());
