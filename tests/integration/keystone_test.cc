@@ -170,6 +170,16 @@ TEST_CASE("keystone: admin and scheduler count only on the admin project's or th
   }
 }
 
+TEST_CASE("keystone: duplicate X-Auth-Token headers are refused", "[keystone]") {
+  const json ks = keystoneFixture();
+  const std::string reader_a = ks["users"]["reader-a"]["token"];
+  KilndHarness kilnd(keystoneConfig(ks, ""));
+  kilnd.start();
+  auto twice = kilnd.api("GET", "/v1/flavors", "", false, xAuth(reader_a) + xAuth(reader_a));
+  CHECK(twice.status == 400);
+  CHECK(kilnd.api("GET", "/v1/flavors", "", false, xAuth(reader_a)).status == 200);
+}
+
 TEST_CASE("keystone: an unreachable Keystone is 503, not 401", "[policy]") {
   // Port 9 (discard) on loopback: nothing listens there.
   KilndHarness kilnd(

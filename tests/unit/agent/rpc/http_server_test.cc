@@ -187,15 +187,17 @@ TEST_CASE("HttpServer answers 431 to headers over the limit", "[rpc][http]") {
 TEST_CASE("HttpServer answers 400 to malformed requests", "[rpc][http]") {
   auto server = startServer();
   const char* request = GENERATE(
-      "GARBAGE\r\n\r\n",                                                  // no target or version
-      "GET / HTTP/9.9\r\nHost: t\r\n\r\n",                                // unknown version
-      "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n",        // bad length
-      "GET / HTTP/1.1\r\nBad Header\r\n\r\n",                             // no colon
-      "GET http://elsewhere/x HTTP/1.1\r\nHost: t\r\n\r\n",               // not a path
-      "GET /a%00b HTTP/1.1\r\nHost: t\r\n\r\n",                           // NUL in the path
-      "GET /a%zz HTTP/1.1\r\nHost: t\r\n\r\n",                            // bad escape
-      "GET /a% HTTP/1.1\r\nHost: t\r\n\r\n",                              // cut escape
-      "GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n");  // two credentials
+      "GARBAGE\r\n\r\n",                                                 // no target or version
+      "GET / HTTP/9.9\r\nHost: t\r\n\r\n",                               // unknown version
+      "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n",       // bad length
+      "GET / HTTP/1.1\r\nBad Header\r\n\r\n",                            // no colon
+      "GET http://elsewhere/x HTTP/1.1\r\nHost: t\r\n\r\n",              // not a path
+      "GET /a%00b HTTP/1.1\r\nHost: t\r\n\r\n",                          // NUL in the path
+      "GET /a%zz HTTP/1.1\r\nHost: t\r\n\r\n",                           // bad escape
+      "GET /a% HTTP/1.1\r\nHost: t\r\n\r\n",                             // cut escape
+      "GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n",  // two credentials
+      "GET / HTTP/1.1\r\nX-Auth-Token: a\r\nX-Auth-Token: b\r\n\r\n",    // two tokens
+      "GET / HTTP/1.1\r\nX-Auth-Token: a\r\nx-auth-token: a\r\n\r\n");   // even the same one
   INFO(request);
   requireJsonError(roundTrip(server->port(), request), 400);
 }
