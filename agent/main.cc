@@ -363,6 +363,7 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   limits.max_body_bytes = cfg.api.max_body_bytes;
   limits.max_header_bytes = cfg.api.max_header_bytes;
   limits.read_timeout = std::chrono::seconds(cfg.api.client_timeout);
+  limits.header_timeout = std::chrono::seconds(cfg.api.header_timeout);
   // Bounds the worst case of buffered request bodies (connections x body limit).
   limits.max_connections = cfg.api.max_connections;
   limits.max_connections_per_peer = cfg.api.max_connections_per_peer;

@@ -317,6 +317,7 @@ const std::map<std::string, Setter>& optionTable() {
       {"api.max_header_bytes",
        integer(&KilnConfig::api, &ApiSection::max_header_bytes, 1024, 1024 * 1024)},
       {"api.client_timeout", integer(&KilnConfig::api, &ApiSection::client_timeout, 1, 3600)},
+      {"api.header_timeout", integer(&KilnConfig::api, &ApiSection::header_timeout, 1, 3600)},
       {"api.max_connections", integer(&KilnConfig::api, &ApiSection::max_connections, 1, 65536)},
       {"api.max_connections_per_peer",
        integer(&KilnConfig::api, &ApiSection::max_connections_per_peer, 1, 65536)},

@@ -40,6 +40,8 @@ struct ApiSection {
   std::uint64_t max_body_bytes = 1024 * 1024;
   std::uint64_t max_header_bytes = 16 * 1024;
   unsigned client_timeout = 30;  // seconds for a TLS handshake, a request, or writing a response
+  // Seconds from a connection's accept to its first request's headers (TLS handshake included).
+  unsigned header_timeout = 10;
   unsigned max_connections = 256;
   unsigned max_connections_per_peer = 128;
   // TLS on the TCP listener (PEM files); a ca_file requires client certificates from that CA.

@@ -125,6 +125,7 @@ unix_socket_mode = 0640
 unix_socket_group = kiln
 max_header_bytes = 8192
 client_timeout = 10
+header_timeout = 5
 max_connections = 64
 max_connections_per_peer = 8
 )",
@@ -141,6 +142,7 @@ max_connections_per_peer = 8
   CHECK(cfg->api.unix_socket_group == "kiln");
   CHECK(cfg->api.max_header_bytes == 8192);
   CHECK(cfg->api.client_timeout == 10);
+  CHECK(cfg->api.header_timeout == 5);
   CHECK(cfg->api.max_connections == 64);
   CHECK(cfg->api.max_connections_per_peer == 8);
 
@@ -149,6 +151,7 @@ max_connections_per_peer = 8
   CHECK(defaults->api.unix_socket_mode == 0660);
   CHECK(defaults->api.max_header_bytes == 16384);
   CHECK(defaults->api.client_timeout == 30);
+  CHECK(defaults->api.header_timeout == 10);
   CHECK(defaults->api.max_connections == 256);
   CHECK_FALSE(defaults->api.allow_insecure_http);
 
@@ -167,6 +170,7 @@ max_connections_per_peer = 8
   check("[api]\nunix_socket_mode = 01777\n", "[api] unix_socket_mode");
   check("[api]\nlisten_unix_socket = relative.sock\n", "[api] listen_unix_socket");
   check("[api]\nclient_timeout = 0\n", "[api] client_timeout");
+  check("[api]\nheader_timeout = 0\n", "[api] header_timeout");
   check("[api]\nmax_header_bytes = 10\n", "[api] max_header_bytes");
   check("[api]\nmax_connections = 0\n", "[api] max_connections");
   check("[api]\nallow_insecure_http = maybe\n", "[api] allow_insecure_http");
