@@ -241,10 +241,31 @@ int run(const config::KilnConfig& cfg, Mode mode) {
     keystone.cafile = cfg.keystone.cafile;
     keystone.cache_seconds = std::chrono::seconds(cfg.keystone.cache_seconds);
     keystone.timeout = std::chrono::seconds(cfg.keystone.timeout);
+    keystone.admin_project_name = cfg.keystone.admin_project_name;
+    keystone.admin_project_domain_name = cfg.keystone.admin_project_domain_name;
+    keystone.system_scope = cfg.keystone.system_scope;
     auto created = rpc::KeystoneAuthenticator::create(keystone, http, clock);
     if (!created) return fail(created.error().message);
     keystone_authenticator = std::move(created).value();
     log::info("API tokens are validated by Keystone at {}", cfg.keystone.auth_url);
+    // Which tokens may be admins or schedulers, since that is what an operator checks first when
+    // an admin gets 403.
+    std::string admin_project =
+        cfg.keystone.admin_project_name.empty()
+            ? std::string("no project")
+            : fmt::format("project '{}' in domain '{}'", cfg.keystone.admin_project_name,
+                          cfg.keystone.admin_project_domain_name);
+    if (cfg.keystone.admin_project_name.empty() && cfg.keystone.system_scope.empty()) {
+      log::warn(
+          "No Keystone token can use the admin or scheduler role: [keystone] admin_project_name "
+          "and system_scope are both empty");
+    } else {
+      log::info("Keystone's admin and scheduler roles count on tokens scoped to {}{}",
+                admin_project,
+                cfg.keystone.system_scope.empty()
+                    ? std::string()
+                    : fmt::format(" or to the system '{}'", cfg.keystone.system_scope));
+    }
     if (tokens_beside_keystone) {
       auto both = tokensBesideKeystone(cfg.api.token_file, keystone_authenticator);
       if (!both) return fail(both.error().message);
@@ -350,6 +371,7 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   limits.max_body_bytes = cfg.api.max_body_bytes;
   limits.max_header_bytes = cfg.api.max_header_bytes;
   limits.read_timeout = std::chrono::seconds(cfg.api.client_timeout);
+  limits.header_timeout = std::chrono::seconds(cfg.api.header_timeout);
   // Bounds the worst case of buffered request bodies (connections x body limit).
   limits.max_connections = cfg.api.max_connections;
   limits.max_connections_per_peer = cfg.api.max_connections_per_peer;

@@ -320,6 +320,7 @@ const std::map<std::string, Setter>& optionTable() {
       {"api.max_header_bytes",
        integer(&KilnConfig::api, &ApiSection::max_header_bytes, 1024, 1024 * 1024)},
       {"api.client_timeout", integer(&KilnConfig::api, &ApiSection::client_timeout, 1, 3600)},
+      {"api.header_timeout", integer(&KilnConfig::api, &ApiSection::header_timeout, 1, 3600)},
       {"api.max_connections", integer(&KilnConfig::api, &ApiSection::max_connections, 1, 65536)},
       {"api.max_connections_per_peer",
        integer(&KilnConfig::api, &ApiSection::max_connections_per_peer, 1, 65536)},
@@ -431,6 +432,13 @@ const std::map<std::string, Setter>& optionTable() {
       {"keystone.timeout", integer(&KilnConfig::keystone, &KeystoneSection::timeout, 1, 300)},
       {"keystone.accept_token_file",
        boolean(&KilnConfig::keystone, &KeystoneSection::accept_token_file)},
+      {"keystone.admin_project_name",
+       text(&KilnConfig::keystone, &KeystoneSection::admin_project_name)},
+      {"keystone.admin_project_domain_name",
+       text(&KilnConfig::keystone, &KeystoneSection::admin_project_domain_name)},
+      {"keystone.system_scope",
+       oneOf(&KilnConfig::keystone, &KeystoneSection::system_scope, {"", "all"},
+             "must be 'all' (Keystone's one system scope) or empty")},
       {"images.local_dir", absolutePath(&KilnConfig::images, &ImagesSection::local_dir)},
   };
   return table;

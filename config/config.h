@@ -44,6 +44,8 @@ struct ApiSection {
   std::uint64_t max_body_bytes = 1024 * 1024;
   std::uint64_t max_header_bytes = 16 * 1024;
   unsigned client_timeout = 30;  // seconds for a TLS handshake, a request, or writing a response
+  // Seconds from a connection's accept to its first request's headers (TLS handshake included).
+  unsigned header_timeout = 10;
   unsigned max_connections = 256;
   unsigned max_connections_per_peer = 128;
   // TLS on the TCP listener (PEM files); a ca_file requires client certificates from that CA.
@@ -77,6 +79,11 @@ struct KeystoneSection {
   unsigned timeout = 10;        // seconds per request to Keystone
   // Tokens in [api] token_file (when it exists) are checked first, without Keystone.
   bool accept_token_file = false;
+  // Where a token's admin and scheduler roles count: scoped to this project (empty: no
+  // project), or system-scoped on system_scope (empty: no system scope).
+  std::string admin_project_name;
+  std::string admin_project_domain_name = "Default";
+  std::string system_scope = "all";
 };
 
 struct LibvirtSection {

@@ -8,9 +8,11 @@
 #   Bootstraps Keystone with what the tests use:
 #     project "service" with user "kiln" (role service: may validate tokens),
 #     project "project-a" with "sched-a" (role scheduler) and "reader-a" (role reader),
-#     project "project-b" with "reader-b" (role reader).
-#   Writes STATE_DIR/fixture.json: the passwords, each user's project-scoped token and each
-#   project's id. The log is STATE_DIR/keystone.log, the pid STATE_DIR/keystone.pid.
+#     project "project-b" with "reader-b" (role reader) and "admin-b" (role admin: an admin of
+#     a project that is not the admin project),
+#     project "admin" with "admin" (role admin, also granted on the system by bootstrap).
+#   Writes STATE_DIR/fixture.json: the passwords, each user's project-scoped token, each
+#   project's id, and "system_tokens": admin's system-scoped token (scope system all). The log is STATE_DIR/keystone.log, the pid STATE_DIR/keystone.pid.
 #   Prints the endpoint (http://127.0.0.1:PORT) once Keystone answers.
 #   Stop it with scripts/stop-keystone.sh STATE_DIR.
 set -euo pipefail
@@ -100,7 +102,9 @@ password() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
 FIXTURE=(kiln "$(password)" service service
     sched-a "$(password)" project-a scheduler
     reader-a "$(password)" project-a reader
-    reader-b "$(password)" project-b reader)
+    reader-b "$(password)" project-b reader
+    admin-b "$(password)" project-b admin
+    admin "$ADMIN_PASSWORD" admin admin)
 for ((i = 0; i < ${#FIXTURE[@]}; i += 4)); do
     manage bootstrap --bootstrap-username "${FIXTURE[i]}" --bootstrap-password "${FIXTURE[i + 1]}" \
         --bootstrap-project-name "${FIXTURE[i + 2]}" --bootstrap-role-name "${FIXTURE[i + 3]}" ||
@@ -157,14 +161,27 @@ def password_token(user, password, project):
         return resp.headers["X-Subject-Token"], json.loads(resp.read())["token"]["project"]["id"]
 
 
+def system_token(user, password):
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "domain": {"id": "default"}, "password": password}}},
+        "scope": {"system": {"all": True}}}}
+    req = urllib.request.Request(url + "/v3/auth/tokens", method="POST",
+                                 data=json.dumps(body).encode())
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.headers["X-Subject-Token"]
+
+
 users, projects = {}, {}
 for i in range(0, len(fixture), 4):
     user, password, project, role = fixture[i:i + 4]
     token, project_id = password_token(user, password, project)
     users[user] = {"password": password, "project": project, "role": role, "token": token}
     projects[project] = project_id
+system_tokens = {"admin": system_token("admin", users["admin"]["password"])}
 with open(out, "w") as f:
-    json.dump({"url": url, "projects": projects, "users": users}, f, indent=2)
+    json.dump({"url": url, "projects": projects, "users": users,
+               "system_tokens": system_tokens}, f, indent=2)
 PY_EOF
     die "issuing the test users' tokens failed; see $LOG_FILE."
 chmod 600 "$STATE_DIR/fixture.json"

@@ -70,10 +70,12 @@ void Connection<Stream>::reject(HttpResponse response) {
 
 template <typename Stream>
 void Connection<Stream>::begin() {
-  // One deadline from the accept: the TLS handshake and the first request share it, so a client
-  // that connects and never finishes the handshake is gone after read_timeout.
+  // One deadline from the accept: the TLS handshake and the first request share it. Until the
+  // first request's headers are in it is the shorter header_timeout, so a client that connects
+  // and never finishes the handshake or its headers gives its connection place back soon.
   request_start_ = SteadyClock::now();
-  lowest().expires_after(limits().read_timeout);
+  awaiting_first_header_ = true;
+  lowest().expires_after(std::min(limits().header_timeout, limits().read_timeout));
   if constexpr (kTls) {
     beast::async_detect_ssl(
         lowest(), buffer_,
@@ -127,7 +129,9 @@ template <typename Stream>
 void Connection<Stream>::readHeader() {
   request_start_ = SteadyClock::now();
   // One deadline for the whole request: a client trickling bytes cannot extend it.
-  lowest().expires_after(limits().read_timeout);
+  lowest().expires_after(awaiting_first_header_
+                             ? std::min(limits().header_timeout, limits().read_timeout)
+                             : limits().read_timeout);
   parseHeader();
 }
 
@@ -148,6 +152,11 @@ void Connection<Stream>::parseHeader() {
 template <typename Stream>
 void Connection<Stream>::onHeader(beast::error_code ec, std::size_t) {
   if (ec) return failRead(ec);
+  if (awaiting_first_header_) {
+    // The body still has to arrive within read_timeout of the accept.
+    awaiting_first_header_ = false;
+    lowest().expires_at(request_start_ + limits().read_timeout);
+  }
   const auto& message = parser_->get();
   log_method_ = std::string(toStd(message.method_string()));
   log_path_ = std::string(toStd(message.target()));
@@ -200,7 +209,9 @@ void Connection<Stream>::failRead(beast::error_code ec) {
   if (!response) {
     // The client went away, timed out (the stream has closed the socket) or the server stops.
     if (ec == beast::error::timeout) {
-      log::debug("HTTP connection from {} timed out before a whole request arrived", peer_);
+      log::debug("HTTP connection from {} timed out before {}", peer_,
+                 awaiting_first_header_ ? "its first request's headers arrived"
+                                        : "a whole request arrived");
     }
     return;
   }

@@ -8,6 +8,9 @@
 //     waitForNextRequest --first byte--> readHeader;  onWrite --close--> closeGracefully
 //   A parse error is answered (400, 413, 431) and closes; a timeout or a client that goes away
 //   ends the chain without an answer.
+//   Deadlines: from the accept to the first request's headers, header_timeout (at most
+//   read_timeout); the whole request, read_timeout from the accept or from its first byte;
+//   waitForNextRequest, idle_timeout; each response, read_timeout.
 //
 // The connection owns itself through the shared_ptrs its pending operations hold, and every
 // operation runs on the connection's strand. Any error ends the chain of operations, which frees
@@ -91,6 +94,8 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
   bool answer_keep_alive_ = false;
   bool answer_head_ = false;
   unsigned answer_version_ = 11;
+  // From the accept until the first request's headers are in: the deadline is header_timeout.
+  bool awaiting_first_header_ = false;
   std::array<char, 4096> drain_buffer_{};
   // For the request's log line.
   std::string log_method_;

@@ -73,9 +73,13 @@ Result<HttpRequest> toHttpRequest(BeastRequest& message) {
   if (path->find('\0') != std::string::npos) {
     return Error::invalid("The request path contains a NUL byte");
   }
-  // Two Authorization headers could be read differently by a proxy and by us; refuse the doubt.
+  // Two Authorization (or X-Auth-Token) headers could be read differently by a proxy and by us;
+  // refuse the doubt.
   if (message.count(http::field::authorization) > 1) {
     return Error::invalid("The request has more than one Authorization header");
+  }
+  if (message.count("X-Auth-Token") > 1) {
+    return Error::invalid("The request has more than one X-Auth-Token header");
   }
   HttpRequest request;
   request.method = std::string(toStd(message.method_string()));

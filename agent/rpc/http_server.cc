@@ -62,6 +62,18 @@ bool isLoopback(const asio::ip::address& address) {
 
 }  // namespace
 
+std::string peerKey(std::string_view ip_address) {
+  beast::error_code ec;
+  asio::ip::address address = asio::ip::make_address(std::string(ip_address), ec);
+  if (ec) return std::string(ip_address);
+  if (address.is_v4()) return address.to_string();
+  asio::ip::address_v6 v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  asio::ip::address_v6::bytes_type bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
 struct HttpServer::Impl {
   explicit Impl(std::shared_ptr<const ServerContext> server_context)
       : context(std::move(server_context)) {}
@@ -97,10 +109,11 @@ struct HttpServer::Impl {
     if (!ec) {
       std::string address = remote.address().to_string();
       std::string peer = formatEndpoint(address, remote.port());
+      std::string key = peerKey(address);
       if (context->tls) {
-        admit<TlsStream>(std::move(socket), address, std::move(peer));
+        admit<TlsStream>(std::move(socket), key, std::move(peer));
       } else {
-        admit<TcpStream>(std::move(socket), address, std::move(peer));
+        admit<TcpStream>(std::move(socket), key, std::move(peer));
       }
     }
     acceptTcp();

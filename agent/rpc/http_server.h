@@ -88,11 +88,24 @@ struct ServerLimits {
   // request's first byte. Writing a response gets the same allowance, so a client that never
   // reads cannot pin a connection either.
   std::chrono::milliseconds read_timeout{30000};
+  // A new connection's TLS handshake and its first request's headers must arrive in this time
+  // (and within read_timeout), counted from the accept: a client that connects and says nothing
+  // cannot hold one of the peer's or the server's connection places for long. Once the headers
+  // are in, the body has the rest of read_timeout.
+  std::chrono::milliseconds header_timeout{10000};
   std::chrono::milliseconds idle_timeout{60000};  // kept-alive connection waiting for a request
   std::size_t max_connections = 1024;
-  // A peer is a remote IP address on TCP, a user id (SO_PEERCRED) on the unix socket.
+  // A peer is a remote IPv4 address or IPv6 /64 on TCP (peerKey()), a user id (SO_PEERCRED) on
+  // the unix socket.
   std::size_t max_connections_per_peer = 128;
 };
+
+// Whom a TCP connection counts against for max_connections_per_peer: an IPv4 address as itself
+// (also when written as an IPv4-mapped IPv6 address), an IPv6 address as its /64
+// ("2001:db8:1:2::/64"), since one host is usually given a whole /64 and could otherwise open
+// max_connections_per_peer connections from each of its addresses. Text that is not an IP
+// address is its own key.
+std::string peerKey(std::string_view ip_address);
 
 // PEM files. The key file must not be readable by group or others. A non-empty ca_file turns on
 // mutual TLS: every client must present a certificate that chains to one of its certificates.

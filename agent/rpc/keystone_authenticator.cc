@@ -33,9 +33,59 @@ std::string excerpt(std::string_view body) {
   return out;
 }
 
+// For the log: what a token is scoped to.
+std::string describe(const detail::TokenScope& scope) {
+  if (!scope.project_name.empty()) {
+    return fmt::format("project '{}' in domain '{}'", excerpt(scope.project_name),
+                       excerpt(scope.project_domain_name));
+  }
+  if (!scope.system.empty()) return fmt::format("system '{}'", excerpt(scope.system.front()));
+  return "no project and not the system";
+}
+
 }  // namespace
 
 namespace detail {
+
+TokenScope tokenScope(const json& token) {
+  TokenScope scope;
+  auto name = [](const json& object) {
+    return object.is_object() && object.contains("name") && object["name"].is_string()
+               ? object["name"].get<std::string>()
+               : std::string();
+  };
+  if (token.contains("project") && token["project"].is_object()) {
+    const json& project = token["project"];
+    scope.project_name = name(project);
+    if (project.contains("domain")) scope.project_domain_name = name(project["domain"]);
+  }
+  if (token.contains("system") && token["system"].is_object()) {
+    for (const auto& [key, value] : token["system"].items()) {
+      if (value.is_boolean() && value.get<bool>()) scope.system.push_back(key);
+    }
+  }
+  return scope;
+}
+
+bool scopeGrantsPrivilegedRoles(const TokenScope& scope, const KeystoneOptions& options) {
+  if (!options.admin_project_name.empty() && scope.project_name == options.admin_project_name &&
+      scope.project_domain_name == options.admin_project_domain_name) {
+    return true;
+  }
+  return !options.system_scope.empty() && std::find(scope.system.begin(), scope.system.end(),
+                                                    options.system_scope) != scope.system.end();
+}
+
+std::vector<std::string> dropPrivilegedRoles(std::vector<std::string>& roles) {
+  std::vector<std::string> dropped;
+  std::erase_if(roles, [&](const std::string& role) {
+    bool privileged = strings::equalsIgnoringCase(role, "admin") ||
+                      strings::equalsIgnoringCase(role, "scheduler");
+    if (privileged) dropped.push_back(role);
+    return privileged;
+  });
+  return dropped;
+}
 
 std::optional<std::chrono::system_clock::time_point> parseKeystoneTime(std::string_view text) {
   // YYYY-MM-DDTHH:MM:SS, then an optional fraction, then Z or +00:00 (Keystone writes UTC).
@@ -258,6 +308,16 @@ Result<Caller> KeystoneAuthenticator::validate(std::string_view token) const {
       caller.project_id = t["project"]["id"].get<std::string>();
     }
     caller.token_id = detail::tokenId(digest);
+    const detail::TokenScope scope = detail::tokenScope(t);
+    if (!detail::scopeGrantsPrivilegedRoles(scope, options_)) {
+      std::vector<std::string> dropped = detail::dropPrivilegedRoles(caller.roles);
+      if (!dropped.empty()) {
+        log::info(
+            "Keystone token {}: role {} does not count here: the token is scoped to {}, not to "
+            "[keystone] admin_project_name or system_scope",
+            caller.token_id, fmt::join(dropped, ","), describe(scope));
+      }
+    }
     std::lock_guard lock(cache_mutex_);
     if (cache_.size() >= kMaxCachedTokens) {
       std::erase_if(cache_, [&](const auto& entry) { return entry.second.until <= now; });

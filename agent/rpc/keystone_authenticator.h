@@ -4,6 +4,14 @@
 // caller's in X-Subject-Token. The caller's roles are token.roles[].name, its project
 // token.project.id.
 //
+// The admin and scheduler roles act on every project, so they count only on a token that
+// Keystone scoped to the admin project ([keystone] admin_project_name in
+// admin_project_domain_name) or to the system ([keystone] system_scope, "all"); on any other
+// token they are dropped. Keystone lets each project's own admins grant its admin role, so
+// without this an admin of one tenant's project would be an admin of every instance here. Such
+// a caller keeps its other roles (Keystone's admin implies member and reader) and is a plain
+// member of its own project.
+//
 // kiln's service token comes from password authentication ([keystone] username, password,
 // user_domain_name, project_name, project_domain_name) and is renewed before it expires or when
 // Keystone refuses it; or it is read from service_token_file at each validation, so another tool
@@ -23,6 +31,9 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "agent/rpc/authenticator.h"
 #include "agent/rpc/token_auth.h"
@@ -42,6 +53,11 @@ struct KeystoneOptions {
   std::string cafile;
   std::chrono::seconds cache_seconds{60};
   std::chrono::seconds timeout{10};
+  // Where the admin and scheduler roles count (see above). Empty admin_project_name: in no
+  // project; empty system_scope: not on system-scoped tokens.
+  std::string admin_project_name;
+  std::string admin_project_domain_name = "Default";
+  std::string system_scope = "all";
 };
 
 class KeystoneAuthenticator final : public Authenticator {
@@ -82,6 +98,24 @@ class KeystoneAuthenticator final : public Authenticator {
 };
 
 namespace detail {
+// What a validated token is scoped to: a project (with its domain), the system, or neither (a
+// domain-scoped or unscoped token).
+struct TokenScope {
+  std::string project_name;
+  std::string project_domain_name;
+  std::vector<std::string> system;  // the system scopes the token holds ("all")
+};
+
+// The token's "project" and "system" members, as Keystone v3 writes them.
+TokenScope tokenScope(const nlohmann::json& token);
+
+// Whether a token of `scope` may use its admin and scheduler roles under `options`.
+bool scopeGrantsPrivilegedRoles(const TokenScope& scope, const KeystoneOptions& options);
+
+// Removes the roles that act on every project (admin, scheduler, in any case) from `roles`;
+// returns the ones it removed.
+std::vector<std::string> dropPrivilegedRoles(std::vector<std::string>& roles);
+
 // Keystone's expires_at ("2026-11-26T04:30:00.000000Z", "...+00:00"), as a time point.
 std::optional<std::chrono::system_clock::time_point> parseKeystoneTime(std::string_view text);
 }  // namespace detail

@@ -21,16 +21,23 @@ json keystoneFixture() {
 
 std::string xAuth(const std::string& token) { return "X-Auth-Token: " + token + "\r\n"; }
 
+// kilnd's [keystone] section for the fixture, with kiln's service user, and `extra` options.
+std::string keystoneConfig(const json& ks, const std::string& extra) {
+  return "[api]\npolicy_file = " + kShippedPolicy +
+         "\n[keystone]\nauth_url = " + ks["url"].get<std::string>() +
+         "/v3\nusername = kiln\npassword = " + ks["users"]["kiln"]["password"].get<std::string>() +
+         "\nproject_name = service\ncache_seconds = 30\n" + extra;
+}
+
 }  // namespace
 
 TEST_CASE("keystone: real tokens, their roles and projects decide what kilnd allows",
           "[keystone]") {
   const json ks = keystoneFixture();
   const json& users = ks["users"];
-  KilndHarness kilnd("[api]\npolicy_file = " + kShippedPolicy + "\n[keystone]\nauth_url = " +
-                     ks["url"].get<std::string>() + "/v3\nusername = kiln\npassword = " +
-                     users["kiln"]["password"].get<std::string>() +
-                     "\nproject_name = service\ncache_seconds = 30\n");
+  // sched-a's scheduler role counts only because its project is the admin project here; the
+  // next test shows what scope does.
+  KilndHarness kilnd(keystoneConfig(ks, "admin_project_name = project-a\n"));
   kilnd.addGuestImage("guest");
   kilnd.start();
   const std::string scheduler = users["sched-a"]["token"];
@@ -81,6 +88,96 @@ TEST_CASE("keystone: real tokens, their roles and projects decide what kilnd all
   const std::string log = kilnd.logText();
   CHECK(log.find(scheduler) == std::string::npos);
   CHECK(log.find(users["kiln"]["password"].get<std::string>()) == std::string::npos);
+}
+
+TEST_CASE("keystone: admin and scheduler count only on the admin project's or the system's tokens",
+          "[keystone]") {
+  const json ks = keystoneFixture();
+  const json& users = ks["users"];
+  const std::string cloud_admin = users["admin"]["token"];        // admin of project "admin"
+  const std::string system_admin = ks["system_tokens"]["admin"];  // the same user, system all
+  const std::string tenant_admin = users["admin-b"]["token"];     // admin of project-b
+  const std::string scheduler_a = users["sched-a"]["token"];      // scheduler of project-a
+  const std::string project_a = ks["projects"]["project-a"];
+  const std::string project_b = ks["projects"]["project-b"];
+  {
+    KilndHarness kilnd(keystoneConfig(ks, "admin_project_name = admin\nsystem_scope = all\n"));
+    kilnd.addGuestImage("guest");
+    kilnd.start();
+
+    CHECK(kilnd.api("GET", "/v1/host", "", false, xAuth(cloud_admin)).status == 200);
+    CHECK(kilnd.api("GET", "/v1/host", "", false, xAuth(system_admin)).status == 200);
+    // Keystone says admin (and scheduler), but of a project that is not the admin project.
+    CHECK(kilnd.api("GET", "/v1/host", "", false, xAuth(tenant_admin)).status == 403);
+    CHECK(kilnd.api("GET", "/v1/host", "", false, xAuth(scheduler_a)).status == 403);
+
+    // The admin project's admin launches an instance for project-a.
+    const std::string uuid = "3c5e7a91-2b4d-4f6a-9c8e-1d3f5b7a9c2e";
+    const json request = {{"uuid", uuid},
+                          {"name", "keystone-scope"},
+                          {"flavor", "m1.tiny"},
+                          {"image", {{"id", "guest"}}},
+                          {"project_id", project_a}};
+    auto launched = kilnd.api("POST", "/v1/instances", request.dump(), false, xAuth(cloud_admin));
+    INFO(launched.body);
+    REQUIRE(launched.status == 202);
+    CHECK(launched.json["project_id"] == project_a);
+    kilnd.useToken(cloud_admin);
+    kilnd.waitForState(uuid, "active");
+    const std::string path = "/v1/instances/" + uuid;
+
+    // project-b's admin is a plain member (reader) of project-b: it may not launch, not even
+    // for its own project, sees nothing of project-a's, and lists only its own (none).
+    json own = request;
+    own["uuid"] = "4d6f8b02-3c5e-4a7b-8d9f-2e4a6c8b0d3f";
+    own["project_id"] = project_b;
+    auto denied = kilnd.api("POST", "/v1/instances", own.dump(), false, xAuth(tenant_admin));
+    CHECK(denied.status == 403);
+    CHECK(denied.json["error"]["message"] ==
+          "Policy does not allow compute:instances:create to be performed.");
+    CHECK(kilnd.api("GET", path, "", false, xAuth(tenant_admin)).status == 404);
+    CHECK(kilnd.api("DELETE", path, "", false, xAuth(tenant_admin)).status == 404);
+    auto listed = kilnd.api("GET", "/v1/instances", "", false, xAuth(tenant_admin));
+    REQUIRE(listed.status == 200);  // as a reader of its project: allowed, and empty
+    CHECK(listed.json["instances"].empty());
+    // A scheduler of project-a (not the admin project) may not delete project-a's instance.
+    CHECK(kilnd.api("DELETE", path, "", false, xAuth(scheduler_a)).status != 202);
+
+    // The system-scoped admin sees and deletes it.
+    auto all = kilnd.api("GET", "/v1/instances", "", false, xAuth(system_admin));
+    REQUIRE(all.status == 200);
+    REQUIRE(all.json["instances"].size() == 1);
+    CHECK(all.json["instances"][0]["uuid"] == uuid);
+    REQUIRE(kilnd.api("DELETE", path, "", false, xAuth(system_admin)).status == 202);
+    CHECK(kilnd.waitGone(uuid));
+    CHECK(kilnd.logText().find("role admin does not count here") != std::string::npos);
+  }
+  {
+    // No system scope grants admin: the system-scoped token is refused, the project one is not.
+    KilndHarness kilnd(keystoneConfig(ks, "admin_project_name = admin\nsystem_scope =\n"));
+    kilnd.start();
+    CHECK(kilnd.api("GET", "/v1/host", "", false, xAuth(system_admin)).status == 403);
+    CHECK(kilnd.api("GET", "/v1/host", "", false, xAuth(cloud_admin)).status == 200);
+  }
+  {
+    // No admin project: only the system-scoped token is an admin (the defaults).
+    KilndHarness kilnd(keystoneConfig(ks, ""));
+    kilnd.start();
+    CHECK(kilnd.api("GET", "/v1/host", "", false, xAuth(cloud_admin)).status == 403);
+    CHECK(kilnd.api("GET", "/v1/host", "", false, xAuth(system_admin)).status == 200);
+    CHECK(kilnd.logText().find("count on tokens scoped to no project or to the system 'all'") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("keystone: duplicate X-Auth-Token headers are refused", "[keystone]") {
+  const json ks = keystoneFixture();
+  const std::string reader_a = ks["users"]["reader-a"]["token"];
+  KilndHarness kilnd(keystoneConfig(ks, ""));
+  kilnd.start();
+  auto twice = kilnd.api("GET", "/v1/flavors", "", false, xAuth(reader_a) + xAuth(reader_a));
+  CHECK(twice.status == 400);
+  CHECK(kilnd.api("GET", "/v1/flavors", "", false, xAuth(reader_a)).status == 200);
 }
 
 TEST_CASE("keystone: an unreachable Keystone is 503, not 401", "[policy]") {

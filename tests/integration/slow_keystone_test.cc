@@ -34,7 +34,8 @@ using Clock = std::chrono::steady_clock;
 
 // Keystone's token validation (GET /v3/auth/tokens), answered only after `delay`, one thread per
 // connection so that validations overlap as they would against a real, slow Keystone. Tokens it
-// knows get the admin role in project "slow-project"; others get 404.
+// knows get the admin role on a system-scoped token (an admin under kilnd's default
+// [keystone] system_scope = all); others get 404.
 class SlowKeystone {
  public:
   SlowKeystone(std::chrono::milliseconds delay, std::string service_token,
@@ -120,7 +121,7 @@ class SlowKeystone {
         body = nlohmann::json{{"token",
                                {{"expires_at", "2099-01-01T00:00:00.000000Z"},
                                 {"roles", {{{"name", "admin"}}}},
-                                {"project", {{"id", "slow-project"}}}}}}
+                                {"system", {{"all", true}}}}}}
                    .dump();
       }
     }

@@ -127,6 +127,7 @@ unix_socket_mode = 0640
 unix_socket_group = kiln
 max_header_bytes = 8192
 client_timeout = 10
+header_timeout = 5
 max_connections = 64
 max_connections_per_peer = 8
 )",
@@ -143,6 +144,7 @@ max_connections_per_peer = 8
   CHECK(cfg->api.unix_socket_group == "kiln");
   CHECK(cfg->api.max_header_bytes == 8192);
   CHECK(cfg->api.client_timeout == 10);
+  CHECK(cfg->api.header_timeout == 5);
   CHECK(cfg->api.max_connections == 64);
   CHECK(cfg->api.max_connections_per_peer == 8);
 
@@ -151,6 +153,7 @@ max_connections_per_peer = 8
   CHECK(defaults->api.unix_socket_mode == 0660);
   CHECK(defaults->api.max_header_bytes == 16384);
   CHECK(defaults->api.client_timeout == 30);
+  CHECK(defaults->api.header_timeout == 10);
   CHECK(defaults->api.max_connections == 256);
   CHECK_FALSE(defaults->api.allow_insecure_http);
 
@@ -169,6 +172,7 @@ max_connections_per_peer = 8
   check("[api]\nunix_socket_mode = 01777\n", "[api] unix_socket_mode");
   check("[api]\nlisten_unix_socket = relative.sock\n", "[api] listen_unix_socket");
   check("[api]\nclient_timeout = 0\n", "[api] client_timeout");
+  check("[api]\nheader_timeout = 0\n", "[api] header_timeout");
   check("[api]\nmax_header_bytes = 10\n", "[api] max_header_bytes");
   check("[api]\nmax_connections = 0\n", "[api] max_connections");
   check("[api]\nallow_insecure_http = maybe\n", "[api] allow_insecure_http");
@@ -210,6 +214,27 @@ TEST_CASE("the API worker pool and accept_token_file are read and checked", "[co
   REQUIRE(alone.ok());
   REQUIRE(alone->warnings.size() == 1);
   CHECK(alone->warnings[0].find("[keystone] accept_token_file") != std::string::npos);
+}
+
+TEST_CASE("the Keystone scopes that grant admin are read and checked", "[config]") {
+  auto defaults = parseConfig("", "empty");
+  REQUIRE(defaults.ok());
+  CHECK(defaults->keystone.admin_project_name.empty());
+  CHECK(defaults->keystone.admin_project_domain_name == "Default");
+  CHECK(defaults->keystone.system_scope == "all");
+
+  auto cfg = parseConfig(
+      "[keystone]\nadmin_project_name = admin\nadmin_project_domain_name = ops\nsystem_scope =\n",
+      "scope.conf");
+  INFO((cfg ? std::string() : cfg.error().message));
+  REQUIRE(cfg.ok());
+  CHECK(cfg->keystone.admin_project_name == "admin");
+  CHECK(cfg->keystone.admin_project_domain_name == "ops");
+  CHECK(cfg->keystone.system_scope.empty());
+
+  auto bad = parseConfig("[keystone]\nsystem_scope = domain\n", "bad.conf");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().message.find("[keystone] system_scope") != std::string::npos);
 }
 
 TEST_CASE("ephemeral_clear defaults to zero and takes only the three methods", "[config]") {

@@ -187,15 +187,17 @@ TEST_CASE("HttpServer answers 431 to headers over the limit", "[rpc][http]") {
 TEST_CASE("HttpServer answers 400 to malformed requests", "[rpc][http]") {
   auto server = startServer();
   const char* request = GENERATE(
-      "GARBAGE\r\n\r\n",                                                  // no target or version
-      "GET / HTTP/9.9\r\nHost: t\r\n\r\n",                                // unknown version
-      "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n",        // bad length
-      "GET / HTTP/1.1\r\nBad Header\r\n\r\n",                             // no colon
-      "GET http://elsewhere/x HTTP/1.1\r\nHost: t\r\n\r\n",               // not a path
-      "GET /a%00b HTTP/1.1\r\nHost: t\r\n\r\n",                           // NUL in the path
-      "GET /a%zz HTTP/1.1\r\nHost: t\r\n\r\n",                            // bad escape
-      "GET /a% HTTP/1.1\r\nHost: t\r\n\r\n",                              // cut escape
-      "GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n");  // two credentials
+      "GARBAGE\r\n\r\n",                                                 // no target or version
+      "GET / HTTP/9.9\r\nHost: t\r\n\r\n",                               // unknown version
+      "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n",       // bad length
+      "GET / HTTP/1.1\r\nBad Header\r\n\r\n",                            // no colon
+      "GET http://elsewhere/x HTTP/1.1\r\nHost: t\r\n\r\n",              // not a path
+      "GET /a%00b HTTP/1.1\r\nHost: t\r\n\r\n",                          // NUL in the path
+      "GET /a%zz HTTP/1.1\r\nHost: t\r\n\r\n",                           // bad escape
+      "GET /a% HTTP/1.1\r\nHost: t\r\n\r\n",                             // cut escape
+      "GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n",  // two credentials
+      "GET / HTTP/1.1\r\nX-Auth-Token: a\r\nX-Auth-Token: b\r\n\r\n",    // two tokens
+      "GET / HTTP/1.1\r\nX-Auth-Token: a\r\nx-auth-token: a\r\n\r\n");   // even the same one
   INFO(request);
   requireJsonError(roundTrip(server->port(), request), 400);
 }
@@ -306,6 +308,113 @@ TEST_CASE("HttpServer closes a kept-alive connection after idle_timeout", "[rpc]
   auto start = std::chrono::steady_clock::now();
   CHECK(client.waitForClose(5s));
   CHECK(std::chrono::steady_clock::now() - start >= 150ms);
+}
+
+TEST_CASE("HttpServer closes a connection whose first headers miss header_timeout", "[rpc][http]") {
+  ServerLimits limits;
+  limits.header_timeout = 200ms;
+  limits.read_timeout = 5s;  // far longer: the close below is header_timeout's
+  auto server = startServer(limits);
+  TestClient client = TestClient::connect(server->port());
+  REQUIRE(client.valid());
+  SECTION("silent from the start") {}
+  SECTION("stalled inside the headers") {
+    REQUIRE(client.send("GET / HTTP/1.1\r\nHost: t\r\nX-Half: "));
+  }
+  auto start = std::chrono::steady_clock::now();
+  CHECK(client.waitForClose(5s));
+  auto held = std::chrono::steady_clock::now() - start;
+  CHECK(held >= 150ms);
+  CHECK(held < 2s);
+}
+
+TEST_CASE("HttpServer: header_timeout bounds only the first request's headers", "[rpc][http]") {
+  ServerLimits limits;
+  limits.header_timeout = 200ms;
+  limits.read_timeout = 5s;
+  auto server = startServer(limits);
+  TestClient client = TestClient::connect(server->port());
+  // The headers in time, the body later than header_timeout but within read_timeout.
+  REQUIRE(
+      client.send("POST /slow-body HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  "Content-Length: 5\r\n\r\n"));
+  std::this_thread::sleep_for(400ms);
+  REQUIRE(client.send("hello"));
+  auto first = client.readResponse();
+  REQUIRE(first.has_value());
+  CHECK(first->status == 200);
+  CHECK(nlohmann::json::parse(first->body)["body"] == "hello");
+  // A kept-alive connection's next request has read_timeout, as before, for its headers too.
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(client.send("GET /second HTTP/1.1\r\nHost: t\r\n"));
+  std::this_thread::sleep_for(400ms);
+  REQUIRE(client.send("\r\n"));
+  auto second = client.readResponse();
+  REQUIRE(second.has_value());
+  CHECK(second->status == 200);
+}
+
+TEST_CASE("HttpServer: silent clients give their connection places back after header_timeout",
+          "[rpc][http]") {
+  ServerLimits limits;
+  limits.header_timeout = 200ms;
+  limits.read_timeout = 30s;
+  limits.max_connections_per_peer = 2;
+  auto server = startServer(limits);
+  TestClient silent1 = TestClient::connect(server->port());
+  TestClient silent2 = TestClient::connect(server->port());
+  REQUIRE(silent1.valid());
+  REQUIRE(silent2.valid());
+  // Both places are taken (the server may accept the silent ones a moment after connect()).
+  std::optional<TestResponse> refused;
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    refused = roundTrip(server->port(), makeRequest("GET", "/"));
+    if (refused && refused->status == 503) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  REQUIRE(refused.has_value());
+  CHECK(refused->status == 503);
+  CHECK(silent1.waitForClose(3s));
+  CHECK(silent2.waitForClose(3s));
+  std::optional<TestResponse> after;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    after = roundTrip(server->port(), makeRequest("GET", "/"));
+    if (after && after->status == 200) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(after.has_value());
+  CHECK(after->status == 200);
+}
+
+TEST_CASE("peerKey: an IPv4 address per address, an IPv6 address per /64", "[rpc][http]") {
+  CHECK(peerKey("192.0.2.7") == "192.0.2.7");
+  CHECK(peerKey("192.0.2.8") == "192.0.2.8");
+  CHECK(peerKey("::ffff:192.0.2.7") == "192.0.2.7");  // a dual-stack socket's IPv4 peer
+  CHECK(peerKey("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64");
+  CHECK(peerKey("2001:db8:1:2:bbbb:cccc:dddd:eeee") == "2001:db8:1:2::/64");
+  CHECK(peerKey("2001:DB8:1:2::9") == "2001:db8:1:2::/64");
+  CHECK(peerKey("2001:db8:1:3::1") == "2001:db8:1:3::/64");
+  CHECK(peerKey("::1") == "::/64");
+  CHECK(peerKey("fe80::1%lo") == "fe80::/64");
+  CHECK(peerKey("not-an-address") == "not-an-address");
+}
+
+TEST_CASE("HttpServer counts IPv6 peers against the per-peer limit", "[rpc][http]") {
+  if (!ipv6LoopbackAvailable()) {
+    WARN("IPv6 loopback is not available here; skipping");
+    return;
+  }
+  ServerLimits limits;
+  limits.max_connections_per_peer = 1;
+  auto server = startServer(limits, echoHandler, 1, "::1");
+  TestClient first = TestClient::connect(server->port(), "::1");
+  REQUIRE(first.send(makeRequest("GET", "/")));
+  auto response = first.readResponse();
+  REQUIRE(response.has_value());
+  CHECK(response->status == 200);
+  TestClient second = TestClient::connect(server->port(), "::1");
+  REQUIRE(second.valid());
+  requireJsonError(second.readResponse(), 503);
 }
 
 TEST_CASE("HttpServer answers 503 over the connection limits, then closes", "[rpc][http]") {

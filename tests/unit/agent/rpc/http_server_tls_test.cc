@@ -246,6 +246,24 @@ TEST_CASE("HttpServer closes a TLS connection that does not finish its handshake
   CHECK(held < 3s);
 }
 
+TEST_CASE("HttpServer: the TLS handshake counts against header_timeout", "[rpc][http][tls]") {
+  ServerLimits limits;
+  limits.header_timeout = 300ms;
+  limits.read_timeout = 30s;
+  auto server = startTls(serverTls(), limits);
+  TestClient silent = TestClient::connect(server->port());
+  REQUIRE(silent.valid());
+  auto start = std::chrono::steady_clock::now();
+  CHECK(silent.waitForClose(5s));
+  auto held = std::chrono::steady_clock::now() - start;
+  CHECK(held >= 250ms);
+  CHECK(held < 3s);
+  // A client that completes its handshake and request in time is served as before.
+  auto served = tlsRoundTrip(server->port(), trusting(), makeRequest("GET", "/in-time"));
+  REQUIRE(served.has_value());
+  CHECK(served->status == 200);
+}
+
 TEST_CASE("HttpServer keeps its limits under TLS", "[rpc][http][tls]") {
   ServerLimits limits;
   limits.max_header_bytes = 1024;

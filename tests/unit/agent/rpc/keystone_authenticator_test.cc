@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 
+#include "agent/rpc/policy.h"
 #include "tests/fakes/fake_http_client.h"
 #include "tests/support/manual_clock.h"
 #include "tests/support/temp_dir.h"
@@ -26,8 +27,31 @@ std::string tokenBody(const std::string& expires = "2023-11-14T23:13:20.000000Z"
       {"token",
        {{"expires_at", expires},
         {"roles", {{{"id", "r1"}, {"name", "scheduler"}}, {{"id", "r2"}, {"name", "reader"}}}},
-        {"project", {{"id", "6f0c2d"}, {"name", "project-a"}}}}}};
+        {"project",
+         {{"id", "6f0c2d"},
+          {"name", "project-a"},
+          {"domain", {{"id", "default"}, {"name", "Default"}}}}}}}};
   return body.dump();
+}
+
+// A token with Keystone's admin role (which implies member and reader) and `scope`: its
+// "project" or "system" member, or neither (a domain-scoped token).
+std::string adminTokenBody(const json& scope) {
+  json token = {{"expires_at", "2023-11-14T23:13:20.000000Z"},
+                {"roles",
+                 {{{"id", "r1"}, {"name", "admin"}},
+                  {{"id", "r2"}, {"name", "member"}},
+                  {{"id", "r3"}, {"name", "reader"}}}}};
+  token.update(scope);
+  return json{{"token", token}}.dump();
+}
+
+json projectScope(const std::string& id, const std::string& name,
+                  const std::string& domain = "Default") {
+  return {{"project",
+           {{"id", id},
+            {"name", name},
+            {"domain", {{"id", domain == "Default" ? "default" : domain}, {"name", domain}}}}}};
 }
 
 FakeReply serviceTokenReply() {
@@ -42,6 +66,7 @@ KeystoneOptions passwordOptions() {
   o.username = "kiln";
   o.password = "s3cret-password";
   o.project_name = "service";
+  o.admin_project_name = "project-a";  // where tokenBody()'s scheduler role counts
   return o;
 }
 
@@ -220,6 +245,113 @@ TEST_CASE("keystone: the token may come as X-Auth-Token or Bearer, not two diffe
   HttpRequest bearer;
   bearer.authorization = std::string("Bearer ") + kSubject;
   CHECK(f.auth->authenticate(bearer).ok());
+}
+
+TEST_CASE("keystone: admin and scheduler count only in the admin project or on the system",
+          "[keystone]") {
+  using detail::scopeGrantsPrivilegedRoles;
+  using detail::TokenScope;
+  KeystoneOptions o;
+  o.admin_project_name = "admin";
+  const TokenScope admin_project{"admin", "Default", {}};
+  const TokenScope other_project{"project-b", "Default", {}};
+  const TokenScope admin_elsewhere{"admin", "tenant-domain", {}};  // same name, other domain
+  const TokenScope system_all{"", "", {"all"}};
+  const TokenScope domain_scoped{};
+  CHECK(scopeGrantsPrivilegedRoles(admin_project, o));
+  CHECK_FALSE(scopeGrantsPrivilegedRoles(other_project, o));
+  CHECK_FALSE(scopeGrantsPrivilegedRoles(admin_elsewhere, o));
+  CHECK(scopeGrantsPrivilegedRoles(system_all, o));  // system_scope defaults to all
+  CHECK_FALSE(scopeGrantsPrivilegedRoles(domain_scoped, o));
+
+  o.system_scope.clear();
+  CHECK_FALSE(scopeGrantsPrivilegedRoles(system_all, o));
+  CHECK(scopeGrantsPrivilegedRoles(admin_project, o));
+
+  o.admin_project_name.clear();  // no project grants them, whatever its name
+  CHECK_FALSE(scopeGrantsPrivilegedRoles(admin_project, o));
+  CHECK_FALSE(scopeGrantsPrivilegedRoles(TokenScope{"", "Default", {}}, o));
+
+  o.admin_project_domain_name = "tenant-domain";
+  o.admin_project_name = "admin";
+  CHECK(scopeGrantsPrivilegedRoles(admin_elsewhere, o));
+  CHECK_FALSE(scopeGrantsPrivilegedRoles(admin_project, o));
+}
+
+TEST_CASE("keystone: a token's project and system scope as Keystone writes them", "[keystone]") {
+  auto project =
+      detail::tokenScope(json::parse(adminTokenBody(projectScope("p1", "admin")))["token"]);
+  CHECK(project.project_name == "admin");
+  CHECK(project.project_domain_name == "Default");
+  CHECK(project.system.empty());
+  auto system =
+      detail::tokenScope(json::parse(adminTokenBody({{"system", {{"all", true}}}}))["token"]);
+  CHECK(system.project_name.empty());
+  CHECK(system.system == std::vector<std::string>{"all"});
+  auto not_all = detail::tokenScope(json{{"system", {{"all", false}}}});
+  CHECK(not_all.system.empty());
+  auto junk = detail::tokenScope(json{{"project", "admin"}, {"system", json::array({"all"})}});
+  CHECK(junk.project_name.empty());
+  CHECK(junk.system.empty());
+
+  std::vector<std::string> roles{"Admin", "member", "SCHEDULER", "reader", "ops"};
+  CHECK(detail::dropPrivilegedRoles(roles) == std::vector<std::string>{"Admin", "SCHEDULER"});
+  CHECK(roles == std::vector<std::string>{"member", "reader", "ops"});
+}
+
+TEST_CASE("keystone: another project's admin is a member of its own project", "[keystone]") {
+  KeystoneOptions o = passwordOptions();
+  o.admin_project_name = "admin";
+  o.cache_seconds = std::chrono::seconds(0);
+  Fixture f(o);
+  f.http.push(serviceTokenReply());
+  f.http.push(FakeReply::ok(adminTokenBody(projectScope("b0b", "project-b"))));
+  auto tenant_admin = f.auth->validate(kSubject);
+  REQUIRE(tenant_admin.ok());
+  CHECK(tenant_admin->roles == std::vector<std::string>{"member", "reader"});
+  CHECK(tenant_admin->project_id == "b0b");
+  // With the shipped policy: its own project's instances are readable, nothing else is allowed.
+  const Policy& policy = Policy::defaults();
+  CHECK(policy.allows("compute:instances:show", *tenant_admin, {{"project_id", "b0b"}}));
+  CHECK_FALSE(policy.allows("compute:instances:show", *tenant_admin, {{"project_id", "a11"}}));
+  CHECK_FALSE(policy.allows("compute:instances:delete", *tenant_admin, {{"project_id", "b0b"}}));
+  CHECK_FALSE(policy.allows("compute:host:show", *tenant_admin, {{"project_id", "b0b"}}));
+
+  // A project named like the admin project in another domain is another project.
+  f.http.push(FakeReply::ok(adminTokenBody(projectScope("c0c", "admin", "tenant-domain"))));
+  auto lookalike = f.auth->validate(kSubject);
+  REQUIRE(lookalike.ok());
+  CHECK(lookalike->roles == std::vector<std::string>{"member", "reader"});
+
+  f.http.push(FakeReply::ok(adminTokenBody(projectScope("ad0", "admin"))));
+  auto cloud_admin = f.auth->validate(kSubject);
+  REQUIRE(cloud_admin.ok());
+  CHECK(cloud_admin->roles == std::vector<std::string>{"admin", "member", "reader"});
+  CHECK(policy.allows("compute:instances:delete", *cloud_admin, {{"project_id", "b0b"}}));
+
+  f.http.push(FakeReply::ok(adminTokenBody({{"system", {{"all", true}}}})));
+  auto system_admin = f.auth->validate(kSubject);
+  REQUIRE(system_admin.ok());
+  CHECK(system_admin->roles == std::vector<std::string>{"admin", "member", "reader"});
+  CHECK(system_admin->project_id.empty());
+
+  // A domain-scoped token (no project, no system) is no admin either.
+  f.http.push(
+      FakeReply::ok(adminTokenBody({{"domain", {{"id", "default"}, {"name", "Default"}}}})));
+  auto domain_admin = f.auth->validate(kSubject);
+  REQUIRE(domain_admin.ok());
+  CHECK(domain_admin->roles == std::vector<std::string>{"member", "reader"});
+}
+
+TEST_CASE("keystone: an empty system_scope makes system-scoped tokens no admins", "[keystone]") {
+  KeystoneOptions o = passwordOptions();
+  o.system_scope.clear();
+  Fixture f(o);
+  f.http.push(serviceTokenReply());
+  f.http.push(FakeReply::ok(adminTokenBody({{"system", {{"all", true}}}})));
+  auto system_admin = f.auth->validate(kSubject);
+  REQUIRE(system_admin.ok());
+  CHECK(system_admin->roles == std::vector<std::string>{"member", "reader"});
 }
 
 TEST_CASE("keystone: expires_at forms", "[keystone]") {
