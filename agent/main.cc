@@ -143,6 +143,87 @@ Result<unsigned> lookupGroupId(const std::string& name) {
   return static_cast<unsigned>(found->gr_gid);
 }
 
+rpc::KeystoneOptions keystoneOptionsFrom(const config::KilnConfig& cfg) {
+  rpc::KeystoneOptions keystone;
+  keystone.auth_url = cfg.keystone.auth_url;
+  keystone.username = cfg.keystone.username;
+  keystone.password = cfg.keystone.password;
+  keystone.user_domain_name = cfg.keystone.user_domain_name;
+  keystone.project_name = cfg.keystone.project_name;
+  keystone.project_domain_name = cfg.keystone.project_domain_name;
+  keystone.service_token_file = cfg.keystone.service_token_file;
+  keystone.cafile = cfg.keystone.cafile;
+  keystone.cache_seconds = std::chrono::seconds(cfg.keystone.cache_seconds);
+  keystone.timeout = std::chrono::seconds(cfg.keystone.timeout);
+  keystone.admin_project_name = cfg.keystone.admin_project_name;
+  keystone.admin_project_domain_name = cfg.keystone.admin_project_domain_name;
+  keystone.system_scope = cfg.keystone.system_scope;
+  return keystone;
+}
+
+// Which tokens may be admins or schedulers, since that is what an operator checks first when an
+// admin gets 403.
+void logKeystoneScopes(const config::KilnConfig& cfg) {
+  std::string admin_project =
+      cfg.keystone.admin_project_name.empty()
+          ? std::string("no project")
+          : fmt::format("project '{}' in domain '{}'", cfg.keystone.admin_project_name,
+                        cfg.keystone.admin_project_domain_name);
+  if (cfg.keystone.admin_project_name.empty() && cfg.keystone.system_scope.empty()) {
+    log::warn(
+        "No Keystone token can use the admin or scheduler role: [keystone] admin_project_name "
+        "and system_scope are both empty");
+  } else {
+    log::info("Keystone's admin and scheduler roles count on tokens scoped to {}{}", admin_project,
+              cfg.keystone.system_scope.empty()
+                  ? std::string()
+                  : fmt::format(" or to the system '{}'", cfg.keystone.system_scope));
+  }
+}
+
+imagecache::GlanceOptions glanceOptionsFrom(const config::KilnConfig& cfg) {
+  imagecache::GlanceOptions glance;
+  glance.api_servers = cfg.glance.api_servers;
+  glance.num_retries = cfg.glance.num_retries;
+  glance.connect_timeout = std::chrono::seconds(cfg.glance.connect_timeout);
+  glance.stall_timeout = std::chrono::seconds(cfg.glance.transfer_timeout);
+  glance.token = cfg.glance.token;
+  glance.token_file = cfg.glance.token_file;
+  glance.ca_file = cfg.glance.cafile;
+  glance.allowed_direct_url_schemes = cfg.glance.allowed_direct_url_schemes;
+  glance.direct_download_dirs = cfg.image_file_url.filesystems;
+  return glance;
+}
+
+// SIGHUP: the token file and the policy file again; a file that does not load keeps the old one.
+void reloadOnSighup(const config::KilnConfig& cfg,
+                    const std::shared_ptr<const rpc::Authenticator>& keystone,
+                    Holder<rpc::Authenticator>& authenticator, Holder<rpc::Policy>& policy) {
+  if (!keystone) {
+    auto fresh = loadTokens(cfg.api.token_file);
+    if (fresh) {
+      authenticator.set(*fresh);
+      log::info("Reloaded the API token file ({} tokens)", (*fresh)->size());
+    } else {
+      log::error("Keeping the old tokens: {}", fresh.error().message);
+    }
+  } else if (cfg.keystone.accept_token_file) {
+    auto fresh = tokensBesideKeystone(cfg.api.token_file, keystone);
+    if (fresh) {
+      authenticator.set(*fresh);
+    } else {
+      log::error("Keeping the old tokens beside Keystone: {}", fresh.error().message);
+    }
+  }
+  auto fresh_policy = loadPolicy(cfg.api.policy_file);
+  if (fresh_policy) {
+    policy.set(*fresh_policy);
+    log::info("Reloaded the API policy from '{}'", cfg.api.policy_file);
+  } else {
+    log::error("Keeping the old policy: {}", fresh_policy.error().message);
+  }
+}
+
 // What this invocation of kilnd does: serve, or one of the operator's one-shot commands.
 enum class Mode { kServe, kAdopt, kPurgeOrphans };
 
@@ -230,42 +311,11 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   // The image service: Glance when api_servers are configured, else the local directory.
   imagecache::CurlClient http;
   if (use_keystone) {
-    rpc::KeystoneOptions keystone;
-    keystone.auth_url = cfg.keystone.auth_url;
-    keystone.username = cfg.keystone.username;
-    keystone.password = cfg.keystone.password;
-    keystone.user_domain_name = cfg.keystone.user_domain_name;
-    keystone.project_name = cfg.keystone.project_name;
-    keystone.project_domain_name = cfg.keystone.project_domain_name;
-    keystone.service_token_file = cfg.keystone.service_token_file;
-    keystone.cafile = cfg.keystone.cafile;
-    keystone.cache_seconds = std::chrono::seconds(cfg.keystone.cache_seconds);
-    keystone.timeout = std::chrono::seconds(cfg.keystone.timeout);
-    keystone.admin_project_name = cfg.keystone.admin_project_name;
-    keystone.admin_project_domain_name = cfg.keystone.admin_project_domain_name;
-    keystone.system_scope = cfg.keystone.system_scope;
-    auto created = rpc::KeystoneAuthenticator::create(keystone, http, clock);
+    auto created = rpc::KeystoneAuthenticator::create(keystoneOptionsFrom(cfg), http, clock);
     if (!created) return fail(created.error().message);
     keystone_authenticator = std::move(created).value();
     log::info("API tokens are validated by Keystone at {}", cfg.keystone.auth_url);
-    // Which tokens may be admins or schedulers, since that is what an operator checks first when
-    // an admin gets 403.
-    std::string admin_project =
-        cfg.keystone.admin_project_name.empty()
-            ? std::string("no project")
-            : fmt::format("project '{}' in domain '{}'", cfg.keystone.admin_project_name,
-                          cfg.keystone.admin_project_domain_name);
-    if (cfg.keystone.admin_project_name.empty() && cfg.keystone.system_scope.empty()) {
-      log::warn(
-          "No Keystone token can use the admin or scheduler role: [keystone] admin_project_name "
-          "and system_scope are both empty");
-    } else {
-      log::info("Keystone's admin and scheduler roles count on tokens scoped to {}{}",
-                admin_project,
-                cfg.keystone.system_scope.empty()
-                    ? std::string()
-                    : fmt::format(" or to the system '{}'", cfg.keystone.system_scope));
-    }
+    logKeystoneScopes(cfg);
     if (tokens_beside_keystone) {
       auto both = tokensBesideKeystone(cfg.api.token_file, keystone_authenticator);
       if (!both) return fail(both.error().message);
@@ -277,16 +327,7 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   std::unique_ptr<imagecache::ImageSource> image_source;
   std::unique_ptr<imagecache::ImageUploader> uploader;
   if (!cfg.glance.api_servers.empty()) {
-    imagecache::GlanceOptions glance;
-    glance.api_servers = cfg.glance.api_servers;
-    glance.num_retries = cfg.glance.num_retries;
-    glance.connect_timeout = std::chrono::seconds(cfg.glance.connect_timeout);
-    glance.stall_timeout = std::chrono::seconds(cfg.glance.transfer_timeout);
-    glance.token = cfg.glance.token;
-    glance.token_file = cfg.glance.token_file;
-    glance.ca_file = cfg.glance.cafile;
-    glance.allowed_direct_url_schemes = cfg.glance.allowed_direct_url_schemes;
-    glance.direct_download_dirs = cfg.image_file_url.filesystems;
+    const imagecache::GlanceOptions glance = glanceOptionsFrom(cfg);
     auto source = imagecache::GlanceSource::create(glance, http);
     if (!source) return fail(source.error().message);
     image_source = std::move(source).value();
@@ -418,31 +459,7 @@ int run(const config::KilnConfig& cfg, Mode mode) {
       log::info("Received signal {}; stopping (instances keep running)", sig);
       break;
     }
-    if (sig == SIGHUP) {
-      if (!use_keystone) {
-        auto fresh = loadTokens(cfg.api.token_file);
-        if (fresh) {
-          authenticator.set(*fresh);
-          log::info("Reloaded the API token file ({} tokens)", (*fresh)->size());
-        } else {
-          log::error("Keeping the old tokens: {}", fresh.error().message);
-        }
-      } else if (tokens_beside_keystone) {
-        auto fresh = tokensBesideKeystone(cfg.api.token_file, keystone_authenticator);
-        if (fresh) {
-          authenticator.set(*fresh);
-        } else {
-          log::error("Keeping the old tokens beside Keystone: {}", fresh.error().message);
-        }
-      }
-      auto fresh_policy = loadPolicy(cfg.api.policy_file);
-      if (fresh_policy) {
-        policy.set(*fresh_policy);
-        log::info("Reloaded the API policy from '{}'", cfg.api.policy_file);
-      } else {
-        log::error("Keeping the old policy: {}", fresh_policy.error().message);
-      }
-    }
+    if (sig == SIGHUP) reloadOnSighup(cfg, keystone_authenticator, authenticator, policy);
   }
   sd_notify(0, "STOPPING=1");
   // No new requests, and answers still to come go nowhere (HttpServer::stop).

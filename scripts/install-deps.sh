@@ -7,7 +7,7 @@ set -euo pipefail
 
 PACKAGES=(
   # build
-  build-essential cmake ninja-build pkg-config clang-format
+  build-essential cmake ninja-build pkg-config clang-format clang-tidy dpkg-dev
   libvirt-dev libboost-dev libboost-program-options-dev nlohmann-json3-dev libyaml-cpp-dev
   libpugixml-dev libsqlite3-dev libcurl4-openssl-dev libsystemd-dev libssl-dev libfmt-dev catch2
   # run: libvirt with QEMU (TCG and KVM), its iSCSI initiator, qemu-img, UEFI firmware

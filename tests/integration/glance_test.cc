@@ -213,13 +213,14 @@ TEST_CASE("hostile images from Glance are refused with a reason before qemu-img 
     std::string disk_format;
     std::string reason;
   };
+  // A backing file given as a json: pseudo-protocol path, one argument to qemu-img.
+  const std::string json_backing =
+      R"(json:{"driver":"raw","file":{"driver":"file","filename":"/etc/shadow"}})";
   std::vector<Hostile> cases = {
       {make("backing.qcow2", {"-f", "qcow2", "-F", "raw", "-b", "/etc/shadow"}), "qcow2",
        "backing file"},
-      {make("json-backing.qcow2", {"-f", "qcow2", "-u", "-F", "raw", "-b",
-                                   "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"file\","
-                                   "\"filename\":\"/etc/shadow\"}}"}),
-       "qcow2", "backing file"},
+      {make("json-backing.qcow2", {"-f", "qcow2", "-u", "-F", "raw", "-b", json_backing}), "qcow2",
+       "backing file"},
       {make("datafile.qcow2", {"-f", "qcow2", "-o", "data_file=" + tmp.path() + "/ext.raw"}),
        "qcow2", "data file"},
       {make("liar.qcow2", {"-f", "qcow2"}), "raw", "'qcow2'"},
