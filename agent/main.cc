@@ -362,6 +362,7 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   if (cfg.libvirt.iscsi_connector == "kernel") {
     drivers::volume::KernelIscsiOptions kernel;
     kernel.device_dir = cfg.libvirt.volume_device_dir;
+    kernel.node_dir = cfg.libvirt.iscsi_node_dir;
     volumes = std::make_unique<drivers::volume::KernelIscsiConnector>(runner, kernel);
   } else {
     volumes = std::make_unique<drivers::volume::NativeIscsiConnector>(driver);

@@ -376,6 +376,8 @@ const std::map<std::string, Setter>& optionTable() {
        oneOf(&KilnConfig::libvirt, &LibvirtSection::iscsi_connector, {"native", "kernel"})},
       {"libvirt.volume_device_dir",
        absolutePath(&KilnConfig::libvirt, &LibvirtSection::volume_device_dir)},
+      {"libvirt.iscsi_node_dir",
+       absolutePath(&KilnConfig::libvirt, &LibvirtSection::iscsi_node_dir)},
       {"libvirt.ephemeral_clear",
        oneOf(&KilnConfig::libvirt, &LibvirtSection::ephemeral_clear, {"none", "discard", "zero"})},
       {"ephemeral_storage_encryption.enabled",

@@ -102,6 +102,7 @@ struct LibvirtSection {
   std::string uefi_nvram_template;         // the variables template that goes with uefi_loader
   std::string iscsi_connector = "native";  // native (QEMU's initiator) or kernel (iscsiadm)
   std::string volume_device_dir = "/dev/disk/by-path";  // where the kernel initiator's LUNs appear
+  std::string iscsi_node_dir = "/etc/iscsi/nodes";      // open-iscsi's node records (CHAP password)
   // How an instance's private files (vda's overlay or copy, vdb, the console log) are cleared
   // before they are removed: none, discard or zero (drivers/disk/disk_purge.h).
   std::string ephemeral_clear = "zero";

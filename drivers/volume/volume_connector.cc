@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/fs.h"
 #include "common/log.h"
 
 namespace kiln::drivers::volume {
@@ -185,10 +186,10 @@ Result<DiskSpec> KernelIscsiConnector::connect(const Attachment& attachment,
   if (target.auth_method == "CHAP") {
     for (auto [name, value] :
          {std::pair<const char*, std::string>{"node.session.auth.authmethod", "CHAP"},
-          {"node.session.auth.username", target.auth_username},
-          {"node.session.auth.password", target.auth_password}}) {
+          {"node.session.auth.username", target.auth_username}}) {
       if (auto r = update(name, value); !r) return r.error();
     }
+    if (auto r = writeRecordPassword(p, target.auth_password); !r) return r.error();
   }
   auto login = iscsiadm({"-m", "node", "-T", p.iqn, "-p", portal, "--login"}, true);
   if (!login) return login.error();
@@ -208,6 +209,65 @@ Result<DiskSpec> KernelIscsiConnector::connect(const Attachment& attachment,
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return diskFor(attachment);
+}
+
+// The CHAP password goes into iscsiadm's node record itself, never on its command line, where
+// every local user reads it in /proc/<pid>/cmdline. The record is the root-only file iscsiadm
+// keeps, "name = value" lines between "# BEGIN RECORD" and "# END RECORD": for a target found by
+// discovery <node_dir>/<iqn>/<host>,<port>,<tpgt>/<iface>, else <node_dir>/<iqn>/<host>,<port>.
+// iscsiadm reads a line written there, and keeps it when it rewrites the record (checked with
+// open-iscsi 2.1.8: `iscsiadm -m node ... -S` shows it, an --op update preserves it).
+Result<void> KernelIscsiConnector::writeRecordPassword(const IscsiPath& path,
+                                                       const std::string& password) {
+  namespace stdfs = std::filesystem;
+  std::string host = path.host;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const std::string portal = fmt::format("{},{}", host, path.port);
+  const stdfs::path target_dir = stdfs::path(options_.node_dir) / path.iqn;
+  std::vector<stdfs::path> records;
+  std::error_code ec;
+  for (const auto& entry : stdfs::directory_iterator(target_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name != portal && !name.starts_with(portal + ",")) continue;
+    if (entry.is_regular_file()) {
+      records.push_back(entry.path());
+    } else if (entry.is_directory()) {
+      for (const auto& iface : stdfs::directory_iterator(entry.path(), ec)) {
+        if (iface.is_regular_file()) records.push_back(iface.path());
+      }
+    }
+  }
+  if (records.empty()) {
+    return Error::unavailable(fmt::format(
+        "iscsiadm made no node record for '{}' at {} under '{}' ([libvirt] iscsi_node_dir)",
+        path.iqn, portal, options_.node_dir));
+  }
+  constexpr std::string_view kKey = "node.session.auth.password =";
+  for (const auto& record : records) {
+    auto text = fs::readFile(record, 1 << 20);
+    if (!text) return text.error();
+    std::string out;
+    bool written = false;
+    std::size_t at = 0;
+    while (at < text->size()) {
+      std::size_t end = text->find('\n', at);
+      if (end == std::string::npos) end = text->size();
+      std::string_view line(text->data() + at, end - at);
+      at = end + 1;
+      if (line.starts_with(kKey)) continue;  // an older password
+      if (!written && line.starts_with("# END RECORD")) {
+        out += fmt::format("{} {}\n", kKey, password);
+        written = true;
+      }
+      out += line;
+      out += '\n';
+    }
+    if (!written) out += fmt::format("{} {}\n", kKey, password);
+    if (auto w = fs::writeFileAtomically(record, out, 0600); !w) return w;
+  }
+  return success();
 }
 
 Result<void> KernelIscsiConnector::disconnect(const Attachment& attachment,

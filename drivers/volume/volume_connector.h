@@ -70,6 +70,9 @@ struct KernelIscsiOptions {
   std::string iscsiadm = "iscsiadm";
   std::string device_dir = "/dev/disk/by-path";
   std::chrono::milliseconds device_wait{std::chrono::seconds(10)};
+  // open-iscsi's node database ([libvirt] iscsi_node_dir): the CHAP password is written into the
+  // target's record here, never passed on iscsiadm's command line.
+  std::string node_dir = "/etc/iscsi/nodes";
 };
 
 class KernelIscsiConnector final : public VolumeConnector {
@@ -85,6 +88,7 @@ class KernelIscsiConnector final : public VolumeConnector {
 
  private:
   Result<CommandOutput> iscsiadm(std::vector<std::string> args, bool allow_fail = false);
+  Result<void> writeRecordPassword(const IscsiPath& path, const std::string& password);
   CommandRunner& runner_;
   KernelIscsiOptions options_;
 };

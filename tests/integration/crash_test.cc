@@ -108,7 +108,8 @@ class CrashMatrix {
     const std::string devdir = dir.path() + "/by-path";
     std::string extra;
     if (sc.kernel) {
-      extra = "[libvirt]\niscsi_connector = kernel\nvolume_device_dir = " + devdir + "\n";
+      extra = "[libvirt]\niscsi_connector = kernel\nvolume_device_dir = " + devdir +
+              "\niscsi_node_dir = " + dir.path() + "/nodes\n";
     }
     if (sc.encrypted) extra += "[ephemeral_storage_encryption]\nenabled = true\n";
     KilndHarness kilnd(extra);
@@ -119,6 +120,7 @@ class CrashMatrix {
       kilnd.setEnv("KILN_FAKE_ISCSI_LOG", dir.path() + "/iscsiadm.log");
       kilnd.setEnv("KILN_FAKE_ISCSI_MAP", dir.path() + "/targets");
       kilnd.setEnv("KILN_FAKE_ISCSI_DEVDIR", devdir);
+      kilnd.setEnv("KILN_FAKE_ISCSI_NODES", dir.path() + "/nodes");
     }
     addLocalImageForCrash(kilnd);
     kilnd.setBinary(KILND_FAILPOINTS_PATH);

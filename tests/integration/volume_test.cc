@@ -1,5 +1,7 @@
 // Block storage for real: Cinder-style iSCSI volumes served by tgt's tgtd on loopback (started by
 // the CTest fixture), attached through QEMU's own initiator, seen and written by the guest.
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -183,13 +185,18 @@ TEST_CASE("the kernel connector: iscsiadm's sequence, a block disk with the volu
   std::string devdir = dir.path() + "/by-path";
   std::string log = dir.path() + "/iscsiadm.log";
   std::string map = dir.path() + "/targets";
-  std::ofstream(map) << "iqn.2010-10.org.openstack:vol-kernel " << volume.backing() << "\n";
-  KilndHarness kilnd("[libvirt]\niscsi_connector = kernel\nvolume_device_dir = " + devdir + "\n");
+  std::string nodes = dir.path() + "/nodes";
+  // The stand-in lets the login through only with these CHAP credentials in the node record.
+  std::ofstream(map) << "iqn.2010-10.org.openstack:vol-kernel " << volume.backing()
+                     << " kuser kernel-pa55word\n";
+  KilndHarness kilnd("[libvirt]\niscsi_connector = kernel\nvolume_device_dir = " + devdir +
+                     "\niscsi_node_dir = " + nodes + "\n");
   kilnd.setEnv("PATH",
                std::string(KILN_SOURCE_DIR "/tests/integration/stand-in:") + std::getenv("PATH"));
   kilnd.setEnv("KILN_FAKE_ISCSI_LOG", log);
   kilnd.setEnv("KILN_FAKE_ISCSI_MAP", map);
   kilnd.setEnv("KILN_FAKE_ISCSI_DEVDIR", devdir);
+  kilnd.setEnv("KILN_FAKE_ISCSI_NODES", nodes);
   kilnd.addGuestImage("guest");
   kilnd.start();
   const std::string uuid =
@@ -209,7 +216,6 @@ TEST_CASE("the kernel connector: iscsiadm's sequence, a block disk with the volu
       "-m node -T " + iqn + " -p " + p + " --op new",
       "-m node -T " + iqn + " -p " + p + " --op update -n node.session.auth.authmethod -v CHAP",
       "-m node -T " + iqn + " -p " + p + " --op update -n node.session.auth.username -v kuser",
-      "-m node -T " + iqn + " -p " + p + " --op update -n node.session.auth.password -v ***",
       "-m node -T " + iqn + " -p " + p + " --login",
   };
   auto lines = [&] {
@@ -219,7 +225,17 @@ TEST_CASE("the kernel connector: iscsiadm's sequence, a block disk with the volu
     return out;
   };
   CHECK(lines() == expected);
+  // The password was on no command line (the log holds them verbatim) and in no log line; it is
+  // in the root-only node record, where iscsiadm read it for the login.
+  CHECK(kiln::testing::readAll(log).find("kernel-pa55word") == std::string::npos);
   CHECK(kilnd.logText().find("kernel-pa55word") == std::string::npos);
+  const std::string record =
+      nodes + "/" + iqn + "/" + p.substr(0, p.rfind(':')) + "," + p.substr(p.rfind(':') + 1);
+  CHECK(kiln::testing::readAll(record).find("node.session.auth.password = kernel-pa55word\n# END "
+                                            "RECORD") != std::string::npos);
+  struct stat record_stat {};
+  REQUIRE(::stat(record.c_str(), &record_stat) == 0);
+  CHECK((record_stat.st_mode & 0777) == 0600);
 
   deleteAndWait(kilnd, uuid);
   auto after = lines();
@@ -227,5 +243,6 @@ TEST_CASE("the kernel connector: iscsiadm's sequence, a block disk with the volu
   CHECK(after[expected.size()] == "-m node -T " + iqn + " -p " + p + " --logout");
   CHECK(after[expected.size() + 1] == "-m node -T " + iqn + " -p " + p + " --op delete");
   CHECK(stdfs::is_empty(devdir));
+  CHECK_FALSE(stdfs::exists(record));
   CHECK(volume.head().starts_with("KILN-MARK:through-the-kernel-path"));
 }
