@@ -43,6 +43,25 @@ struct DiskSpec {
   bool boot = false;   // the disk the firmware boots from
 };
 
+// One virtual NIC: a VIF of Nova's network_info, validated (agent/api/network_info.h), as the
+// host plumbing (drivers/network) and the domain see it.
+struct NicSpec {
+  enum class Type { kBridge, kTap };  // "bridge"; "tap" and "ethernet"
+  std::string port_id;                // Neutron's port id: how attach and detach name the NIC
+  std::string mac;                    // lower-case aa:bb:cc:dd:ee:ff, unicast
+  Type type = Type::kBridge;
+  std::string devname;  // the host's tap, made by kiln (drivers/network) before the guest starts
+  std::string bridge;   // kBridge: the Linux bridge the tap joins, created when absent
+  unsigned mtu = 0;     // 0: the bridge's or the kernel's default
+  std::string model = "virtio";  // libvirt's <model type>: virtio, e1000, rtl8139, ...
+  unsigned queues = 1;           // virtio multiqueue: one per vCPU when the image asks
+  // Anti-spoofing: when true kiln lets the tap carry only frames from `mac` and, over IPv4/IPv6,
+  // from `fixed_ips` (plus DHCP, ARP and neighbour discovery for them). False when Neutron says
+  // its L2 agent filters the port itself (details.port_filter = true).
+  bool filter = true;
+  std::vector<std::string> fixed_ips;
+};
+
 struct InstanceSpec {
   std::string uuid;
   std::string display_name;
@@ -59,6 +78,8 @@ struct InstanceSpec {
   std::string flavor_name;
   std::string created_at;
   std::string project_id;  // the owner, in the domain's metadata
+  std::vector<NicSpec> nics;       // in the guest's order: eth0, eth1, ...
+  std::string config_drive_path;   // the config drive ISO, attached read-only; empty: none
 };
 
 enum class PowerState { kNoState, kRunning, kPaused, kShutdown, kShutoff, kCrashed, kSuspended };
