@@ -10,6 +10,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang-format clang-tidy dpkg-dev
   libvirt-dev libboost-dev libboost-program-options-dev nlohmann-json3-dev libyaml-cpp-dev
   libpugixml-dev libsqlite3-dev libcurl4-openssl-dev libsystemd-dev libssl-dev libfmt-dev catch2
+  # build: the config drive ISO is written in-process by libisofs
+  libisofs-dev
   # run: libvirt with QEMU (TCG and KVM), its iSCSI initiator, qemu-img, UEFI firmware
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils qemu-block-extra ovmf
   # tests: the guest image is built from Debian's cloud kernel and busybox, booted by syslinux
@@ -17,6 +19,9 @@ PACKAGES=(
   # tests: the UEFI-only guest (GPT, ESP, a unified kernel image on systemd's EFI stub)
   systemd-boot-efi fdisk
   sqlite3 procps curl
+  # tests: config drives are read back with xorriso and isoinfo (genisoimage ships it, and makes
+  # nova's own images to compare), then by cloud-init's own ConfigDrive reader (python3 module)
+  xorriso genisoimage cloud-init
   # tests: the libFuzzer targets (scripts/fuzz.sh) and the API load benchmark (bench/api_load)
   clang libclang-rt-dev wrk
   # tests: a real OpenStack Glance (the image service) and tgt's iSCSI target on loopback
