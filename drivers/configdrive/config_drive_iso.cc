@@ -131,6 +131,11 @@ Result<IsoWriteOptsPtr> writeOptions() {
   // keeps them at up to 31 characters (genisoimage -l) and in their own case (-allow-lowercase).
   iso_write_opts_set_iso_level(opts.get(), 2);
   iso_write_opts_set_allow_lowercase(opts.get(), 1);
+  // ECMA-119 allows only d-characters in the volume id and libisofs would write CONFIG_2, which
+  // cloud-init does not look for; genisoimage writes the label as given.
+  iso_write_opts_set_relaxed_vol_atts(opts.get(), 1);
+  // Joliet names without ";1", as genisoimage writes them.
+  iso_write_opts_set_omit_version_numbers(opts.get(), 2);
   iso_write_opts_set_rockridge(opts.get(), 1);
   iso_write_opts_set_joliet(opts.get(), 1);
   iso_write_opts_set_replace_mode(opts.get(), 1, 1, 1, 1);
