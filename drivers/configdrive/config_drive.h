@@ -33,7 +33,11 @@ nlohmann::json metaDataJson(const ConfigDriveInput& input);
 nlohmann::json networkDataJson(const nlohmann::json& network_info);
 
 // Writes the ISO to `path` (mode 0600 created, fsynced, then renamed into place from a temporary
-// in the same directory so a crash leaves no half-written image under `path`).
+// in the same directory so a crash leaves no half-written image under `path`). More than 64 KiB
+// of user data is kInvalidArgument, refused before anything is written; a failed write removes
+// its temporary. 0600 is the instance disks' model: libvirt's DAC driver gives the file to QEMU's
+// user while the guest runs (so the domain must not mark the drive relabel='no').
+// Safe to call from several threads at once.
 Result<void> writeConfigDrive(const ConfigDriveInput& input, const std::string& path);
 
 }  // namespace kiln::drivers::configdrive

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/command_runner.h"
@@ -161,5 +162,29 @@ TEST_CASE("a failed config drive write leaves no file behind", "[configdrive]") 
     REQUIRE_FALSE(r);
     CHECK(r.error().message.find("Cannot rename") != std::string::npos);
     CHECK(leftovers(tmp.path()).empty());
+  }
+}
+
+TEST_CASE("config drives for concurrent launches are written side by side", "[configdrive]") {
+  // kilnd launches instances in parallel; libisofs's process-wide state is shared by them.
+  kiln::testing::TempDir tmp;
+  std::vector<std::thread> writers;
+  std::vector<int> ok(4, 0);
+  for (int i = 0; i < 4; ++i) {
+    writers.emplace_back([&, i] {
+      ConfigDriveInput input = sampleInput();
+      input.uuid = "instance-" + std::to_string(i);
+      ok[i] = writeConfigDrive(input, tmp.path() + "/disk.config." + std::to_string(i)).ok();
+    });
+  }
+  for (auto& w : writers) w.join();
+  CHECK(ok == std::vector<int>{1, 1, 1, 1});
+  for (int i = 0; i < 4; ++i) {
+    std::string iso = tmp.path() + "/disk.config." + std::to_string(i);
+    stdfs::path out = tmp.path() + "/out" + std::to_string(i);
+    run({"xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", out.string()});
+    makeWritable(out);
+    CHECK(json::parse(contents(out / "openstack" / "latest" / "meta_data.json"))["uuid"] ==
+          "instance-" + std::to_string(i));
   }
 }
