@@ -10,6 +10,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang-format clang-tidy dpkg-dev
   libvirt-dev libboost-dev libboost-program-options-dev nlohmann-json3-dev libyaml-cpp-dev
   libpugixml-dev libsqlite3-dev libcurl4-openssl-dev libsystemd-dev libssl-dev libfmt-dev catch2
+  # build, drivers/network: taps and bridges over rtnetlink, the anti-spoofing filter in-process
+  libnl-route-3-dev libnftables-dev
   # run: libvirt with QEMU (TCG and KVM), its iSCSI initiator, qemu-img, UEFI firmware
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils qemu-block-extra ovmf
   # tests: the guest image is built from Debian's cloud kernel and busybox, booted by syslinux
@@ -17,6 +19,9 @@ PACKAGES=(
   # tests: the UEFI-only guest (GPT, ESP, a unified kernel image on systemd's EFI stub)
   systemd-boot-efi fdisk
   sqlite3 procps curl
+  # tests: drivers/network's host test checks the filter chains with `nft -j list chain` and makes
+  # its veth pairs with `ip` (iproute2), inside a private network namespace
+  nftables iproute2
   # tests: the libFuzzer targets (scripts/fuzz.sh) and the API load benchmark (bench/api_load)
   clang libclang-rt-dev wrk
   # tests: a real OpenStack Glance (the image service) and tgt's iSCSI target on loopback
