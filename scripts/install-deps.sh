@@ -12,6 +12,8 @@ PACKAGES=(
   libpugixml-dev libsqlite3-dev libcurl4-openssl-dev libsystemd-dev libssl-dev libfmt-dev catch2
   # build: the config drive ISO is written in-process by libisofs
   libisofs-dev
+  # build, drivers/network: taps and bridges over rtnetlink, the anti-spoofing filter in-process
+  libnl-route-3-dev libnftables-dev
   # run: libvirt with QEMU (TCG and KVM), its iSCSI initiator, qemu-img, UEFI firmware
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils qemu-block-extra ovmf
   # tests: the guest image is built from Debian's cloud kernel and busybox, booted by syslinux
@@ -22,6 +24,11 @@ PACKAGES=(
   # tests: config drives are read back with xorriso and isoinfo (genisoimage ships it, and makes
   # nova's own images to compare), then by cloud-init's own ConfigDrive reader (python3 module)
   xorriso genisoimage cloud-init
+  # tests: drivers/network's host test checks the filter chains with `nft -j list chain` and makes
+  # its veth pairs with `ip` (iproute2), inside a private network namespace
+  nftables iproute2
+  # tests: the network integration tests serve DHCP from dnsmasq inside a namespace they make
+  dnsmasq-base
   # tests: the libFuzzer targets (scripts/fuzz.sh) and the API load benchmark (bench/api_load)
   clang libclang-rt-dev wrk
   # tests: a real OpenStack Glance (the image service) and tgt's iSCSI target on loopback

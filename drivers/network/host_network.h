@@ -32,8 +32,8 @@ class HostNetwork {
   // nothing this call made is left.
   virtual Result<void> plug(const std::string& instance_uuid, const NicSpec& nic) = 0;
   // Removes the filter and the tap. A missing tap is fine (idempotent); a tap of that name that
-  // is not kiln's for this instance is left alone. Bridges are never removed: other ports and
-  // other tenants' instances may use them.
+  // is not kiln's for this instance is left alone, with its filter, and that is a success too.
+  // Bridges are never removed: other ports and other tenants' instances may use them.
   virtual Result<void> unplug(const std::string& instance_uuid, const NicSpec& nic) = 0;
   // Every tap on the host that carries kiln's mark.
   virtual Result<std::vector<KilnTap>> listKilnTaps() = 0;
@@ -41,7 +41,9 @@ class HostNetwork {
   virtual Result<std::vector<std::string>> listFilters() = 0;
   // Removes a filter by tap name; a missing one is fine.
   virtual Result<void> removeFilter(const std::string& devname) = 0;
-  // Removes a kiln tap by name after checking its mark names `instance_uuid`; missing is fine.
+  // Removes a kiln tap by name after checking its mark names `instance_uuid`; missing is fine, a
+  // tap whose mark names another instance (or that has none) is kConflict and left alone. The
+  // tap's filter stays: removeFilter is its own step of the sweep.
   virtual Result<void> removeTap(const std::string& devname,
                                  const std::string& instance_uuid) = 0;
 };
