@@ -39,6 +39,7 @@
 #include "config/flavors.h"
 #include "drivers/disk/disk_builder.h"
 #include "drivers/libvirt/libvirt_driver.h"
+#include "drivers/network/linux_host_network.h"
 #include "imagecache/curl_client.h"
 #include "imagecache/glance_source.h"
 #include "imagecache/image_cache.h"
@@ -385,6 +386,11 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   manager_options.orphan_grace = std::chrono::seconds(cfg.defaults.orphan_grace_period);
   manager_options.job_timeout = std::chrono::seconds(cfg.defaults.instance_job_timeout);
   manager_options.disk_reserve = disk_reserve;
+  manager_options.host_network = std::make_shared<drivers::network::LinuxHostNetwork>();
+  manager_options.force_config_drive = cfg.defaults.force_config_drive;
+  manager_options.interface_detach_timeout =
+      std::chrono::seconds(cfg.defaults.interface_detach_timeout);
+  manager_options.availability_zone = cfg.defaults.availability_zone;
   // Launches, deletes and actions run here; declared before the manager, which it outlives.
   WorkQueue lifecycle_jobs(cfg.defaults.launch_workers);
   lifecycle::InstanceManager manager(driver, cache, disks, *volumes, *secrets, *uploader, **store,

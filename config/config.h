@@ -35,6 +35,10 @@ struct DefaultSection {
   // Space on state_path's filesystem no download or disk creation may take (the database, the
   // logs, the console logs growing), as nova's reserved_host_disk_mb.
   std::uint64_t reserved_host_disk_mb = 1024;
+  // As nova: every instance gets a config drive, whether its request asks for one or not.
+  bool force_config_drive = false;
+  // Seconds an interface detach waits for the guest to release the NIC.
+  unsigned interface_detach_timeout = 30;
 };
 
 struct ApiSection {

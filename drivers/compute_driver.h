@@ -77,9 +77,9 @@ struct InstanceSpec {
   std::string image_id;
   std::string flavor_name;
   std::string created_at;
-  std::string project_id;  // the owner, in the domain's metadata
-  std::vector<NicSpec> nics;       // in the guest's order: eth0, eth1, ...
-  std::string config_drive_path;   // the config drive ISO, attached read-only; empty: none
+  std::string project_id;         // the owner, in the domain's metadata
+  std::vector<NicSpec> nics;      // in the guest's order: eth0, eth1, ...
+  std::string config_drive_path;  // the config drive ISO, attached read-only; empty: none
 };
 
 enum class PowerState { kNoState, kRunning, kPaused, kShutdown, kShutoff, kCrashed, kSuspended };
@@ -192,6 +192,14 @@ class ComputeDriver {
   virtual Result<void> attachDisk(const std::string& uuid, const DiskSpec& disk) = 0;
   // Unplugs a disk and waits (bounded) until the guest released it.
   virtual Result<void> detachDisk(const std::string& uuid, const DiskSpec& disk) = 0;
+  // Hot-plugs a NIC (its tap made already) into the domain, live when it runs, and into its
+  // persistent definition.
+  virtual Result<void> attachInterface(const std::string& uuid, const NicSpec& nic) = 0;
+  // Unplugs a NIC from the persistent definition and, when the domain runs, from the guest,
+  // then waits up to `timeout` for the guest to release it (libvirt's device-removed event).
+  // kUnavailable when the guest did not; the NIC is then still plugged live, never half-gone.
+  virtual Result<void> detachInterface(const std::string& uuid, const NicSpec& nic,
+                                       std::chrono::milliseconds timeout) = 0;
   virtual bool connected() const = 0;
   // Called on the driver's event thread: must only enqueue.
   virtual void setEventSink(std::function<void(const DomainEvent&)> sink) = 0;

@@ -58,6 +58,8 @@ json instanceView(const state::InstanceRecord& record, bool fault_details) {
     vol.erase("sealed_password");
     vol.erase("secret_usage");
   }
+  // The interfaces as the API lists them; the VIF as given stays in the store.
+  for (auto& iface : view["interfaces"]) iface.erase("vif");
   // Nor a disk's encryption key.
   for (auto& disk : view["disks"]) {
     if (disk.contains("encryption")) disk["encryption"].erase("sealed_key");
@@ -245,11 +247,14 @@ HttpResponse ApiRouter::launch(const HttpRequest& req, const Authorizer& authori
 HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& authorize,
                                  const std::string& uuid, const std::string& sub) {
   // The route and method first: they say nothing about the instance, and answer as before.
-  const bool known = sub.empty() || sub == "action" || sub == "console";
+  const bool port = sub.starts_with("interfaces/") && sub.size() > 11;
+  const bool known =
+      sub.empty() || sub == "action" || sub == "console" || sub == "interfaces" || port;
   if (!known)
     return errorResponse(404, fmt::format("No such resource: {}", req.path.substr(0, 256)));
   if ((sub.empty() && req.method != "GET" && req.method != "DELETE") ||
-      (sub == "action" && req.method != "POST") || (sub == "console" && req.method != "GET")) {
+      (sub == "action" && req.method != "POST") || (sub == "console" && req.method != "GET") ||
+      (sub == "interfaces" && req.method != "POST") || (port && req.method != "DELETE")) {
     return methodNotAllowed(req);
   }
   // The owner decides; an instance the caller may not show is answered like a missing one.
@@ -363,6 +368,32 @@ HttpResponse ApiRouter::instance(const HttpRequest& req, const Authorizer& autho
       return jsonResponse(202, instanceView(*rec, authorize));
     }
     return errorResponse(400, fmt::format("Unknown action '{}'", action.substr(0, 64)));
+  }
+  // nova's os-interface: POST a VIF to plug it, DELETE the port to unplug it.
+  constexpr std::string_view kInterfaces = "interfaces";
+  if (sub == kInterfaces) {
+    if (!permitted("compute:instances:interfaces:attach")) {
+      return policyDenied("compute:instances:interfaces:attach");
+    }
+    auto parsed = parseRequestJson(req.body);
+    if (!parsed) return errorResponse(parsed.error());
+    auto vif = parseVif(*parsed, "interface");
+    if (!vif) return errorResponse(vif.error());
+    auto rec = manager_.attachInterface(uuid, std::move(vif).value());
+    if (!rec) return errorResponse(rec.error());
+    return jsonResponse(202, instanceView(*rec, authorize));
+  }
+  if (port) {
+    if (!permitted("compute:instances:interfaces:detach")) {
+      return policyDenied("compute:instances:interfaces:detach");
+    }
+    const std::string port_id = sub.substr(kInterfaces.size() + 1);
+    if (!isValidProjectId(port_id)) {
+      return errorResponse(400, "The port id must be 1 to 64 letters, digits, '_' or '-'");
+    }
+    auto rec = manager_.detachInterface(uuid, port_id);
+    if (!rec) return errorResponse(rec.error());
+    return jsonResponse(202, instanceView(*rec, authorize));
   }
   if (sub == "console") {
     if (req.method != "GET") return methodNotAllowed(req);

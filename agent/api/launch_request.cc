@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <algorithm>
@@ -76,7 +77,144 @@ bool validDevice(const std::string& name) {
   return name.size() == 3 && name.starts_with("vd") && name[2] >= 'a' && name[2] <= 'z';
 }
 
+// RFC 1123: labels of letters, digits and '-', not starting or ending with '-', at most 63 each.
+bool validHostname(const std::string& name) {
+  if (name.empty() || name.size() > 253) return false;
+  std::size_t label = 0;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    if (c == '.') {
+      if (label == 0 || name[i - 1] == '-') return false;
+      label = 0;
+      continue;
+    }
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && !(c == '-' && label > 0)) return false;
+    if (++label > 63) return false;
+  }
+  return name.back() != '-' && name.back() != '.';
+}
+
+// Strict base64 (RFC 4648, padded, no line breaks): a body that is not is refused, never guessed.
+Result<std::string> decodeBase64(const std::string& text, const char* field) {
+  auto refuse = [field] {
+    return Error::invalid(fmt::format("'{}' must be base64 (RFC 4648, padded)", field));
+  };
+  if (text.size() % 4 != 0) return refuse();
+  std::size_t padding = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    bool alphabet = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '+' || c == '/';
+    if (c == '=' && i + 2 >= text.size()) {
+      ++padding;
+    } else if (!alphabet || padding > 0) {
+      return refuse();
+    }
+  }
+  std::string out(text.size() / 4 * 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(text.data()),
+                          static_cast<int>(text.size()));
+  if (n < 0) return refuse();
+  out.resize(static_cast<std::size_t>(n) - padding);
+  return out;
+}
+
+// OpenSSH's one-line public key format: "<type> <base64> [comment]", e.g. "ssh-ed25519 AAAA...".
+bool looksLikePublicKey(const std::string& key) {
+  if (key.size() < 16 || key.size() > 16384) return false;
+  for (unsigned char c : key) {
+    if (c < 0x20 || c == 0x7f) return false;
+  }
+  static const std::regex form(
+      "^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) "
+      "[A-Za-z0-9+/]+={0,3}( .*)?$");
+  return std::regex_match(key, form);
+}
+
+Result<void> parseGuestIdentity(const json& doc, LaunchRequest& req) {
+  if (doc.contains("network_info")) {
+    auto vifs = parseNetworkInfo(doc["network_info"]);
+    if (!vifs) return vifs.error();
+    req.interfaces = std::move(vifs).value();
+  }
+  if (doc.contains("config_drive")) {
+    if (!doc["config_drive"].is_boolean()) {
+      return Error::invalid("'config_drive' must be true or false");
+    }
+    req.config_drive = doc["config_drive"].get<bool>();
+  }
+  if (doc.contains("hostname")) {
+    if (!doc["hostname"].is_string() || !validHostname(doc["hostname"].get<std::string>())) {
+      return Error::invalid(
+          "'hostname' must be an RFC 1123 host name: labels of letters, digits and '-', at most "
+          "63 characters each and 253 in all");
+    }
+    req.hostname = doc["hostname"].get<std::string>();
+  } else {
+    req.hostname = hostnameFromName(req.name, req.uuid);
+  }
+  if (doc.contains("availability_zone")) {
+    const json& az = doc["availability_zone"];
+    if (!az.is_string() || az.get<std::string>().empty() || az.get<std::string>().size() > 255 ||
+        !validName(az.get<std::string>())) {
+      return Error::invalid(
+          "'availability_zone' must be 1 to 255 bytes without control characters");
+    }
+    req.availability_zone = az.get<std::string>();
+  }
+  if (doc.contains("user_data")) {
+    const json& ud = doc["user_data"];
+    if (!ud.is_string() || ud.get<std::string>().size() > kMaxUserDataBase64) {
+      return Error::invalid(fmt::format(
+          "'user_data' must be a base64 string of at most {} characters", kMaxUserDataBase64));
+    }
+    auto decoded = decodeBase64(ud.get<std::string>(), "user_data");
+    if (!decoded) return decoded.error();
+    req.user_data = std::move(decoded).value();
+  }
+  if (doc.contains("public_keys")) {
+    const json& keys = doc["public_keys"];
+    if (!keys.is_object() || keys.size() > 32) {
+      return Error::invalid("'public_keys' must be an object of at most 32 named keys");
+    }
+    for (const auto& [name, key] : keys.items()) {
+      if (!validName(name)) {
+        return Error::invalid(
+            "Each key name in 'public_keys' must be 1 to 255 bytes without control characters");
+      }
+      if (!key.is_string() || !looksLikePublicKey(key.get<std::string>())) {
+        return Error::invalid(fmt::format(
+            "'public_keys' entry '{}' must be an OpenSSH public key on one line, such as "
+            "'ssh-ed25519 AAAA... comment'",
+            name.substr(0, 64)));
+      }
+      req.public_keys[name] = key.get<std::string>();
+    }
+  }
+  return success();
+}
+
 }  // namespace
+
+std::string hostnameFromName(std::string_view name, std::string_view uuid) {
+  std::string out;
+  for (char c : name) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (c >= 'A' && c <= 'Z') {
+      out += static_cast<char>(c - 'A' + 'a');
+    } else if (alnum) {
+      out += c;
+    } else if (!out.empty() && out.back() != '-') {
+      out += '-';
+    }
+  }
+  if (out.size() > 63) out.resize(63);
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  if (out.empty()) out = fmt::format("instance-{}", uuid.substr(0, 8));
+  return out;
+}
 
 Result<BlockDeviceRequest> parseBlockDevice(const json& bdm) {
   if (!bdm.is_object()) return Error::invalid("Each block device must be an object");
@@ -187,7 +325,9 @@ Result<LaunchRequest> parseLaunchRequest(std::string_view body,
   for (const auto& [key, value] : doc.items()) {
     (void)value;
     if (key != "uuid" && key != "name" && key != "flavor" && key != "image" &&
-        key != "block_devices" && key != "project_id") {
+        key != "block_devices" && key != "project_id" && key != "network_info" &&
+        key != "config_drive" && key != "hostname" && key != "availability_zone" &&
+        key != "user_data" && key != "public_keys") {
       return Error::invalid(fmt::format("Unknown field '{}' in the launch request", key));
     }
   }
@@ -303,6 +443,7 @@ Result<LaunchRequest> parseLaunchRequest(std::string_view body,
     }
     req.project_id = std::string(caller_project_id);
   }
+  if (auto r = parseGuestIdentity(doc, req); !r) return r.error();
   doc["uuid"] = req.uuid;  // a retry may spell the uuid in upper case
   // The owner is part of the request: the same body from another project is another request.
   // Left out when empty, so that requests from before projects keep their fingerprint.

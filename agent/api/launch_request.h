@@ -2,10 +2,13 @@
 // POST /v1/instances bodies, parsed and checked into a typed request. Everything in a request is
 // untrusted: types, sizes and characters are checked here, before anything acts on it.
 
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "agent/api/network_info.h"
 #include "common/result.h"
 #include "config/flavors.h"
 #include "drivers/volume/iscsi_target.h"
@@ -32,6 +35,14 @@ struct LaunchRequest {
   // The caller's Keystone token when the caller belongs to project_id: the launch asks Glance
   // about the image with it. Never stored, never part of the fingerprint (set by the router).
   std::string image_token;
+  // The guest's NICs, in order (eth0, eth1, ...), from Nova's network_info.
+  std::vector<VifRequest> interfaces;
+  // The config drive and what it tells the guest (nova's server create fields).
+  bool config_drive = false;
+  std::string hostname;                  // RFC 1123; from the name when the request gives none
+  std::string availability_zone;         // empty: null in meta_data.json
+  std::optional<std::string> user_data;  // decoded; never stored, never logged
+  std::map<std::string, std::string> public_keys;  // key name -> OpenSSH public key
   // SHA-256 of the canonical body: a retry with the same body is the same request. A digest, not
   // the body, because the body may carry CHAP passwords.
   std::string fingerprint;
@@ -49,6 +60,13 @@ Result<nlohmann::json> parseRequestJson(std::string_view body);
 Result<LaunchRequest> parseLaunchRequest(std::string_view body,
                                          const config::FlavorCatalog& catalog,
                                          std::string_view caller_project_id = "");
+
+// nova's limit on user_data: 65535 bytes of base64 text (nova/api/openstack/compute/servers.py).
+inline constexpr std::size_t kMaxUserDataBase64 = 65535;
+
+// A hostname from a display name, as nova's sanitize_hostname does: lower case, runs of other
+// characters become '-', at most 63 characters; "instance-<uuid prefix>" when nothing is left.
+std::string hostnameFromName(std::string_view name, std::string_view uuid);
 
 // 1 to 64 characters of letters, digits, '_' or '-' (Keystone's ids are 32 hex digits).
 bool isValidProjectId(std::string_view project_id);

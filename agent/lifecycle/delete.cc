@@ -51,6 +51,9 @@ void Deleter::run(const EntryPtr& entry) {
   if (auto fp = failpoint("delete.after_destroy"); !fp) return defer(*entry, fp.error());
   if (auto r = resources_.disconnectVolumes(*entry); !r) return defer(*entry, r.error());
   if (auto fp = failpoint("delete.after_volumes"); !fp) return defer(*entry, fp.error());
+  // The domain is gone, so no guest holds the taps any more.
+  if (auto r = resources_.unplugInterfaces(*entry); !r) return defer(*entry, r.error());
+  if (auto fp = failpoint("delete.after_interfaces"); !fp) return defer(*entry, fp.error());
   // Crypto-erase first: the keys are gone (from libvirtd and the record) before the files.
   if (auto r = resources_.destroyDiskKeys(*entry); !r) return defer(*entry, r.error());
   if (auto fp = failpoint("delete.after_keys"); !fp) return defer(*entry, fp.error());

@@ -23,10 +23,11 @@ InstanceManager::InstanceManager(drivers::ComputeDriver& driver, imagecache::Ima
       power_(table_, jobs_, driver, resources_, options_),
       snapshots_(table_, jobs_, driver, disks, uploader, clock, options_),
       volume_actions_(table_, jobs_, driver, volumes, resources_, options_),
+      interface_actions_(table_, jobs_, driver, resources_, options_),
       recovery_(table_, jobs_, driver, volumes, resources_, deleter_, snapshots_, options_),
       sweep_(table_, driver, clock,
              {options_.instances_dir, options_.quarantine_dir, options_.orphan_action,
-              options_.orphan_grace, options_.ephemeral_clear}),
+              options_.orphan_grace, options_.ephemeral_clear, options_.host_network}),
       reconciler_(table_, jobs_, driver, resources_, deleter_, recovery_, sweep_,
                   options_.reconcile_interval) {}
 
@@ -63,6 +64,16 @@ Result<std::string> InstanceManager::snapshot(const std::string& uuid, const std
 Result<InstanceRecord> InstanceManager::attachVolume(const std::string& uuid,
                                                      api::BlockDeviceRequest request) {
   return volume_actions_.attach(uuid, std::move(request));
+}
+
+Result<InstanceRecord> InstanceManager::attachInterface(const std::string& uuid,
+                                                        api::VifRequest request) {
+  return interface_actions_.attach(uuid, std::move(request));
+}
+
+Result<InstanceRecord> InstanceManager::detachInterface(const std::string& uuid,
+                                                        const std::string& port_id) {
+  return interface_actions_.detach(uuid, port_id);
 }
 
 Result<InstanceRecord> InstanceManager::detachVolume(const std::string& uuid,

@@ -24,6 +24,7 @@
 #include "agent/lifecycle/delete.h"
 #include "agent/lifecycle/instance_resources.h"
 #include "agent/lifecycle/instance_table.h"
+#include "agent/lifecycle/interfaces.h"
 #include "agent/lifecycle/launch.h"
 #include "agent/lifecycle/manager_options.h"
 #include "agent/lifecycle/power.h"
@@ -81,6 +82,9 @@ class InstanceManager {
   Result<state::InstanceRecord> attachVolume(const std::string& uuid,
                                              api::BlockDeviceRequest request);
   Result<state::InstanceRecord> detachVolume(const std::string& uuid, const std::string& volume_id);
+  Result<state::InstanceRecord> attachInterface(const std::string& uuid, api::VifRequest request);
+  Result<state::InstanceRecord> detachInterface(const std::string& uuid,
+                                                const std::string& port_id);
   Result<state::InstanceRecord> get(const std::string& uuid) const;
   std::vector<state::InstanceRecord> list() const;
   Result<std::string> consoleLog(const std::string& uuid, std::uint64_t max_bytes) const;
@@ -116,6 +120,7 @@ class InstanceManager {
   PowerControl power_;
   Snapshotter snapshots_;
   VolumeActions volume_actions_;
+  InterfaceActions interface_actions_;
   Recovery recovery_;
   sync::OrphanSweep sweep_;
   sync::Reconciler reconciler_;

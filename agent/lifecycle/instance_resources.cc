@@ -126,6 +126,40 @@ void InstanceResources::restoreDiskSecrets(const InstanceTable::Entry& entry) {
   }
 }
 
+Result<void> InstanceResources::plugInterface(const std::string& uuid,
+                                              const drivers::NicSpec& nic) {
+  if (!options_.host_network) {
+    return Error::invalid("This host has no network plumbing configured; it cannot plug NICs");
+  }
+  return options_.host_network->plug(uuid, nic);
+}
+
+Result<void> InstanceResources::unplugInterface(const std::string& uuid,
+                                                const drivers::NicSpec& nic) {
+  if (!options_.host_network) return success();  // nothing can have been plugged
+  return options_.host_network->unplug(uuid, nic);
+}
+
+Result<void> InstanceResources::plugInterfaces(const InstanceTable::Entry& entry) {
+  const state::InstanceRecord rec = table_.read(entry);
+  for (const auto& iface : rec.interfaces) {
+    if (auto r = plugInterface(rec.uuid, iface.nic); !r) return r;
+  }
+  return success();
+}
+
+Result<void> InstanceResources::unplugInterfaces(const InstanceTable::Entry& entry) {
+  const state::InstanceRecord rec = table_.read(entry);
+  Result<void> first = success();
+  for (const auto& iface : rec.interfaces) {
+    if (auto r = unplugInterface(rec.uuid, iface.nic); !r) {
+      log::warn("Instance '{}': {}", rec.uuid, r.error().message);
+      if (first) first = r;
+    }
+  }
+  return first;
+}
+
 Result<void> InstanceResources::purgeFiles(const std::string& uuid) {
   const std::string dir = instanceDir(uuid);
   auto cleared = drivers::disk::clearDirectory(dir, options_.ephemeral_clear);
@@ -148,6 +182,7 @@ Result<void> InstanceResources::releaseAll(InstanceTable::Entry& entry) {
     return d;
   }
   (void)disconnectVolumes(entry);
+  (void)unplugInterfaces(entry);
   // The guest may have run (and written) before the launch failed: its files are purged as on
   // delete, and its disk secrets go.
   if (auto r = destroyDiskKeys(entry); !r) {

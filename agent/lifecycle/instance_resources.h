@@ -45,6 +45,15 @@ class InstanceResources {
   // Defines again the disk secrets libvirtd lost.
   void restoreDiskSecrets(const InstanceTable::Entry& entry);
 
+  // Makes the host side of every NIC the record names (taps, bridges, filters); idempotent, so
+  // it also restores taps a host reboot removed. The first failure is returned.
+  Result<void> plugInterfaces(const InstanceTable::Entry& entry);
+  Result<void> plugInterface(const std::string& uuid, const drivers::NicSpec& nic);
+  // Removes the taps and filters of every NIC the record names; the first failure is returned
+  // after trying them all.
+  Result<void> unplugInterfaces(const InstanceTable::Entry& entry);
+  Result<void> unplugInterface(const std::string& uuid, const drivers::NicSpec& nic);
+
   // Clears the instance directory's files (ephemeral_clear), then removes the directory.
   Result<void> purgeFiles(const std::string& uuid);
 

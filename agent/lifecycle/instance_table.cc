@@ -26,6 +26,10 @@ std::string_view jobName(JobKind kind) {
       return "volume attach";
     case JobKind::kDetachVolume:
       return "volume detach";
+    case JobKind::kAttachInterface:
+      return "interface attach";
+    case JobKind::kDetachInterface:
+      return "interface detach";
     case JobKind::kRecovery:
       return "recovery";
     case JobKind::kReconcile:

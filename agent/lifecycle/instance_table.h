@@ -37,6 +37,8 @@ enum class JobKind {
   kSnapshot,
   kAttachVolume,
   kDetachVolume,
+  kAttachInterface,
+  kDetachInterface,
   kRecovery,
   kReconcile,
 };

@@ -10,6 +10,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/uuid.h"
+#include "drivers/configdrive/config_drive.h"
 
 namespace kiln::lifecycle {
 
@@ -35,6 +36,8 @@ constexpr Boundary kAfterImage{"after_image", true};
 constexpr Boundary kAfterRootDisk{"after_root_disk", true};
 constexpr Boundary kAfterDisks{"after_disks", true};
 constexpr Boundary kAfterDisksRecorded{"after_disks_recorded", true};
+constexpr Boundary kAfterInterfaces{"after_interfaces", true};
+constexpr Boundary kAfterConfigDrive{"after_config_drive", true};
 constexpr Boundary kAfterDiskSecrets{"after_disk_secrets", false};
 constexpr Boundary kAfterVolumes{"after_volumes", true};
 constexpr Boundary kAfterStart{"after_start", true};
@@ -56,6 +59,8 @@ struct Launcher::Plan {
   drivers::hardware::HardwareSpec hardware;
   std::string cdrom_path;
   std::vector<state::DiskRecord> disks;
+  std::vector<state::InterfaceRecord> interfaces;
+  std::string config_drive_path;
   // device -> passphrase of the disks made encrypted, held until their libvirt secrets exist.
   std::map<std::string, std::string> disk_keys;
   drivers::InstanceSpec spec;
@@ -77,8 +82,10 @@ Launcher::Launcher(InstanceTable& table, Executor& jobs, drivers::ComputeDriver&
 
 const std::vector<std::string_view>& Launcher::boundaries() {
   static const std::vector<std::string_view> names = {
-      kAfterRecord.name,        kAfterImage.name,       kAfterRootDisk.name, kAfterDisks.name,
-      kAfterDisksRecorded.name, kAfterDiskSecrets.name, kAfterVolumes.name,  kAfterStart.name};
+      kAfterRecord.name,      kAfterImage.name,         kAfterRootDisk.name,
+      kAfterDisks.name,       kAfterDisksRecorded.name, kAfterInterfaces.name,
+      kAfterConfigDrive.name, kAfterDiskSecrets.name,   kAfterVolumes.name,
+      kAfterStart.name};
   return names;
 }
 
@@ -87,6 +94,9 @@ void Launcher::setBoundaryHookForTest(std::function<void(std::string_view)> hook
 }
 
 Result<InstanceRecord> Launcher::accept(const api::LaunchRequest& request) {
+  if (!request.interfaces.empty() && !options_.host_network) {
+    return Error::invalid("This host has no network plumbing; it cannot plug network_info's VIFs");
+  }
   InstanceRecord rec;
   rec.uuid = request.uuid;
   rec.name = request.name;
@@ -146,6 +156,8 @@ void Launcher::run(const EntryPtr& entry, const api::LaunchRequest& request) {
       } else {
         rec.disks.clear();
         rec.volumes.clear();
+        rec.interfaces.clear();
+        rec.config_drive_path.clear();
         rec.sealed_passwords.clear();
       }
       log::warn("Instance '{}' failed to launch: {}", uuid, rec.fault);
@@ -176,6 +188,8 @@ Result<void> Launcher::runSteps(const EntryPtr& entry, Plan& plan, Timeline& tim
       {[&] { return makeRootDisk(plan, timeline); }, kAfterRootDisk},
       {[&] { return makeEphemeralDisk(plan, timeline); }, kAfterDisks},
       {[&] { return recordDisks(*entry, plan); }, kAfterDisksRecorded},
+      {[&] { return plugInterfaces(plan, timeline); }, kAfterInterfaces},
+      {[&] { return writeConfigDrive(plan, timeline); }, kAfterConfigDrive},
       {[&] { return defineDiskSecrets(plan, timeline); }, kAfterDiskSecrets},
       {[&] { return connectVolumes(*entry, plan, timeline); }, kAfterVolumes},
       {[&] { return start(plan, timeline); }, kAfterStart},
@@ -327,9 +341,24 @@ Result<void> Launcher::makeEphemeralDisk(Plan& plan, Timeline& timeline) {
 Result<void> Launcher::recordDisks(InstanceTable::Entry& entry, Plan& plan) {
   // The disks are recorded before the domain exists, so a crash from here on leaves a record that
   // names everything there is to clean up.
+  // The NICs and the config drive too: a crash from here on leaves a record naming the taps and
+  // the ISO to remove.
+  for (const auto& vif : plan.request.interfaces) {
+    state::InterfaceRecord iface{vif.nic, vif.vif};
+    iface.nic.model = plan.hardware.vif_model;
+    iface.nic.queues = iface.nic.model == "virtio" ? plan.hardware.vif_queues : 1;
+    plan.interfaces.push_back(std::move(iface));
+  }
+  const bool mandatory = plan.properties.contains("img_config_drive") &&
+                         plan.properties["img_config_drive"] == "mandatory";
+  if (plan.request.config_drive || options_.force_config_drive || mandatory) {
+    plan.config_drive_path = plan.dir + "/disk.config";
+  }
   auto recorded = table_.update(entry, [&](InstanceRecord& rec) -> Result<void> {
     rec.disks = plan.disks;
     rec.image_properties = plan.properties;
+    rec.interfaces = plan.interfaces;
+    rec.config_drive_path = plan.config_drive_path;
     return success();
   });
   if (!recorded) return recorded.error();
@@ -347,6 +376,8 @@ Result<void> Launcher::recordDisks(InstanceTable::Entry& entry, Plan& plan) {
   spec.project_id = recorded->project_id;
   spec.flavor_name = flavor.name;
   spec.created_at = recorded->created_at;
+  for (const auto& iface : plan.interfaces) spec.nics.push_back(iface.nic);
+  spec.config_drive_path = plan.config_drive_path;
   for (const auto& d : plan.disks) {
     drivers::DiskSpec disk;
     disk.device = d.device;
@@ -357,6 +388,40 @@ Result<void> Launcher::recordDisks(InstanceTable::Entry& entry, Plan& plan) {
     disk.encryption_secret_uuid = d.encryption_secret_uuid;
     disk.boot = d.device == "vda";
     spec.disks.push_back(disk);
+  }
+  return success();
+}
+
+Result<void> Launcher::plugInterfaces(Plan& plan, Timeline& timeline) {
+  for (const auto& iface : plan.interfaces) {
+    auto step = timeline.step("network.plug");
+    if (auto r = resources_.plugInterface(plan.request.uuid, iface.nic); !r) {
+      step.fail();
+      return Error{r.error().code, fmt::format("Plugging port '{}' failed: {}", iface.nic.port_id,
+                                               r.error().message)};
+    }
+  }
+  return success();
+}
+
+Result<void> Launcher::writeConfigDrive(Plan& plan, Timeline& timeline) {
+  if (plan.config_drive_path.empty()) return success();
+  auto step = timeline.step("config_drive");
+  const api::LaunchRequest& request = plan.request;
+  drivers::configdrive::ConfigDriveInput input;
+  input.uuid = request.uuid;
+  input.name = request.name;
+  input.hostname = request.hostname;
+  input.availability_zone =
+      request.availability_zone.empty() ? options_.availability_zone : request.availability_zone;
+  input.project_id = request.project_id;
+  input.public_keys = request.public_keys;
+  input.user_data = request.user_data;
+  for (const auto& iface : plan.interfaces) input.network_info.push_back(iface.vif);
+  if (auto r = drivers::configdrive::writeConfigDrive(input, plan.config_drive_path); !r) {
+    step.fail();
+    return Error{r.error().code,
+                 fmt::format("Writing the config drive failed: {}", r.error().message)};
   }
   return success();
 }

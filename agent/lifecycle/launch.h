@@ -53,6 +53,8 @@ class Launcher {
   Result<void> makeRootDisk(Plan& plan, Timeline& timeline);
   Result<void> makeEphemeralDisk(Plan& plan, Timeline& timeline);
   Result<void> recordDisks(InstanceTable::Entry& entry, Plan& plan);
+  Result<void> plugInterfaces(Plan& plan, Timeline& timeline);
+  Result<void> writeConfigDrive(Plan& plan, Timeline& timeline);
   Result<void> defineDiskSecrets(Plan& plan, Timeline& timeline);
   Result<void> connectVolumes(InstanceTable::Entry& entry, Plan& plan, Timeline& timeline);
   Result<void> start(Plan& plan, Timeline& timeline);

@@ -9,6 +9,7 @@
 #include "common/disk_reserve.h"
 #include "drivers/disk/disk_builder.h"
 #include "drivers/disk/disk_purge.h"
+#include "drivers/network/host_network.h"
 
 namespace kiln::lifecycle {
 
@@ -35,6 +36,15 @@ struct ManagerOptions {
   std::string quarantine_dir{};  // state_path/quarantine
   // Disk creations take their space here first (common/disk_reserve.h); unset: no check.
   std::shared_ptr<DiskReserve> disk_reserve{};
+  // The host side of NICs (taps, bridges, anti-spoofing); unset: launches with network_info and
+  // interface attaches are refused.
+  std::shared_ptr<drivers::network::HostNetwork> host_network{};
+  // [DEFAULT] force_config_drive: every instance gets a config drive, asked for or not.
+  bool force_config_drive = false;
+  // How long an interface detach waits for the guest to release the NIC.
+  std::chrono::milliseconds interface_detach_timeout{std::chrono::seconds(30)};
+  // [DEFAULT] default_availability_zone, written into the config drive's meta_data.json.
+  std::string availability_zone{"nova"};
 };
 
 }  // namespace kiln::lifecycle

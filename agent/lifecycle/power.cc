@@ -70,6 +70,8 @@ void PowerControl::run(const EntryPtr& entry, PowerAction action) {
   std::string how;
   // A start needs the disk secrets; libvirtd may have lost them since the last reconcile.
   if (result && action != PowerAction::kStop) resources_.restoreDiskSecrets(*entry);
+  // And its taps, which a host reboot removed: libvirt opens them by name and never makes them.
+  if (result && action != PowerAction::kStop) result = resources_.plugInterfaces(*entry);
   if (result) {
     switch (action) {
       case PowerAction::kSoftReboot:

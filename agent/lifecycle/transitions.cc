@@ -27,7 +27,7 @@ struct Transition {
 };
 
 // As nova: a hard reboot also recovers a stopped instance, or one in error that has a domain.
-const std::array<Transition, 8> kTransitions = {{
+const std::array<Transition, 10> kTransitions = {{
     {Operation::kSoftReboot,
      "a soft reboot",
      TaskState::kRebooting,
@@ -79,6 +79,22 @@ const std::array<Transition, 8> kTransitions = {{
     {Operation::kDetachVolume,
      "detaching a volume",
      TaskState::kDetachingVolume,
+     {InstanceState::kActive, InstanceState::kStopped},
+     false,
+     true,
+     std::nullopt,
+     "an idle active or stopped instance"},
+    {Operation::kAttachInterface,
+     "attaching an interface",
+     TaskState::kAttachingInterface,
+     {InstanceState::kActive, InstanceState::kStopped},
+     false,
+     true,
+     std::nullopt,
+     "an idle active or stopped instance"},
+    {Operation::kDetachInterface,
+     "detaching an interface",
+     TaskState::kDetachingInterface,
      {InstanceState::kActive, InstanceState::kStopped},
      false,
      true,

@@ -36,6 +36,8 @@ enum class Operation {
   kSnapshot,
   kAttachVolume,
   kDetachVolume,
+  kAttachInterface,
+  kDetachInterface,
   kDelete,
 };
 

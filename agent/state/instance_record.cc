@@ -6,6 +6,39 @@ namespace kiln::state {
 
 using nlohmann::json;
 
+json interfaceToJson(const InterfaceRecord& i) {
+  const drivers::NicSpec& n = i.nic;
+  return {{"port_id", n.port_id},
+          {"mac_address", n.mac},
+          {"type", n.type == drivers::NicSpec::Type::kBridge ? "bridge" : "tap"},
+          {"devname", n.devname},
+          {"bridge", n.bridge.empty() ? json(nullptr) : json(n.bridge)},
+          {"mtu", n.mtu == 0 ? json(nullptr) : json(n.mtu)},
+          {"model", n.model},
+          {"queues", n.queues},
+          {"port_filter", !n.filter},
+          {"fixed_ips", n.fixed_ips},
+          {"vif", i.vif}};
+}
+
+Result<InterfaceRecord> interfaceFromJson(const json& j) {
+  InterfaceRecord i;
+  drivers::NicSpec& n = i.nic;
+  n.port_id = j.at("port_id").get<std::string>();
+  n.mac = j.at("mac_address").get<std::string>();
+  n.type = j.at("type").get<std::string>() == "bridge" ? drivers::NicSpec::Type::kBridge
+                                                       : drivers::NicSpec::Type::kTap;
+  n.devname = j.at("devname").get<std::string>();
+  if (!j.at("bridge").is_null()) n.bridge = j["bridge"].get<std::string>();
+  if (!j.at("mtu").is_null()) n.mtu = j["mtu"].get<unsigned>();
+  n.model = j.at("model").get<std::string>();
+  n.queues = j.at("queues").get<unsigned>();
+  n.filter = !j.at("port_filter").get<bool>();
+  n.fixed_ips = j.at("fixed_ips").get<std::vector<std::string>>();
+  i.vif = j.at("vif");
+  return i;
+}
+
 json toJson(const InstanceRecord& r) {
   json flavor = {{"vcpus", r.flavor.vcpus},
                  {"memory_mb", r.flavor.memory_mb},
@@ -43,6 +76,8 @@ json toJson(const InstanceRecord& r) {
     if (sealed != r.sealed_passwords.end()) vol["sealed_password"] = sealed->second;
     volumes.push_back(std::move(vol));
   }
+  json interfaces = json::array();
+  for (const auto& i : r.interfaces) interfaces.push_back(interfaceToJson(i));
   json out = {{"uuid", r.uuid},
               {"name", r.name},
               {"project_id", r.project_id},
@@ -54,10 +89,12 @@ json toJson(const InstanceRecord& r) {
               {"image", {{"id", r.image_id}, {"properties", r.image_properties}}},
               {"disks", std::move(disks)},
               {"volumes", std::move(volumes)},
+              {"interfaces", std::move(interfaces)},
               {"timeline", std::move(timeline)},
               {"created_at", r.created_at},
               {"updated_at", r.updated_at},
               {"request_fingerprint", r.request_fingerprint}};
+  if (!r.config_drive_path.empty()) out["config_drive"] = {{"path", r.config_drive_path}};
   if (!r.fault.empty()) out["fault"] = {{"message", r.fault}};
   if (!r.action_error.empty()) out["action_error"] = {{"message", r.action_error}};
   return out;
@@ -126,6 +163,14 @@ Result<InstanceRecord> fromJson(const json& j) {
         r.sealed_passwords[att->volume_id] = v["sealed_password"].get<std::string>();
       }
       r.volumes.push_back(std::move(att).value());
+    }
+    for (const auto& i : j.value("interfaces", json::array())) {
+      auto iface = interfaceFromJson(i);
+      if (!iface) return iface.error();
+      r.interfaces.push_back(std::move(iface).value());
+    }
+    if (j.contains("config_drive")) {
+      r.config_drive_path = j["config_drive"].at("path").get<std::string>();
     }
     r.created_at = j.at("created_at").get<std::string>();
     r.updated_at = j.at("updated_at").get<std::string>();

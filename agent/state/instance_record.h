@@ -14,6 +14,7 @@
 #include "agent/state/instance_state.h"
 #include "common/timeline.h"
 #include "config/flavors.h"
+#include "drivers/compute_driver.h"
 #include "drivers/volume/volume_connector.h"
 
 namespace kiln::state {
@@ -33,6 +34,13 @@ struct DiskRecord {
   std::string sealed_key{};
 };
 
+// One NIC: what kiln plugged (the tap, its bridge, its filter) and the VIF as it was given.
+// Recorded before the tap is made, so a crash leaves a record naming the tap to remove.
+struct InterfaceRecord {
+  drivers::NicSpec nic;
+  nlohmann::json vif = nlohmann::json::object();
+};
+
 struct InstanceRecord {
   std::string uuid;
   std::string name;
@@ -49,6 +57,10 @@ struct InstanceRecord {
   std::string fault;  // set when state is error
   std::vector<DiskRecord> disks;
   std::vector<drivers::volume::Attachment> volumes;
+  std::vector<InterfaceRecord> interfaces;  // in the guest's order
+  // The config drive ISO (<instance dir>/disk.config), recorded before it is written; empty:
+  // none. Instance-private: purged with the instance's other files.
+  std::string config_drive_path;
   // volume id -> its CHAP password sealed with the host key (common/secret_box.h); never shown.
   std::map<std::string, std::string> sealed_passwords;
   // The outcome of the last volume action when it failed (the instance itself is unharmed).
@@ -58,6 +70,8 @@ struct InstanceRecord {
   std::string updated_at;
 };
 
+nlohmann::json interfaceToJson(const InterfaceRecord& i);
+Result<InterfaceRecord> interfaceFromJson(const nlohmann::json& j);
 nlohmann::json toJson(const InstanceRecord& r);  // full form, used for storage and the API
 Result<InstanceRecord> fromJson(const nlohmann::json& j);
 

@@ -15,7 +15,7 @@ constexpr std::array<std::pair<InstanceState, std::string_view>, 5> kStateNames 
     {InstanceState::kDeleting, "deleting"},
 }};
 
-constexpr std::array<std::pair<TaskState, std::string_view>, 10> kTaskNames = {{
+constexpr std::array<std::pair<TaskState, std::string_view>, 12> kTaskNames = {{
     {TaskState::kNone, ""},
     {TaskState::kSpawning, "spawning"},
     {TaskState::kDeleting, "deleting"},
@@ -26,6 +26,8 @@ constexpr std::array<std::pair<TaskState, std::string_view>, 10> kTaskNames = {{
     {TaskState::kImageUploading, "image_uploading"},
     {TaskState::kAttachingVolume, "attaching_volume"},
     {TaskState::kDetachingVolume, "detaching_volume"},
+    {TaskState::kAttachingInterface, "interface_attaching"},
+    {TaskState::kDetachingInterface, "interface_detaching"},
 }};
 
 }  // namespace

@@ -23,6 +23,8 @@ enum class TaskState {
   kImageUploading,
   kAttachingVolume,
   kDetachingVolume,
+  kAttachingInterface,
+  kDetachingInterface,
 };
 
 std::string_view stateName(InstanceState s);

@@ -37,7 +37,8 @@ OrphanSweep::OrphanSweep(lifecycle::InstanceTable& table, drivers::ComputeDriver
     : table_(table), driver_(driver), clock_(clock), options_(std::move(options)) {}
 
 std::vector<Orphan> findUnowned(drivers::ComputeDriver& driver, const std::string& instances_dir,
-                                const std::function<Owners()>& readOwners) {
+                                const std::function<Owners()>& readOwners,
+                                drivers::network::HostNetwork* network) {
   const std::string prefix = instances_dir + "/";
   auto under = [&](const std::string& path) { return path.starts_with(prefix); };
   // The host first, then the records.
@@ -46,6 +47,11 @@ std::vector<Orphan> findUnowned(drivers::ComputeDriver& driver, const std::strin
                            : Result<std::vector<drivers::DomainStatus>>(Error::unavailable(""));
   auto secrets = connected ? driver.listSecrets()
                            : Result<std::vector<drivers::SecretInfo>>(Error::unavailable(""));
+  auto taps = network != nullptr ? network->listKilnTaps()
+                                 : Result<std::vector<drivers::network::KilnTap>>(
+                                       std::vector<drivers::network::KilnTap>{});
+  auto filters = network != nullptr ? network->listFilters()
+                                    : Result<std::vector<std::string>>(std::vector<std::string>{});
   std::vector<std::string> dirs;
   std::error_code ec;
   for (const auto& d : std::filesystem::directory_iterator(instances_dir, ec)) {
@@ -82,12 +88,32 @@ std::vector<Orphan> findUnowned(drivers::ComputeDriver& driver, const std::strin
       if (ours) found.push_back({"secret", secret.usage_id, "", false, secret.uuid});
     }
   }
+  if (taps) {
+    for (const auto& tap : *taps) {
+      if (!owners.taps.count(tap.devname)) {
+        found.push_back({"tap", tap.devname, "", false, "", tap.instance_uuid});
+      }
+    }
+  }
+  if (filters) {
+    for (const auto& devname : *filters) {
+      if (!owners.taps.count(devname)) found.push_back({"filter", devname, ""});
+    }
+  }
   return found;
 }
 
 Result<void> removeOrphan(drivers::ComputeDriver& driver, const Orphan& orphan,
-                          drivers::disk::ClearMethod clear) {
+                          drivers::disk::ClearMethod clear,
+                          drivers::network::HostNetwork* network) {
   if (orphan.kind == "domain") return driver.destroy(orphan.id);
+  if (orphan.kind == "tap" || orphan.kind == "filter") {
+    if (network == nullptr) {
+      return Error::unavailable("This kilnd has no network plumbing to remove it with");
+    }
+    if (auto r = network->removeFilter(orphan.id); !r) return r;
+    return orphan.kind == "tap" ? network->removeTap(orphan.id, orphan.instance_uuid) : success();
+  }
   if (orphan.kind == "secret") return driver.removeSecret(orphan.secret_uuid);
   // A directory holds tenants' disks: cleared like an instance's files on delete.
   if (auto cleared = drivers::disk::clearDirectory(orphan.id, clear); !cleared) {
@@ -99,16 +125,20 @@ Result<void> removeOrphan(drivers::ComputeDriver& driver, const Orphan& orphan,
 void OrphanSweep::run() {
   if (!driver_.connected()) return;
   std::vector<Seen> found;
-  for (auto& o : findUnowned(driver_, options_.instances_dir, [this] {
-         Owners owners;
-         for (const auto& rec : table_.records()) {
-           bool rolled_back = rec.state == InstanceState::kError && rec.disks.empty() &&
-                              rec.volumes.empty() && rec.task_state == state::TaskState::kNone;
-           if (!rolled_back) owners.instances.insert(rec.uuid);
-           for (const auto& v : rec.volumes) owners.secret_usages.insert(v.secret_usage);
-         }
-         return owners;
-       })) {
+  for (auto& o : findUnowned(
+           driver_, options_.instances_dir,
+           [this] {
+             Owners owners;
+             for (const auto& rec : table_.records()) {
+               bool rolled_back = rec.state == InstanceState::kError && rec.disks.empty() &&
+                                  rec.volumes.empty() && rec.task_state == state::TaskState::kNone;
+               if (!rolled_back) owners.instances.insert(rec.uuid);
+               for (const auto& v : rec.volumes) owners.secret_usages.insert(v.secret_usage);
+               for (const auto& i : rec.interfaces) owners.taps.insert(i.nic.devname);
+             }
+             return owners;
+           },
+           options_.network.get())) {
     found.push_back({std::move(o), {}, false});
   }
 
@@ -160,7 +190,7 @@ void OrphanSweep::run() {
 OrphanSweep::Outcome OrphanSweep::act(const Seen& seen) {
   const Orphan& o = seen.orphan;
   if (options_.action == OrphanAction::kDelete) {
-    if (auto r = removeOrphan(driver_, o, options_.clear); !r) {
+    if (auto r = removeOrphan(driver_, o, options_.clear, options_.network.get()); !r) {
       log::error("Removing the orphaned {} '{}': {}", o.kind, o.id, r.error().message);
       return Outcome::kFailed;
     }
@@ -196,7 +226,8 @@ OrphanSweep::Outcome OrphanSweep::act(const Seen& seen) {
     log::warn("Moved '{}' to '{}': no instance has owned it since {}", o.id, target, o.first_seen);
     return Outcome::kGone;
   }
-  return Outcome::kQuarantined;  // secrets stay: a quarantined domain needs them to start again
+  // Secrets, taps and filters stay: a quarantined domain needs them to start again.
+  return Outcome::kQuarantined;
 }
 
 std::vector<Orphan> OrphanSweep::orphans() const {

@@ -28,6 +28,7 @@
 #include "common/clock.h"
 #include "drivers/compute_driver.h"
 #include "drivers/disk/disk_purge.h"
+#include "drivers/network/host_network.h"
 
 namespace kiln::sync {
 
@@ -42,14 +43,18 @@ struct OrphanOptions {
   std::chrono::seconds grace{3600};
   // How a removed directory's files are cleared first: they are tenants' disks.
   drivers::disk::ClearMethod clear = drivers::disk::ClearMethod::kZero;
+  // Taps and anti-spoofing filters are looked for when set.
+  std::shared_ptr<drivers::network::HostNetwork> network{};
 };
 
 struct Orphan {
-  std::string kind;        // "domain", "directory", "secret"
-  std::string id;          // the domain's uuid, the directory's path, the secret's usage
+  std::string kind;  // "domain", "directory", "secret", "tap", "filter"
+  // The domain's uuid, the directory's path, the secret's usage, the tap's name (a filter's too)
+  std::string id;
   std::string first_seen;  // RFC 3339
   bool quarantined = false;
-  std::string secret_uuid{};  // kind "secret": the libvirt secret's own uuid
+  std::string secret_uuid{};    // kind "secret": the libvirt secret's own uuid
+  std::string instance_uuid{};  // kind "tap": the instance its mark names
 };
 
 // Who may own something: the instances with records (but for rolled-back launches), and the CHAP
@@ -57,19 +62,24 @@ struct Orphan {
 struct Owners {
   std::set<std::string> instances;
   std::set<std::string> secret_usages;
+  std::set<std::string> taps;  // devnames of the recorded interfaces
 };
 
 // Every object on the host that is provably this kilnd's (under `instances_dir`) and that no
 // owner owns. `readOwners` is called after the host has been listed: anything made after the
 // listing has its record already (records are written before side effects), so nothing in
 // flight is taken for an orphan.
+// Taps are this kilnd's when they carry kiln's mark (drivers/network/host_network.h) and filters
+// when they are in kiln's nftables table; `network` may be null (then neither is looked for).
 std::vector<Orphan> findUnowned(drivers::ComputeDriver& driver, const std::string& instances_dir,
-                                const std::function<Owners()>& readOwners);
+                                const std::function<Owners()>& readOwners,
+                                drivers::network::HostNetwork* network = nullptr);
 
 // Removes one orphan now: a domain destroyed and undefined, a directory cleared (as
 // ephemeral_clear says) and removed, a secret removed.
 Result<void> removeOrphan(drivers::ComputeDriver& driver, const Orphan& orphan,
-                          drivers::disk::ClearMethod clear);
+                          drivers::disk::ClearMethod clear,
+                          drivers::network::HostNetwork* network = nullptr);
 
 class OrphanSweep {
  public:

@@ -103,6 +103,10 @@ void Reconciler::reconcileOne(const EntryPtr& entry) {
   const std::string& uuid = entry->uuid();
   resources_.restoreVolumeSecrets(*entry);
   resources_.restoreDiskSecrets(*entry);
+  // Taps do not survive a host reboot; the guest's next start needs them (and their filters).
+  if (auto r = resources_.plugInterfaces(*entry); !r) {
+    log::warn("Instance '{}': restoring its NICs failed: {}", uuid, r.error().message);
+  }
   auto power = driver_.powerState(uuid);
   if (!power) return;  // libvirt away: keep what we know
   table_.settleIfChanged(*entry, [&](InstanceRecord& now) {

@@ -22,12 +22,24 @@ constexpr std::size_t kMaxMachineNameLength = 64;
 
 // Properties kiln reads; every other hw_* key is reported as ignored.
 const std::set<std::string, std::less<>>& honouredProperties() {
-  static const std::set<std::string, std::less<>> names = {
-      "hw_architecture",     "hw_boot_menu",       "hw_cdrom_bus",       "hw_cpu_cores",
-      "hw_cpu_max_cores",    "hw_cpu_max_sockets", "hw_cpu_max_threads", "hw_cpu_sockets",
-      "hw_cpu_threads",      "hw_disk_bus",        "hw_firmware_type",   "hw_machine_type",
-      "hw_qemu_guest_agent", "hw_rng_model",       "hw_scsi_model",      "hw_vif_model",
-      "hw_video_model"};
+  static const std::set<std::string, std::less<>> names = {"hw_architecture",
+                                                           "hw_boot_menu",
+                                                           "hw_cdrom_bus",
+                                                           "hw_cpu_cores",
+                                                           "hw_cpu_max_cores",
+                                                           "hw_cpu_max_sockets",
+                                                           "hw_cpu_max_threads",
+                                                           "hw_cpu_sockets",
+                                                           "hw_cpu_threads",
+                                                           "hw_disk_bus",
+                                                           "hw_firmware_type",
+                                                           "hw_machine_type",
+                                                           "hw_qemu_guest_agent",
+                                                           "hw_rng_model",
+                                                           "hw_scsi_model",
+                                                           "hw_vif_model",
+                                                           "hw_vif_multiqueue_enabled",
+                                                           "hw_video_model"};
   return names;
 }
 
@@ -482,11 +494,26 @@ Result<HardwareSpec> hardwareSpecFrom(const json& image_properties,
     hw.rng = rng;
   }
 
-  // Kept for when kiln attaches NICs; validated now so a bad image fails before it is used.
+  // The models QEMU's x86 machines offer (qemu-system-x86_64 -device help, network section).
   auto vif =
       imageEnum("hw_vif_model", {"virtio", "e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet"});
   if (!vif) return vif.error();
   if (*vif) hw.vif_model = **vif;
+  // Multiqueue: the flavor's word wins over the image's, as in nova (_get_virtio_mq_settings).
+  bool multiqueue = false;
+  if (auto mq = in.flavor_value("hw:vif_multiqueue_enabled")) {
+    auto b = parseBool({"Flavor extra spec", "hw:vif_multiqueue_enabled"}, *mq);
+    if (!b) return b.error();
+    multiqueue = *b;
+  } else if (auto image_mq = in.image_value("hw_vif_multiqueue_enabled"); !image_mq) {
+    return image_mq.error();
+  } else if (*image_mq) {
+    auto b = parseBool({"Image property", "hw_vif_multiqueue_enabled"}, **image_mq);
+    if (!b) return b.error();
+    multiqueue = *b;
+  }
+  // Only virtio has queues; other models ignore the setting, as nova does.
+  if (multiqueue && hw.vif_model == "virtio") hw.vif_queues = std::min(vcpus, kMaxVifQueues);
 
   if (auto agent = in.image_value("hw_qemu_guest_agent"); !agent) {
     return agent.error();

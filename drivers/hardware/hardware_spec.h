@@ -38,6 +38,9 @@ struct RngSpec {
   bool operator==(const RngSpec&) const = default;
 };
 
+// The most queues a virtio NIC gets (the kernel's tap allows 256; nova caps at 256 too).
+inline constexpr unsigned kMaxVifQueues = 256;
+
 struct HardwareSpec {
   FirmwareType firmware = FirmwareType::kBios;
   bool secure_boot = false;  // only with kUefi
@@ -49,8 +52,11 @@ struct HardwareSpec {
   std::string scsi_model = "virtio-scsi";  // nova's name; the controller when a bus is scsi
   std::string video_model = "none";        // none: no video device (kiln has no graphics)
   std::optional<RngSpec> rng;
-  std::string vif_model = "virtio";  // validated and kept: kiln attaches no NICs yet
-  bool guest_agent = false;          // virtio-serial channel org.qemu.guest_agent.0
+  std::string vif_model = "virtio";  // every NIC's model (libvirt's <model type>)
+  // hw_vif_multiqueue_enabled (image) or hw:vif_multiqueue_enabled (flavor, which wins): one
+  // queue per vCPU on each virtio NIC, at most kMaxVifQueues.
+  unsigned vif_queues = 1;
+  bool guest_agent = false;  // virtio-serial channel org.qemu.guest_agent.0
   bool boot_menu = false;
   OsType os_type = OsType::kUnspecified;
   // Always set by hardwareSpecFrom(); unset means "emit no <topology>" (the old XML).

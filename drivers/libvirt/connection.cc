@@ -36,6 +36,7 @@ void wakeEventLoop(int timer, void*) { virEventRemoveTimeout(timer); }
 Session::~Session() {
   if (conn_ == nullptr) return;
   if (lifecycle_cb_ >= 0) virConnectDomainEventDeregisterAny(conn_, lifecycle_cb_);
+  if (device_removed_cb_ >= 0) virConnectDomainEventDeregisterAny(conn_, device_removed_cb_);
   if (close_cb_ != nullptr) virConnectUnregisterCloseCallback(conn_, close_cb_);
   virResetLastError();
   virConnectClose(conn_);
@@ -48,6 +49,11 @@ Connection::~Connection() { stop(); }
 void Connection::setLifecycleHandler(LifecycleHandler handler) {
   std::lock_guard lock(mutex_);
   lifecycle_handler_ = std::move(handler);
+}
+
+void Connection::setDeviceRemovedHandler(DeviceRemovedHandler handler) {
+  std::lock_guard lock(mutex_);
+  device_removed_handler_ = std::move(handler);
 }
 
 void Connection::setReconnectHook(std::function<void()> hook) {
@@ -119,6 +125,16 @@ Result<SessionPtr> Connection::open() {
   } else {
     session->setLifecycleCallbackId(cb);
   }
+  int removed =
+      virConnectDomainEventRegisterAny(conn, nullptr, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                                       VIR_DOMAIN_EVENT_CALLBACK(onDeviceRemoved), this, nullptr);
+  if (removed < 0) {
+    // Detaches still finish: they also poll the live definition, only more slowly.
+    Error e = takeLastError("Registering for libvirt device-removed events");
+    log::warn("{}", e.message);
+  } else {
+    session->setDeviceRemovedCallbackId(removed);
+  }
   return session;
 }
 
@@ -162,6 +178,21 @@ int Connection::onLifecycle(virConnectPtr, virDomainPtr dom, int event, int deta
   }
   if (handler) handler(uuid, event, detail);
   return 0;
+}
+
+void Connection::onDeviceRemoved(virConnectPtr, virDomainPtr dom, const char* alias, void* opaque) {
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  if (alias == nullptr || virDomainGetUUIDString(dom, uuid) < 0) {
+    virResetLastError();
+    return;
+  }
+  auto* self = static_cast<Connection*>(opaque);
+  DeviceRemovedHandler handler;
+  {
+    std::lock_guard lock(self->mutex_);
+    handler = self->device_removed_handler_;
+  }
+  if (handler) handler(uuid, alias);
 }
 
 void Connection::reconnectLoop() {

@@ -27,12 +27,14 @@ class Session {
   ~Session();
   virConnectPtr get() const { return conn_; }
   void setLifecycleCallbackId(int id) { lifecycle_cb_ = id; }
+  void setDeviceRemovedCallbackId(int id) { device_removed_cb_ = id; }
   void setCloseCallback(virConnectCloseFunc cb) { close_cb_ = cb; }
 
  private:
   virConnectPtr conn_;
   void* owner_;
   int lifecycle_cb_ = -1;
+  int device_removed_cb_ = -1;
   virConnectCloseFunc close_cb_ = nullptr;
 };
 using SessionPtr = std::shared_ptr<Session>;
@@ -46,6 +48,9 @@ struct ConnectionOptions {
 class Connection {
  public:
   using LifecycleHandler = std::function<void(const std::string& uuid, int event, int detail)>;
+  // A device left a running domain (the guest released it): the domain's uuid, the device alias.
+  using DeviceRemovedHandler =
+      std::function<void(const std::string& uuid, const std::string& alias)>;
 
   explicit Connection(ConnectionOptions options);
   ~Connection();
@@ -65,11 +70,14 @@ class Connection {
   void reportFailure(const Error& error);
 
   void setLifecycleHandler(LifecycleHandler handler);
+  void setDeviceRemovedHandler(DeviceRemovedHandler handler);
   void setReconnectHook(std::function<void()> hook);
 
  private:
   static void onClose(virConnectPtr conn, int reason, void* opaque);
   static int onLifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void* opaque);
+  static void onDeviceRemoved(virConnectPtr conn, virDomainPtr dom, const char* alias,
+                              void* opaque);
   Result<SessionPtr> open();
   void reconnectLoop();
   void eventLoop();
@@ -82,6 +90,7 @@ class Connection {
   std::atomic<bool> stopping_{false};
   bool started_ = false;
   LifecycleHandler lifecycle_handler_;
+  DeviceRemovedHandler device_removed_handler_;
   std::function<void()> reconnect_hook_;
   std::thread event_thread_;
   std::thread reconnect_thread_;

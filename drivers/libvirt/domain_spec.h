@@ -28,6 +28,9 @@ struct DomainDisk {
   Device device = Device::kDisk;
   std::string bus = "virtio";
   unsigned boot_order = 0;  // 0: the firmware does not boot from it
+  // A CD-ROM that is the instance's own file (the config drive): libvirt gives it to the guest's
+  // user like a disk. Otherwise a CD-ROM is a shared cached base that is never relabelled.
+  bool instance_private = false;
 };
 
 struct DomainSpec {
@@ -42,6 +45,7 @@ struct DomainSpec {
   std::string cpu_mode;                               // empty: none given
   std::optional<hardware::CpuTopology> cpu_topology;  // empty: no <topology>
   std::vector<DomainDisk> disks;
+  std::vector<NicSpec> nics;
   std::string console_log_path;
   // UEFI: the loader and varstore paths are written out, never autoselected by libvirt, so the
   // firmware is kiln's choice and the same on every define. An empty loader_path means SeaBIOS.
@@ -93,5 +97,7 @@ Result<DomainSpec> domainSpecFor(const InstanceSpec& instance,
 std::string renderDomainXml(const DomainSpec& spec);
 // One <disk> element, for hot-plug (virtio).
 std::string renderDiskXml(const DiskSpec& disk);
+// One <interface> element: the domain's, and the one hot-plug attaches and detaches.
+std::string renderInterfaceXml(const NicSpec& nic);
 
 }  // namespace kiln::drivers::libvirt

@@ -51,7 +51,7 @@ void addDisk(pugi::xml_node devices, const DomainDisk& entry) {
         secret.append_attribute("type") = "passphrase";
         secret.append_attribute("uuid") = disk.encryption_secret_uuid.c_str();
       }
-      if (cdrom) {
+      if (cdrom && !entry.instance_private) {
         // The CD-ROM is the cached base itself: shared, verified, never chowned to one guest.
         auto label = file_source.append_child("seclabel");
         label.append_attribute("model") = "dac";
@@ -118,6 +118,26 @@ void addDisk(pugi::xml_node devices, const DomainDisk& entry) {
   if (!cdrom) textChild(node, "serial", disk.serial.empty() ? disk.device : disk.serial);
 }
 
+// A tap kiln made (drivers/network): libvirt opens it by name and neither creates nor removes
+// it (managed='no'), so the tap and its anti-spoofing filter outlive the guest's power cycles.
+void addInterface(pugi::xml_node devices, const NicSpec& nic) {
+  auto node = devices.append_child("interface");
+  node.append_attribute("type") = "ethernet";
+  node.append_child("mac").append_attribute("address") = nic.mac.c_str();
+  auto target = node.append_child("target");
+  target.append_attribute("dev") = nic.devname.c_str();
+  target.append_attribute("managed") = "no";
+  node.append_child("model").append_attribute("type") = nic.model.c_str();
+  if (nic.model == "virtio" && nic.queues > 1) {
+    auto driver = node.append_child("driver");
+    driver.append_attribute("queues") = nic.queues;
+  }
+  // virtio-net tells the guest the MTU (host_mtu), so the guest's eth0 has the network's MTU.
+  if (nic.mtu != 0) node.append_child("mtu").append_attribute("size") = nic.mtu;
+  // A user alias names the device by its port, for the operator reading `virsh dumpxml`.
+  node.append_child("alias").append_attribute("name") = ("ua-" + nic.port_id).c_str();
+}
+
 // The target-name prefix guests and operators expect for a bus.
 std::string devicePrefix(DiskBus bus) {
   switch (bus) {
@@ -148,6 +168,26 @@ std::string firstFree(const std::set<std::string>& used, const std::string& pref
     if (used.count(name) == 0) return name;
   }
   return "";
+}
+
+// A read-only raw CD-ROM on `bus`, in its first free slot (IDE slots tried in `ide_order`).
+Result<DomainDisk> readOnlyCdrom(std::set<std::string>& used, DiskBus bus,
+                                 const std::string& ide_order, const std::string& path,
+                                 std::string_view what, const InstanceSpec& instance) {
+  DomainDisk cdrom;
+  cdrom.device = DomainDisk::Device::kCdrom;
+  cdrom.bus = std::string(hardware::diskBusName(bus));
+  cdrom.disk.path = path;
+  cdrom.disk.format = "raw";
+  cdrom.disk.read_only = true;
+  cdrom.disk.device = bus == DiskBus::kIde ? firstFree(used, "hd", ide_order)
+                                           : firstFree(used, "sd", "abcdefghijklmnop");
+  if (cdrom.disk.device.empty()) {
+    return Error::invalid(fmt::format("Instance '{}' has no free {} slot for its {}; IDE has four.",
+                                      instance.uuid, hardware::diskBusName(bus), what));
+  }
+  used.insert(cdrom.disk.device);
+  return cdrom;
 }
 
 }  // namespace
@@ -254,24 +294,23 @@ Result<DomainSpec> domainSpecFor(const InstanceSpec& instance, const HardwareSpe
           "Instance '{}' boots from an ISO image but was given no CD-ROM path", instance.uuid));
     }
     DiskBus cdrom_bus = hardware.cdrom_bus.value_or(q35 ? DiskBus::kSata : DiskBus::kIde);
-    DomainDisk cdrom;
-    cdrom.device = DomainDisk::Device::kCdrom;
-    cdrom.bus = std::string(hardware::diskBusName(cdrom_bus));
-    cdrom.boot_order = 1;
-    cdrom.disk.path = options.cdrom_path;
-    cdrom.disk.format = "raw";
-    cdrom.disk.read_only = true;
     // hdc is the classic CD-ROM slot (secondary master) on IDE.
-    cdrom.disk.device = cdrom_bus == DiskBus::kIde ? firstFree(used, "hd", "cdab")
-                                                   : firstFree(used, "sd", "abcdefghijklmnop");
-    if (cdrom.disk.device.empty()) {
-      return Error::invalid(
-          fmt::format("Instance '{}' has no free {} slot for its CD-ROM; IDE has four.",
-                      instance.uuid, hardware::diskBusName(cdrom_bus)));
-    }
-    used.insert(cdrom.disk.device);
-    spec.disks.push_back(std::move(cdrom));
+    auto cdrom = readOnlyCdrom(used, cdrom_bus, "cdab", options.cdrom_path, "CD-ROM", instance);
+    if (!cdrom) return cdrom.error();
+    cdrom->boot_order = 1;
+    spec.disks.push_back(std::move(cdrom).value());
   }
+  if (!instance.config_drive_path.empty()) {
+    // nova's config drive: a read-only CD-ROM on a bus the machine has (IDE on i440fx, SATA on
+    // q35), found by the guest through its label, config-2. It is the instance's own file.
+    auto drive = readOnlyCdrom(used, q35 ? DiskBus::kSata : DiskBus::kIde, "dcba",
+                               instance.config_drive_path, "config drive", instance);
+    if (!drive) return drive.error();
+    drive->instance_private = true;
+    spec.disks.push_back(std::move(drive).value());
+  }
+  // Each NIC's model and queues were chosen from this hardware when it was recorded.
+  spec.nics = instance.nics;
   bool scsi = false;
   for (const auto& d : spec.disks) {
     if (d.bus == "scsi") scsi = true;
@@ -307,6 +346,14 @@ Result<DomainSpec> domainSpecFor(const InstanceSpec& instance, const HardwareSpe
 std::string renderDiskXml(const DiskSpec& disk) {
   pugi::xml_document doc;
   addDisk(doc, DomainDisk{disk, DomainDisk::Device::kDisk, "virtio", disk.boot ? 1U : 0U});
+  std::ostringstream out;
+  doc.save(out, "  ", pugi::format_default | pugi::format_no_declaration);
+  return out.str();
+}
+
+std::string renderInterfaceXml(const NicSpec& nic) {
+  pugi::xml_document doc;
+  addInterface(doc, nic);
   std::ostringstream out;
   doc.save(out, "  ", pugi::format_default | pugi::format_no_declaration);
   return out.str();
@@ -425,6 +472,7 @@ std::string renderDomainXml(const DomainSpec& spec) {
     controller.append_attribute("model") = spec.scsi_controller_model.c_str();
   }
   for (const auto& disk : spec.disks) addDisk(devices, disk);
+  for (const auto& nic : spec.nics) addInterface(devices, nic);
   if (!spec.console_log_path.empty()) {
     // virtlogd writes the serial output to the log, so it survives a kilnd restart and QEMU
     // never holds the file itself.

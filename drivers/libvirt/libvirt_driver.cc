@@ -57,7 +57,17 @@ bool isManagedName(const char* name) {
 }  // namespace
 
 LibvirtDriver::LibvirtDriver(LibvirtDriverOptions options)
-    : options_(std::move(options)), connection_(options_.connection) {}
+    : options_(std::move(options)), connection_(options_.connection) {
+  connection_.setDeviceRemovedHandler([this](const std::string& uuid, const std::string& alias) {
+    {
+      std::lock_guard lock(removed_mutex_);
+      // Bounded: events nobody waits for (disk unplugs, other tools' detaches) are dropped.
+      if (removed_devices_.size() > 256) removed_devices_.clear();
+      removed_devices_.insert(uuid + "/" + alias);
+    }
+    removed_cv_.notify_all();
+  });
+}
 
 LibvirtDriver::~LibvirtDriver() { stop(); }
 
@@ -558,6 +568,77 @@ Result<void> LibvirtDriver::detachDisk(const std::string& uuid, const DiskSpec& 
   }
   return Error::unavailable(
       fmt::format("The guest of instance '{}' did not release {} within 30 s", uuid, disk.device));
+}
+
+Result<void> LibvirtDriver::attachInterface(const std::string& uuid, const NicSpec& nic) {
+  auto found = lookup(uuid);
+  if (!found) return found.error();
+  DomainHandle dom = std::move(found).value();
+  std::string xml = renderInterfaceXml(nic);
+  int active = virDomainIsActive(dom.get());
+  unsigned flags = VIR_DOMAIN_AFFECT_CONFIG | (active == 1 ? VIR_DOMAIN_AFFECT_LIVE : 0);
+  if (virDomainAttachDeviceFlags(dom.get(), xml.c_str(), flags) < 0) {
+    return failed(fmt::format("Attaching port '{}' to instance '{}'", nic.port_id, uuid));
+  }
+  return success();
+}
+
+Result<void> LibvirtDriver::detachInterface(const std::string& uuid, const NicSpec& nic,
+                                            std::chrono::milliseconds timeout) {
+  auto found = lookup(uuid);
+  if (!found) return found.error();
+  DomainHandle dom = std::move(found).value();
+  std::string xml = renderInterfaceXml(nic);
+  const std::string key = uuid + "/ua-" + nic.port_id;
+  auto stillPlugged = [&]() -> Result<bool> {
+    auto live = liveXml(dom.get());
+    if (!live) return live.error();
+    pugi::xml_document doc;
+    doc.load_string(live->c_str());
+    for (auto node : doc.select_nodes("/domain/devices/interface/mac")) {
+      if (nic.mac == node.node().attribute("address").value()) return true;
+    }
+    return false;
+  };
+  // libvirt matches the NIC by its MAC; "not found" means it is gone from that definition.
+  auto detach = [&](unsigned flags) -> Result<void> {
+    if (virDomainDetachDeviceFlags(dom.get(), xml.c_str(), flags) == 0) return success();
+    Error e = failed(fmt::format("Detaching port '{}' from instance '{}'", nic.port_id, uuid));
+    if (e.code == ErrorCode::kInvalidArgument || e.code == ErrorCode::kNotFound) return success();
+    return e;
+  };
+  {
+    std::lock_guard lock(removed_mutex_);
+    removed_devices_.erase(key);
+  }
+  // The persistent definition first: a domain started later must not bring the NIC back.
+  if (auto r = detach(VIR_DOMAIN_AFFECT_CONFIG); !r) return r;
+  if (virDomainIsActive(dom.get()) != 1) return success();
+  auto plugged = stillPlugged();
+  if (!plugged) return plugged.error();
+  if (!*plugged) return success();
+  if (auto r = detach(VIR_DOMAIN_AFFECT_LIVE); !r) return r;
+  // The guest acknowledges the unplug (ACPI) when it likes; libvirt says so with device-removed.
+  // The live definition is read again now and then in case the event was lost (a reconnect).
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    {
+      std::unique_lock lock(removed_mutex_);
+      auto wait_until =
+          std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
+      if (removed_cv_.wait_until(lock, wait_until, [&] { return removed_devices_.count(key); })) {
+        removed_devices_.erase(key);
+        return success();
+      }
+    }
+    plugged = stillPlugged();
+    if (!plugged) return plugged.error();
+    if (!*plugged) return success();
+    if (std::chrono::steady_clock::now() >= deadline) break;
+  }
+  return Error::unavailable(fmt::format(
+      "The guest of instance '{}' did not release port '{}' within {} ms; it is still plugged",
+      uuid, nic.port_id, timeout.count()));
 }
 
 void LibvirtDriver::setEventSink(std::function<void(const DomainEvent&)> sink) {

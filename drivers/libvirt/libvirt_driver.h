@@ -1,6 +1,8 @@
 #pragma once
+#include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "drivers/compute_driver.h"
@@ -57,6 +59,9 @@ class LibvirtDriver final : public ComputeDriver {
   Result<void> removeSecret(const std::string& secret_uuid) override;
   Result<void> attachDisk(const std::string& uuid, const DiskSpec& disk) override;
   Result<void> detachDisk(const std::string& uuid, const DiskSpec& disk) override;
+  Result<void> attachInterface(const std::string& uuid, const NicSpec& nic) override;
+  Result<void> detachInterface(const std::string& uuid, const NicSpec& nic,
+                               std::chrono::milliseconds timeout) override;
   bool connected() const override { return connection_.connected(); }
   void setEventSink(std::function<void(const DomainEvent&)> sink) override;
   void setReconnectHook(std::function<void()> hook) override;
@@ -75,6 +80,10 @@ class LibvirtDriver final : public ComputeDriver {
   Result<void> undefineSecretOf(int usage_type, const std::string& usage);
   // The host's capabilities XML, read once per connection (machine types do not change).
   Result<std::string> capabilities(virConnectPtr conn);
+  // Device-removed events ("<uuid>/<alias>") not yet claimed by a detach waiting for them.
+  std::mutex removed_mutex_;
+  std::condition_variable removed_cv_;
+  std::set<std::string> removed_devices_;
   std::mutex caps_mutex_;
   std::string caps_xml_;
   LibvirtDriverOptions options_;

@@ -44,8 +44,7 @@ class HostNetwork {
   // Removes a kiln tap by name after checking its mark names `instance_uuid`; missing is fine, a
   // tap whose mark names another instance (or that has none) is kConflict and left alone. The
   // tap's filter stays: removeFilter is its own step of the sweep.
-  virtual Result<void> removeTap(const std::string& devname,
-                                 const std::string& instance_uuid) = 0;
+  virtual Result<void> removeTap(const std::string& devname, const std::string& instance_uuid) = 0;
 };
 
 }  // namespace kiln::drivers::network

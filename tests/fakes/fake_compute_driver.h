@@ -183,6 +183,20 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     std::erase_if(attached_specs[uuid], [&](const auto& d) { return d.device == disk.device; });
     return success();
   }
+  Result<void> attachInterface(const std::string& uuid, const drivers::NicSpec& nic) override {
+    std::lock_guard lock(mutex_);
+    if (domains.count(uuid) == 0) return Error::notFound("no domain");
+    if (fail_interface) return *fail_interface;
+    attached_nics[uuid].push_back(nic.port_id);
+    return success();
+  }
+  Result<void> detachInterface(const std::string& uuid, const drivers::NicSpec& nic,
+                               std::chrono::milliseconds) override {
+    std::lock_guard lock(mutex_);
+    if (fail_interface) return *fail_interface;
+    std::erase(attached_nics[uuid], nic.port_id);
+    return success();
+  }
   bool connected() const override { return true; }
   void setEventSink(std::function<void(const drivers::DomainEvent&)>) override {}
   void setReconnectHook(std::function<void()>) override {}
@@ -197,6 +211,8 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
   }
 
   std::mutex mutex_;
+  std::map<std::string, std::vector<std::string>> attached_nics;  // uuid -> port ids
+  std::optional<Error> fail_interface;
   std::atomic<int> reboots_started_{0};
   std::map<std::string, drivers::PowerState> domains;
   std::vector<drivers::InstanceSpec> spawned;

@@ -68,7 +68,7 @@ readonly OUTPUT="$OUTDIR/$IMAGE_NAME"
 # Skip the ~10 s rebuild when nothing that goes into the image changed. The scripts (this one and
 # guest-common.sh, which carries /init) are inputs too.
 if [[ -s $OUTPUT ]]; then
-    newer=$(find "$0" "$GUEST_COMMON_SH" "$kernel" "$busybox" "$SYSLINUX_MBR" "${module_files[@]}" -newer "$OUTPUT" -print -quit)
+    newer=$(find "$0" "$GUEST_COMMON_SH" "${GUEST_NETWORK_FILES[@]}" "$kernel" "$busybox" "$SYSLINUX_MBR" "${module_files[@]}" -newer "$OUTPUT" -print -quit)
     if [[ -z $newer ]]; then
         echo "$OUTPUT"
         exit 0

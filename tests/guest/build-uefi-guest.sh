@@ -63,7 +63,7 @@ readonly OUTPUT="$OUTDIR/$IMAGE_NAME"
 # Skip the rebuild when nothing that goes into the image changed (os-release and the partition layout
 # are in this script, /init is in guest-common.sh).
 if [[ -s $OUTPUT ]]; then
-    newer=$(find "$0" "$GUEST_COMMON_SH" "$kernel" "$busybox" "$EFI_STUB" "${module_files[@]}" \
+    newer=$(find "$0" "$GUEST_COMMON_SH" "${GUEST_NETWORK_FILES[@]}" "$kernel" "$busybox" "$EFI_STUB" "${module_files[@]}" \
         -newer "$OUTPUT" -print -quit)
     if [[ -z $newer ]]; then
         echo "$OUTPUT"

@@ -17,11 +17,18 @@
 # Path of this file, for the builders' up-to-date checks.
 GUEST_COMMON_SH=${BASH_SOURCE[0]}
 readonly GUEST_COMMON_SH
+# The guest's network side (copied into the initramfs; inputs of both builders too).
+GUEST_NETWORK_FILES=("${GUEST_COMMON_SH%/*}/kiln-net.sh" "${GUEST_COMMON_SH%/*}/json-flat.awk"
+    "${GUEST_COMMON_SH%/*}/udhcpc-apply.sh")
+readonly GUEST_NETWORK_FILES
 
 # Load order matters: insmod does no dependency resolution. virtio_blk is all the tests need to see
 # disks; button + evdev are what let busybox acpid notice an ACPI power button press.
+# failover..virtio_net give the guest its NICs; scsi_common..sr_mod, then isofs, let it read the
+# config drive, a CD-ROM on IDE (the cloud kernel has no AHCI driver).
 readonly MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
-    button evdev)
+    button evdev failover net_failover virtio_net scsi_common scsi_mod libata ata_piix cdrom sr_mod
+    isofs)
 # loglevel=4 keeps kernel chatter (hot-plug notices are KERN_INFO) from interleaving with the KILN-*
 # lines, while real errors still reach the console. mitigations=off shaves a little off every syscall
 # under TCG, where the guest is not a security boundary worth paying for.
@@ -92,6 +99,14 @@ guest_build_initramfs() {
     done
     printf '%s\n' "${MODULES[@]}" >"$root/lib/modules/load-order"
 
+    local dir=${GUEST_COMMON_SH%/*}
+    mkdir -p "$root/lib/kiln" "$root/mnt"
+    install -m 755 "$dir/kiln-net.sh" "$root/bin/kiln-net"
+    install -m 755 "$dir/udhcpc-apply.sh" "$root/bin/udhcpc-apply"
+    install -m 644 "$dir/json-flat.awk" "$root/lib/kiln/json-flat.awk"
+    printf '#!/bin/sh\nexec awk -f /lib/kiln/json-flat.awk "$@"\n' >"$root/bin/json-flat"
+    chmod 755 "$root/bin/json-flat"
+
     # busybox acpid runs ./PWRF/00000080 (relative to /etc/acpi) when the power button is pressed.
     cat >"$root/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
@@ -133,6 +148,9 @@ if [ -d /sys/firmware/efi ]; then
 else
     echo "KILN-BOOT firmware=bios"
 fi
+
+# NICs and the config drive (tests/guest/kiln-net.sh documents its KILN-* lines).
+kiln-net boot
 
 # ----------------------------------------------------------------- per-disk hooks
 # Each hook is a function taking the disk name (vda, vdb, ...). Hooks run once per disk when it is
@@ -242,6 +260,7 @@ echo "KILN-READY"
 
 while :; do
     sleep 1
+    kiln-net poll
     current=""
     for path in /sys/block/vd*; do
         [ -e "$path" ] || continue

@@ -14,6 +14,7 @@
 
 #include "tests/integration/kilnd_harness.h"
 #include "tests/integration/orphans.h"
+#include "tests/integration/test_network.h"
 #include "tests/integration/tgt_volume.h"
 #include "tests/support/local_images.h"
 
@@ -31,6 +32,7 @@ struct Scenario {
   std::string action = "abort";  // or "error": the step fails and its rollback runs
   bool kernel = false;           // the kernel connector (stand-in iscsiadm) instead of QEMU's
   bool encrypted = false;        // vdb is LUKS with a per-instance libvirt secret
+  bool network = false;          // a NIC on the bridge kntbr9 and a config drive
 };
 
 struct Row {
@@ -101,7 +103,7 @@ class CrashMatrix {
  private:
   Row runRow(const Scenario& sc) {
     INFO("failpoint " << sc.failpoint << "=" << sc.action << (sc.kernel ? " (kernel)" : "")
-                      << (sc.encrypted ? " (encrypted)" : ""));
+                      << (sc.encrypted ? " (encrypted)" : "") << (sc.network ? " (network)" : ""));
     auto started = std::chrono::steady_clock::now();
     const std::string uuid = uuidFor(++counter_ + static_cast<int>(sc.op) * 100);
     kiln::testing::TempDir dir;
@@ -132,6 +134,14 @@ class CrashMatrix {
       json body = {{"uuid", uuid}, {"name", "crash"}, {"flavor", "test.small"}};
       body["image"] = {{"id", image}};
       body["block_devices"] = with_volume ? json::array({volume_.bdm()}) : json::array();
+      if (sc.network) {
+        body["config_drive"] = true;
+        body["network_info"] = json::array({{{"id", fmt::format("port-crash-{}", counter_)},
+                                             {"address", "fa:16:3e:c7:00:01"},
+                                             {"type", "bridge"},
+                                             {"devname", fmt::format("kntcrash{}", counter_)},
+                                             {"network", {{"bridge", "kntbr9"}}}}});
+      }
       return body.dump();
     };
     auto action = [&](const json& body) {
@@ -196,7 +206,8 @@ class CrashMatrix {
     }
 
     json rec = settle(kilnd, uuid, std::chrono::seconds(90));
-    Row row{sc.failpoint + (sc.kernel ? " (kernel)" : "") + (sc.encrypted ? " (encrypted)" : ""),
+    Row row{sc.failpoint + (sc.kernel ? " (kernel)" : "") + (sc.encrypted ? " (encrypted)" : "") +
+                (sc.network ? " (network)" : ""),
             sc.action, "", 0};
     if (deleted) {
       CHECK(rec.is_null());
@@ -286,6 +297,23 @@ TEST_CASE("crash matrix: delete", "[integration][volumes][crash]") {
   matrix.run({"delete.after_keys", Op::kDelete, "abort", false, true});
   matrix.run({"launch.after_disks_recorded", Op::kLaunch, "abort", false, true});
   matrix.run({"delete.after_destroy", Op::kDelete, "abort", true});
+}
+
+TEST_CASE("crash matrix: NICs and the config drive", "[integration][volumes][crash]") {
+  // The bridge the NICs join; torn down with the test.
+  kiln::testing::TestNetwork net("9", "198.51.100.1/24");
+  TestVolume volume(26, "vol-crash-network", "cuser", "crash-pa55word");
+  CrashMatrix matrix(volume);
+  for (const char* fp : {"launch.after_disks_recorded", "launch.after_interfaces",
+                         "launch.after_config_drive", "launch.after_start"}) {
+    matrix.run({fp, Op::kLaunch, "abort", false, false, true});
+  }
+  for (const char* fp : {"launch.after_interfaces", "launch.after_config_drive"}) {
+    matrix.run({fp, Op::kLaunch, "error", false, false, true});
+  }
+  for (const char* fp : {"delete.after_destroy", "delete.after_interfaces"}) {
+    matrix.run({fp, Op::kDelete, "abort", false, false, true});
+  }
 }
 
 TEST_CASE("crash matrix: attach and detach", "[integration][volumes][crash]") {

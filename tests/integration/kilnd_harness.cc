@@ -287,6 +287,18 @@ bool KilndHarness::waitGone(const std::string& uuid, std::chrono::seconds timeou
   return false;
 }
 
+nlohmann::json KilndHarness::waitIdle(const std::string& uuid, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  nlohmann::json rec;
+  while (std::chrono::steady_clock::now() < deadline) {
+    rec = api("GET", "/v1/instances/" + uuid).json;
+    if (rec.is_object() && rec.contains("task_state") && rec["task_state"].is_null()) return rec;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  FAIL("instance " << uuid << " stayed busy: " << rec.dump());
+  return rec;
+}
+
 std::string KilndHarness::waitForConsole(const std::string& uuid, const std::string& needle,
                                          std::chrono::seconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -62,6 +62,10 @@ class KilndHarness {
   nlohmann::json waitForState(const std::string& uuid, const std::string& state,
                               std::chrono::seconds timeout = std::chrono::seconds(60));
   bool waitGone(const std::string& uuid, std::chrono::seconds timeout = std::chrono::seconds(60));
+  // Polls GET /v1/instances/{uuid} until no task runs (task_state null); returns the record.
+  // Fails the test on timeout.
+  nlohmann::json waitIdle(const std::string& uuid,
+                          std::chrono::seconds timeout = std::chrono::seconds(60));
   // Polls the console through the API until it contains `needle`.
   std::string waitForConsole(const std::string& uuid, const std::string& needle,
                              std::chrono::seconds timeout = std::chrono::seconds(90));

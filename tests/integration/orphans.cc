@@ -2,7 +2,10 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <optional>
 #include <sstream>
+
+#include "common/command_runner.h"
 
 namespace kiln::testing {
 namespace stdfs = std::filesystem;
@@ -31,6 +34,17 @@ std::vector<std::string> entries(const std::string& dir) {
   return out;
 }
 
+// A command's stdout, or nothing when it cannot run or fails.
+std::optional<std::string> runText(const std::vector<std::string>& argv) {
+  PosixCommandRunner runner;
+  CommandSpec spec;
+  spec.argv = argv;
+  spec.timeout = std::chrono::seconds(30);
+  auto out = runner.run(spec);
+  if (!out || !out->succeeded()) return std::nullopt;
+  return out->stdout_text;
+}
+
 }  // namespace
 
 std::vector<std::string> findOrphans(KilndHarness& kilnd, const OrphanScope& scope) {
@@ -42,8 +56,10 @@ std::vector<std::string> findOrphans(KilndHarness& kilnd, const OrphanScope& sco
   std::set<std::string> owners;
   std::set<std::string> chap_usages;
   std::set<std::string> session_links;
+  std::set<std::string> taps;  // the devnames of the listed instances' interfaces
   for (const auto& inst : listed.json["instances"]) {
     const std::string uuid = inst["uuid"];
+    for (const auto& i : inst.value("interfaces", json::array())) taps.insert(i["devname"]);
     bool rolled_back = inst["state"] == "error" && inst["disks"].empty() && inst["volumes"].empty();
     if (!rolled_back) owners.insert(uuid);
     for (const auto& v : inst["volumes"]) {
@@ -108,6 +124,32 @@ std::vector<std::string> findOrphans(KilndHarness& kilnd, const OrphanScope& sco
       std::string link = scope.stand_in_devdir + "/" + name;
       if (!session_links.count(link)) {
         debris.push_back("iSCSI session " + link + ": no volume attachment owns it");
+      }
+    }
+  }
+  // Taps kiln made (their alias is kiln's mark, "kiln:<uuid>:<port>") for this test's instances.
+  if (auto links = runText({"ip", "-j", "link", "show"})) {
+    for (const auto& link : json::parse(*links, nullptr, false)) {
+      const std::string alias = link.value("ifalias", "");
+      if (!alias.starts_with("kiln:") || alias.size() < 5 + kUuidLength) continue;
+      const std::string name = link.value("ifname", "");
+      if (scope.uuids.count(alias.substr(5, kUuidLength)) && !taps.count(name)) {
+        debris.push_back("tap " + name + " (" + alias + "): no instance's interface names it");
+      }
+    }
+  } else {
+    debris.push_back("ip link show failed");
+  }
+  // Anti-spoofing chains in kiln's nftables table, for the test's tap names (knt...).
+  if (auto ruleset = runText({"nft", "-j", "list", "table", "netdev", "kiln"})) {
+    for (const auto& item :
+         json::parse(*ruleset, nullptr, false).value("nftables", json::array())) {
+      if (!item.contains("chain")) continue;
+      const std::string chain = item["chain"].value("name", "");
+      if (!chain.starts_with("vif-knt")) continue;
+      if (!taps.count(chain.substr(4))) {
+        debris.push_back("nftables chain netdev kiln " + chain +
+                         ": no instance's interface names it");
       }
     }
   }

@@ -241,3 +241,132 @@ TEST_CASE("a body nested too deeply is refused before anything walks it", "[requ
   CHECK_FALSE(kiln::api::parseRequestJson(std::string(100, '{')).ok());
   CHECK(kiln::api::parseRequestJson("[[[1]]]").ok());
 }
+
+namespace {
+
+nlohmann::json goodVif() {
+  return nlohmann::json::parse(R"({
+    "id": "9d0e7b0a-1111-4222-8333-444455556666", "address": "FA:16:3E:01:02:03",
+    "type": "bridge", "devname": "tap9d0e7b0a-11", "vnic_type": "normal",
+    "details": {"port_filter": true},
+    "network": {"id": "net-1", "bridge": "brq-net1", "label": "private",
+                "meta": {"mtu": 1450},
+                "subnets": [{"cidr": "198.51.100.0/24",
+                             "gateway": {"address": "198.51.100.1", "type": "gateway"},
+                             "ips": [{"address": "198.51.100.7", "type": "fixed"}],
+                             "dns": [{"address": "203.0.113.53"}],
+                             "routes": [{"cidr": "203.0.113.0/24",
+                                         "gateway": {"address": "198.51.100.254"}}]}]}})");
+}
+
+kiln::Result<kiln::api::LaunchRequest> launchWith(const nlohmann::json& extra) {
+  nlohmann::json body = {{"uuid", "0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10"},
+                         {"name", "Web Server #1"},
+                         {"flavor", "m1.tiny"},
+                         {"image", {{"id", "cirros"}}}};
+  for (const auto& [k, v] : extra.items()) body[k] = v;
+  return parseLaunchRequest(body.dump(), catalog());
+}
+
+}  // namespace
+
+TEST_CASE("network_info VIFs are parsed into NICs and kept as given", "[request][network]") {
+  auto r = launchWith({{"network_info", nlohmann::json::array({goodVif()})}});
+  REQUIRE(r.ok());
+  REQUIRE(r->interfaces.size() == 1);
+  const auto& nic = r->interfaces[0].nic;
+  CHECK(nic.port_id == "9d0e7b0a-1111-4222-8333-444455556666");
+  CHECK(nic.mac == "fa:16:3e:01:02:03");
+  CHECK(nic.type == kiln::drivers::NicSpec::Type::kBridge);
+  CHECK(nic.devname == "tap9d0e7b0a-11");
+  CHECK(nic.bridge == "brq-net1");
+  CHECK(nic.mtu == 1450);
+  CHECK_FALSE(nic.filter);  // Neutron filters (port_filter true)
+  CHECK(nic.fixed_ips == std::vector<std::string>{"198.51.100.7"});
+  CHECK(r->interfaces[0].vif == goodVif());
+  CHECK(r->hostname == "web-server-1");
+
+  SECTION("no devname: nova's tap + port id prefix; ethernet is a tap") {
+    auto vif = goodVif();
+    vif.erase("devname");
+    vif["type"] = "ethernet";
+    vif["details"] = nlohmann::json::object();
+    auto t = launchWith({{"network_info", nlohmann::json::array({vif})}});
+    REQUIRE(t.ok());
+    CHECK(t->interfaces[0].nic.devname == "tap9d0e7b0a-11");
+    CHECK(t->interfaces[0].nic.type == kiln::drivers::NicSpec::Type::kTap);
+    CHECK(t->interfaces[0].nic.filter);
+  }
+}
+
+TEST_CASE("bad VIFs are refused, naming the field", "[request][network]") {
+  struct Case {
+    const char* pointer;
+    nlohmann::json value;
+    const char* named;
+  };
+  const std::vector<Case> cases = {
+      {"/address", "01:00:5e:00:00:01", "address"},
+      {"/address", "ff:ff:ff:ff:ff:ff", "address"},
+      {"/address", "00:00:00:00:00:00", "address"},
+      {"/address", "fa:16:3e:01:02", "address"},
+      {"/devname", "tap/../x", "devname"},
+      {"/devname", "tap0123456789abc", "devname"},
+      {"/devname", "-tap", "devname"},
+      {"/network/bridge", "br with spaces", "bridge"},
+      {"/network/bridge", "bridge-name-too-long", "bridge"},
+      {"/network/meta/mtu", 70000, "mtu"},
+      {"/network/meta/mtu", 67, "mtu"},
+      {"/type", "vhostuser", "vhostuser"},
+      {"/vnic_type", "direct", "vnic_type"},
+      {"/network/subnets/0/cidr", "198.51.100.0/33", "cidr"},
+      {"/network/subnets/0/ips/0/address", "198.51.100.300", "ips"},
+      {"/network/subnets/0/ips/0/address", "2001:db8::1", "ips"},
+      {"/network/subnets/0/gateway/address", "not-an-ip", "gateway"},
+      {"/details/port_filter", "yes", "port_filter"},
+      {"/id", "", "id"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.pointer << " = " << c.value.dump());
+    auto vif = goodVif();
+    vif[nlohmann::json::json_pointer(c.pointer)] = c.value;
+    auto r = launchWith({{"network_info", nlohmann::json::array({vif})}});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == kiln::ErrorCode::kInvalidArgument);
+    CHECK_THAT(r.error().message, Catch::Matchers::Contains(c.named));
+  }
+  SECTION("a bridge VIF without a bridge, two VIFs with one MAC, an unknown field") {
+    auto vif = goodVif();
+    vif["network"].erase("bridge");
+    CHECK_FALSE(launchWith({{"network_info", nlohmann::json::array({vif})}}).ok());
+    auto second = goodVif();
+    second["id"] = "other-port";
+    second["devname"] = "tapother";
+    CHECK_FALSE(launchWith({{"network_info", nlohmann::json::array({goodVif(), second})}}).ok());
+    auto extra = goodVif();
+    extra["surprise"] = 1;
+    CHECK_FALSE(launchWith({{"network_info", nlohmann::json::array({extra})}}).ok());
+  }
+}
+
+TEST_CASE("config drive fields: user_data base64 within nova's bound, keys, hostname",
+          "[request][network]") {
+  auto r = launchWith({{"config_drive", true},
+                       {"hostname", "db-1.example"},
+                       {"user_data", "I2Nsb3VkLWNvbmZpZwo="},
+                       {"public_keys", {{"k1", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ== me"}}}});
+  REQUIRE(r.ok());
+  CHECK(r->config_drive);
+  CHECK(r->hostname == "db-1.example");
+  REQUIRE(r->user_data);
+  CHECK(*r->user_data == "#cloud-config\n");
+  CHECK(r->public_keys.at("k1").starts_with("ssh-rsa "));
+  CHECK_FALSE(launchWith({{"user_data", "not base64!"}}).ok());
+  CHECK_FALSE(launchWith({{"user_data", std::string(65536, 'A')}}).ok());
+  CHECK(launchWith({{"user_data", std::string(65532, 'A')}}).ok());
+  CHECK_FALSE(launchWith({{"hostname", "-bad-"}}).ok());
+  CHECK_FALSE(launchWith({{"public_keys", {{"k", "not a key"}}}}).ok());
+  CHECK_FALSE(launchWith({{"public_keys", {{"k", "ssh-rsa AAAA\nssh-rsa BBBB"}}}}).ok());
+  CHECK_FALSE(launchWith({{"config_drive", "yes"}}).ok());
+  CHECK(kiln::api::hostnameFromName("", "0d2c6b4e-9c1f") == "instance-0d2c6b4e");
+}

@@ -16,6 +16,7 @@
 #include "agent/lifecycle/instance_manager.h"
 #include "common/uuid.h"
 #include "tests/fakes/fake_compute_driver.h"
+#include "tests/fakes/fake_host_network.h"
 #include "tests/support/local_images.h"
 #include "tests/support/manual_clock.h"
 #include "tests/support/manual_executor.h"
@@ -68,6 +69,9 @@ struct Harness {
   std::chrono::milliseconds job_timeout{std::chrono::seconds(30)};
   kiln::sync::OrphanAction orphan_action = kiln::sync::OrphanAction::kReport;
   std::chrono::seconds orphan_grace{3600};
+  std::shared_ptr<kiln::testing::FakeHostNetwork> network =
+      std::make_shared<kiln::testing::FakeHostNetwork>();
+  bool force_config_drive = false;
 
   explicit Harness(bool cow = true) : use_cow(cow) {
     stdfs::create_directories(images);
@@ -92,6 +96,8 @@ struct Harness {
     manager_options.orphan_action = orphan_action;
     manager_options.orphan_grace = orphan_grace;
     manager_options.quarantine_dir = state + "/quarantine";
+    manager_options.host_network = network;
+    manager_options.force_config_drive = force_config_drive;
     kiln::Executor& jobs = pool ? static_cast<kiln::Executor&>(*pool) : executor;
     manager = std::make_unique<InstanceManager>(driver, *cache, disks, connector, secrets, uploader,
                                                 *store, clock, jobs, manager_options);
@@ -148,6 +154,27 @@ struct Harness {
   }
   std::string instanceDir() const { return state + "/instances/" + kUuid; }
 };
+
+}  // namespace
+
+namespace {
+
+kiln::api::VifRequest vifFor(const std::string& port, const std::string& mac,
+                             const std::string& devname) {
+  nlohmann::json vif = {
+      {"id", port},
+      {"address", mac},
+      {"type", "bridge"},
+      {"devname", devname},
+      {"network",
+       {{"bridge", "brtest"},
+        {"subnets", nlohmann::json::array(
+                        {{{"cidr", "198.51.100.0/24"},
+                          {"ips", nlohmann::json::array({{{"address", "198.51.100.5"}}})}}})}}}};
+  auto parsed = kiln::api::parseVif(vif, "test");
+  REQUIRE(parsed.ok());
+  return *parsed;
+}
 
 }  // namespace
 
@@ -810,8 +837,8 @@ TEST_CASE("orphan_action = quarantine: after the grace period, powered off and m
 TEST_CASE("a delete arriving at any step boundary of a launch leaves nothing behind",
           "[manager][race]") {
   const std::vector<std::string_view>& boundaries = kiln::lifecycle::Launcher::boundaries();
-  REQUIRE(boundaries.size() == 8);
-  auto at = GENERATE(range(std::size_t{0}, std::size_t{8}));
+  REQUIRE(boundaries.size() == 10);
+  auto at = GENERATE(range(std::size_t{0}, std::size_t{10}));
   // On the test's thread the delete's job runs after the launch's; on real workers it runs at
   // once and must wait for the launch to see it.
   const bool threaded = GENERATE(false, true);
@@ -834,9 +861,14 @@ TEST_CASE("a delete arriving at any step boundary of a launch leaves nothing beh
   });
   auto req = h.request();
   req.block_devices.push_back(chapVolume("vol-1", "vdc"));
+  // A NIC and a config drive too: their steps are boundaries, and the delete removes the tap.
+  req.interfaces.push_back(vifFor("port-1", "fa:16:3e:00:00:01", "tapport-1"));
+  req.config_drive = true;
   REQUIRE(h.manager->launch(req).ok());
   REQUIRE(h.waitGone());
   CHECK(sent);
+  CHECK(h.network->taps.empty());
+  CHECK(h.network->filters.empty());
   // The launch stopped at the boundary: a domain is started only when the delete came after it.
   CHECK(h.driver.spawned.size() == (boundary == "after_start" ? 1U : 0U));
   // Nothing of the instance is left: no record, no domain, no secret, no file, no pin.
@@ -1016,4 +1048,124 @@ TEST_CASE(
     CHECK_FALSE(may(id, ""));
     CHECK(source.checkAccess(id, {"b", ""}).error().code == kiln::ErrorCode::kNotFound);
   }
+}
+
+TEST_CASE("NICs are recorded, plugged before the guest starts, and unplugged on delete",
+          "[manager][network]") {
+  Harness h;
+  auto req = h.request();
+  req.interfaces.push_back(vifFor("port-1", "fa:16:3e:00:00:01", "tapport-1"));
+  req.config_drive = true;
+  req.hostname = "vm";
+  req.user_data = std::string("#cloud-config\n");
+  REQUIRE(h.manager->launch(req).ok());
+  auto rec = h.waitSettled();
+  INFO(rec.fault);
+  REQUIRE(rec.state == InstanceState::kActive);
+  REQUIRE(rec.interfaces.size() == 1);
+  CHECK(rec.interfaces[0].nic.model == "virtio");
+  CHECK(rec.interfaces[0].vif["id"] == "port-1");
+  CHECK(h.network->taps.count("tapport-1") == 1);
+  CHECK(h.network->filters.count("tapport-1") == 1);
+  REQUIRE(h.driver.spawned.size() == 1);
+  REQUIRE(h.driver.spawned[0].nics.size() == 1);
+  CHECK(h.driver.spawned[0].nics[0].devname == "tapport-1");
+  CHECK(h.driver.spawned[0].config_drive_path == h.instanceDir() + "/disk.config");
+  CHECK(rec.config_drive_path == h.instanceDir() + "/disk.config");
+  CHECK(stdfs::exists(rec.config_drive_path));
+  std::vector<std::string> steps;
+  for (auto& s : rec.timeline) steps.push_back(s.name);
+  CHECK(std::find(steps.begin(), steps.end(), "network.plug") != steps.end());
+  CHECK(std::find(steps.begin(), steps.end(), "config_drive") != steps.end());
+
+  REQUIRE(h.manager->requestDelete(kUuid).ok());
+  REQUIRE(h.waitGone());
+  CHECK(h.network->taps.empty());
+  CHECK(h.network->filters.empty());
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+}
+
+TEST_CASE("a NIC that cannot be plugged fails the launch and rolls everything back",
+          "[manager][network]") {
+  Harness h;
+  auto req = h.request();
+  req.interfaces.push_back(vifFor("port-1", "fa:16:3e:00:00:01", "tapport-1"));
+  h.network->fail_plug = kiln::Error::conflict("Device 'tapport-1' exists and is not kiln's");
+  REQUIRE(h.manager->launch(req).ok());
+  auto rec = h.waitSettled();
+  REQUIRE(rec.state == InstanceState::kError);
+  CHECK_THAT(rec.fault, Catch::Matchers::Contains("port-1"));
+  CHECK(rec.interfaces.empty());
+  CHECK(h.driver.spawned.empty());
+  CHECK_FALSE(stdfs::exists(h.instanceDir()));
+  // The rollback unplugged what the record named.
+  CHECK(std::count(h.network->calls.begin(), h.network->calls.end(), "unplug tapport-1") == 1);
+}
+
+TEST_CASE("force_config_drive gives every instance a config drive", "[manager][network]") {
+  Harness h;
+  h.force_config_drive = true;
+  h.restart();
+  REQUIRE(h.manager->launch(h.request()).ok());
+  auto rec = h.waitSettled();
+  REQUIRE(rec.state == InstanceState::kActive);
+  CHECK(stdfs::exists(h.instanceDir() + "/disk.config"));
+}
+
+TEST_CASE("interface attach and detach: recorded, plugged, unplugged; conflicts refused",
+          "[manager][network]") {
+  Harness h;
+  REQUIRE(h.manager->launch(h.request()).ok());
+  REQUIRE(h.waitSettled().state == InstanceState::kActive);
+  auto attached = h.manager->attachInterface(kUuid, vifFor("port-2", "fa:16:3e:00:00:02", "tap2"));
+  REQUIRE(attached.ok());
+  CHECK(attached->task_state == kiln::state::TaskState::kAttachingInterface);
+  auto rec = h.waitSettled();
+  CHECK(rec.action_error.empty());
+  REQUIRE(rec.interfaces.size() == 1);
+  CHECK(h.network->taps.count("tap2") == 1);
+  CHECK(h.driver.attached_nics[kUuid] == std::vector<std::string>{"port-2"});
+  auto twice = h.manager->attachInterface(kUuid, vifFor("port-2", "fa:16:3e:00:00:09", "tap9"));
+  REQUIRE_FALSE(twice.ok());
+  CHECK(twice.error().code == kiln::ErrorCode::kConflict);
+
+  SECTION("a guest that does not let go keeps the NIC, with an action error") {
+    h.driver.fail_interface = kiln::Error::unavailable("did not release it");
+    REQUIRE(h.manager->detachInterface(kUuid, "port-2").ok());
+    auto after = h.waitSettled();
+    CHECK_THAT(after.action_error, Catch::Matchers::Contains("port-2"));
+    CHECK(after.interfaces.size() == 1);
+    CHECK(h.network->taps.count("tap2") == 1);
+  }
+  SECTION("detached: the tap goes only after the guest let go") {
+    REQUIRE(h.manager->detachInterface(kUuid, "port-2").ok());
+    auto after = h.waitSettled();
+    CHECK(after.action_error.empty());
+    CHECK(after.interfaces.empty());
+    CHECK(h.network->taps.empty());
+    auto missing = h.manager->detachInterface(kUuid, "port-2");
+    REQUIRE_FALSE(missing.ok());
+    CHECK(missing.error().code == kiln::ErrorCode::kNotFound);
+  }
+}
+
+TEST_CASE("the orphan sweep finds kiln's taps and filters that no record names",
+          "[manager][network]") {
+  Harness h;
+  h.orphan_action = kiln::sync::OrphanAction::kDelete;
+  h.orphan_grace = std::chrono::seconds(0);
+  h.restart();
+  h.network->taps["tapstray"] = "5f0c7d2e-0000-4000-8000-000000000001";
+  h.network->filters.insert("tapstray");
+  h.network->filters.insert("tapgone");
+  h.manager->reconcileAll();
+  h.runJobs();
+  auto found = h.manager->orphans();
+  CHECK(std::count_if(found.begin(), found.end(), [](const auto& o) { return o.kind == "tap"; }) ==
+        1);
+  // Found again a grace period later (0 s here): removed.
+  h.manager->reconcileAll();
+  h.runJobs();
+  CHECK(h.network->taps.empty());
+  CHECK(h.network->filters.empty());
 }

@@ -665,3 +665,62 @@ TEST_CASE("a rendered domain reads back into what it says about the instance", "
   CHECK(kiln::drivers::libvirt::describeDomainXml("<domain><uuid>x</uuid></domain>").error().code ==
         kiln::ErrorCode::kNotFound);
 }
+
+TEST_CASE("NICs are kiln's taps, opened by name; the config drive is a private CD-ROM",
+          "[xml][network]") {
+  auto inst = basicInstance();
+  kiln::drivers::NicSpec bridged;
+  bridged.port_id = "5f0c7d2e-aaaa-4bbb-8ccc-000000000001";
+  bridged.mac = "fa:16:3e:11:22:33";
+  bridged.devname = "tap5f0c7d2e-aa";
+  bridged.bridge = "brq-test";
+  bridged.mtu = 1450;
+  kiln::drivers::NicSpec tap = bridged;
+  tap.port_id = "port-2";
+  tap.mac = "fa:16:3e:44:55:66";
+  tap.devname = "tapport-2";
+  tap.type = kiln::drivers::NicSpec::Type::kTap;
+  tap.mtu = 0;
+  tap.queues = 4;
+  inst.nics = {bridged, tap};
+  inst.config_drive_path =
+      "/var/lib/kiln/instances/0d2c6b4e-9c1f-4a52-9e51-3a7f7c1f2b10/disk.config";
+  auto hw = hardwareFor(json::object(), 2, "raw");
+  std::string xml = renderFor(inst, hw);
+  checkGolden("domain-network", xml);
+  requireSchemaValid(xml);
+  auto doc = parse(xml);
+  REQUIRE(doc.select_nodes("//interface").size() == 2);
+  CHECK(attr(doc, "//interface[1]", "type") == "ethernet");
+  CHECK(attr(doc, "//interface[1]/mac", "address") == "fa:16:3e:11:22:33");
+  CHECK(attr(doc, "//interface[1]/target", "dev") == "tap5f0c7d2e-aa");
+  CHECK(attr(doc, "//interface[1]/target", "managed") == "no");
+  CHECK(attr(doc, "//interface[1]/model", "type") == "virtio");
+  CHECK(attr(doc, "//interface[1]/mtu", "size") == "1450");
+  CHECK(attr(doc, "//interface[2]/driver", "queues") == "4");
+  CHECK_FALSE(doc.select_node("//interface[2]/mtu"));
+  // The config drive: IDE on i440fx, read-only, relabelled for the guest (it is the instance's).
+  CHECK(attr(doc, "//disk[@device='cdrom']/target", "bus") == "ide");
+  CHECK(attr(doc, "//disk[@device='cdrom']/source", "file") == inst.config_drive_path);
+  CHECK(doc.select_node("//disk[@device='cdrom']/readonly"));
+  CHECK_FALSE(doc.select_node("//disk[@device='cdrom']/source/seclabel"));
+  CHECK_FALSE(doc.select_node("//disk[@device='cdrom']/boot"));
+
+  SECTION("q35: the config drive goes on SATA") {
+    auto q35 = hardwareFor({{"hw_machine_type", "q35"}}, 2, "raw");
+    auto d = parse(renderFor(inst, q35));
+    CHECK(attr(d, "//disk[@device='cdrom']/target", "bus") == "sata");
+  }
+  SECTION("an ISO image and a config drive: two CD-ROMs on IDE") {
+    auto iso = isoInstance();
+    iso.config_drive_path = inst.config_drive_path;
+    auto d = parse(renderFor(iso, hardwareFor(json::object(), 2, "iso")));
+    CHECK(d.select_nodes("//disk[@device='cdrom']").size() == 2);
+    requireSchemaValid(renderFor(iso, hardwareFor(json::object(), 2, "iso")));
+  }
+  SECTION("one interface renders for hot-plug") {
+    auto one = parse(kiln::drivers::libvirt::renderInterfaceXml(bridged));
+    CHECK(attr(one, "/interface/target", "dev") == "tap5f0c7d2e-aa");
+    CHECK(attr(one, "/interface/alias", "name") == "ua-" + bridged.port_id);
+  }
+}
