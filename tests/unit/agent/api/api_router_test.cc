@@ -170,6 +170,14 @@ TEST_CASE("router: readers see their project's instances and act on none", "[rou
     CHECK_THAT(message(denied), Catch::Contains(std::string("compute:instances:action:") + action));
   }
 
+  // Interface attach and detach are operations of their own.
+  auto attach = api.call(kReaderA, "POST", path + "/interfaces", "{}");
+  CHECK(attach.status == 403);
+  CHECK_THAT(message(attach), Catch::Contains("compute:instances:interfaces:attach"));
+  auto detach = api.call(kReaderA, "DELETE", path + "/interfaces/port-1");
+  CHECK(detach.status == 403);
+  CHECK_THAT(message(detach), Catch::Contains("compute:instances:interfaces:detach"));
+
   // Another project's reader cannot tell the instance from a missing one.
   for (const auto& [method, sub] : std::vector<std::pair<std::string, std::string>>{
            {"GET", ""}, {"DELETE", ""}, {"GET", "/console"}}) {
@@ -225,6 +233,9 @@ TEST_CASE("router: every other route is authorized by its operation", "[router]"
   CHECK(api.call(kReaderB, "PUT", path).status == 405);
   CHECK(api.call(kReaderB, "GET", path + "/action").status == 405);
   CHECK(api.call(kReaderB, "GET", path + "/nope").status == 404);
+  CHECK(api.call(kReaderB, "GET", path + "/interfaces").status == 405);
+  CHECK(api.call(kReaderB, "POST", path + "/interfaces/port-1").status == 405);
+  CHECK(api.call(kReaderB, "DELETE", path + "/interfaces/").status == 404);
   CHECK(api.call(kReaderB, "GET", path).status == 404);
   // Unauthenticated: 401 before any policy; /healthz needs nothing.
   CHECK(api.call("", "GET", "/v1/flavors").status == 401);
@@ -469,4 +480,27 @@ TEST_CASE("router: failed pre-caches are remembered, but only the latest 64", "[
   // Evicting a failure forgets it.
   CHECK(api.call(kScheduler, "DELETE", "/v1/images/missing-099").status == 204);
   CHECK(api.call(kScheduler, "GET", "/v1/images/missing-099").status == 404);
+}
+
+TEST_CASE("router: a bad VIF is a 400 naming the field; this host without plumbing says so",
+          "[router][network]") {
+  Api api;
+  REQUIRE(api.call(kScheduler, "POST", "/v1/instances", Api::launchBody().dump()).status == 202);
+  api.waitSettled();
+  const std::string path = std::string("/v1/instances/") + kUuid;
+  auto bad = api.call(kScheduler, "POST", path + "/interfaces",
+                      R"({"id": "p1", "address": "01:00:5e:00:00:01", "type": "bridge",
+                          "network": {"bridge": "br0"}})");
+  CHECK(bad.status == 400);
+  CHECK_THAT(message(bad), Catch::Contains("interface.address"));
+  // The router's manager was made without host network plumbing.
+  auto good = api.call(kScheduler, "POST", path + "/interfaces",
+                       R"({"id": "p1", "address": "fa:16:3e:00:00:01", "type": "bridge",
+                           "network": {"bridge": "br0"}})");
+  CHECK(good.status == 400);
+  CHECK_THAT(message(good), Catch::Contains("network plumbing"));
+  auto bad_port = api.call(kScheduler, "DELETE", path + "/interfaces/bad%20port");
+  CHECK(bad_port.status == 400);
+  auto missing = api.call(kScheduler, "DELETE", path + "/interfaces/p1");
+  CHECK(missing.status == 404);
 }
