@@ -132,8 +132,12 @@ void addInterface(pugi::xml_node devices, const NicSpec& nic) {
     auto driver = node.append_child("driver");
     driver.append_attribute("queues") = nic.queues;
   }
-  // virtio-net tells the guest the MTU (host_mtu), so the guest's eth0 has the network's MTU.
-  if (nic.mtu != 0) node.append_child("mtu").append_attribute("size") = nic.mtu;
+  // virtio-net tells the guest the MTU (host_mtu), so the guest's eth0 has the network's MTU;
+  // libvirt refuses <mtu> for the emulated models, whose guests take it from DHCP or the config
+  // drive (the tap has the MTU either way).
+  if (nic.mtu != 0 && nic.model == "virtio") {
+    node.append_child("mtu").append_attribute("size") = nic.mtu;
+  }
   // A user alias names the device by its port, for the operator reading `virsh dumpxml`.
   node.append_child("alias").append_attribute("name") = ("ua-" + nic.port_id).c_str();
 }

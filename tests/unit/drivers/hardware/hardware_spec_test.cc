@@ -343,3 +343,17 @@ TEST_CASE("CPU topology: nova's examples", "[hardware][topology]") {
                Contains("The flavor's CPU topology sockets=4 cannot give 6 vCPUs"));
   }
 }
+
+TEST_CASE("virtio multiqueue: one queue per vCPU, the flavor's word first", "[hardware]") {
+  CHECK(fromImage(json::object(), 4)->vif_queues == 1);
+  CHECK(fromImage({{"hw_vif_multiqueue_enabled", "true"}}, 4)->vif_queues == 4);
+  CHECK(fromImage({{"hw_vif_multiqueue_enabled", "true"}}, 4,
+                  {{"hw:vif_multiqueue_enabled", "false"}})
+            ->vif_queues == 1);
+  CHECK(fromImage(json::object(), 2, {{"hw:vif_multiqueue_enabled", "true"}})->vif_queues == 2);
+  // Only virtio has queues.
+  CHECK(fromImage({{"hw_vif_multiqueue_enabled", "true"}, {"hw_vif_model", "e1000"}}, 4)
+            ->vif_queues == 1);
+  CHECK_THAT(errorOf(fromImage({{"hw_vif_multiqueue_enabled", "maybe"}}, 4)),
+             Contains("hw_vif_multiqueue_enabled"));
+}

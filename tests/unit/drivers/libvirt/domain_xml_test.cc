@@ -718,6 +718,16 @@ TEST_CASE("NICs are kiln's taps, opened by name; the config drive is a private C
     CHECK(d.select_nodes("//disk[@device='cdrom']").size() == 2);
     requireSchemaValid(renderFor(iso, hardwareFor(json::object(), 2, "iso")));
   }
+  SECTION("an emulated model (hw_vif_model e1000) gets no <mtu>, which libvirt refuses for it") {
+    auto e1000 = inst;
+    for (auto& nic : e1000.nics) nic.model = "e1000";
+    for (auto& nic : e1000.nics) nic.queues = 1;
+    std::string rendered = renderFor(e1000, hw);
+    requireSchemaValid(rendered);
+    auto d = parse(rendered);
+    CHECK(attr(d, "//interface[1]/model", "type") == "e1000");
+    CHECK_FALSE(d.select_node("//interface/mtu"));
+  }
   SECTION("one interface renders for hot-plug") {
     auto one = parse(kiln::drivers::libvirt::renderInterfaceXml(bridged));
     CHECK(attr(one, "/interface/target", "dev") == "tap5f0c7d2e-aa");
