@@ -5,6 +5,20 @@
 //   floor  the same work by hand: `qemu-img create` of the same overlay, then `virsh create` of
 //          the very domain XML kilnd defined (moved to a new name, UUID, overlay and console log)
 //
+// With --network, both sides also give the guest one bridged NIC and a config drive:
+//
+//   kiln   the launch body gains network_info (one VIF of type bridge on the bench's own bridge,
+//          a fixed IP in 198.51.100.0/24), config_drive, user_data and public_keys; kilnd plugs
+//          the tap (with its nftables anti-spoofing chain) and writes the ISO with libisofs
+//          (the timeline's network.plug and config_drive steps)
+//   floor  the tap by hand (`ip tuntap add ... vnet_hdr`, `ip link set ... master`, `... up`)
+//          and the ISO by nova's own genisoimage command line over the files of the warm-up
+//          instance's config drive (extracted once with xorriso), then the same `virsh create`
+//
+// The bench makes its own Linux bridge (kbench<pid % 1000>: up, no address, no uplink) and
+// removes it, with any tap of this run left on the host, whatever happens. It gives the host no
+// address at all; the guest's fixed IPs are in 198.51.100.0/24 (a documentation range).
+//
 // Both end when QEMU runs the guest (virDomainCreate and `virsh create` return at that point).
 // Iterations alternate which side goes first so that drift (page cache, libvirtd's own state)
 // falls on both. Target: median ratio <= 1.15. A benchmark reports; it exits 0 whether or not the
@@ -12,7 +26,7 @@
 //
 // Everything lives in one temporary directory: kilnd's state, the image directory, the floor's
 // disks. Whatever happens, every domain whose disks are in that directory is destroyed and the
-// directory removed (Ctrl-C included).
+// directory removed (Ctrl-C included). With --network the bridge and the taps go too.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -47,6 +61,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <openssl/evp.h>
 
 #include "common/command_runner.h"
 #include "common/uuid.h"
@@ -326,6 +341,112 @@ class DomainSweep {
   std::string dir_;
 };
 
+// ------------------------------------------------------------------------------ the network
+
+// Names of this run's host devices. pid % 1000 keeps every name within IFNAMSIZ (15 characters)
+// and apart from a concurrent run's; the dash after it keeps "kbt12-" from matching "kbt123-".
+struct NetworkNames {
+  explicit NetworkNames(pid_t pid)
+      : bridge(fmt::format("kbench{}", pid % 1000)),
+        kiln_tap_prefix(fmt::format("kbt{}-", pid % 1000)),
+        floor_tap_prefix(fmt::format("kbf{}-", pid % 1000)) {}
+
+  std::string kilnTap(int n) const { return kiln_tap_prefix + std::to_string(n); }
+  std::string floorTap(int n) const { return floor_tap_prefix + std::to_string(n); }
+
+  std::string bridge;
+  std::string kiln_tap_prefix;
+  std::string floor_tap_prefix;
+};
+
+// Neutron's own prefix (unicast, locally administered), what kiln sees in production. Side 0 is
+// kiln's, 1 the floor's, so no two NICs of a run share a MAC.
+std::string benchMac(int side, int n) {
+  return fmt::format("fa:16:3e:{:02x}:{:02x}:{:02x}", side, (n >> 8) & 0xff, n & 0xff);
+}
+
+// Removes every link of this run that is still there (kiln's taps are normally gone with their
+// instances, the floor's with their iteration) and, for kiln's, the filter chain kilnd hooked on
+// it. Best effort: it runs on the way out of a failure.
+void sweepTaps(const NetworkNames& names) {
+  std::optional<CommandOutput> links;
+  try {
+    links = runCommand({"ip", "-j", "link", "show"});
+  } catch (const std::exception& e) {
+    std::cerr << "bench/launch: cannot list links to clean up: " << e.what() << "\n";
+    return;
+  }
+  json list = json::parse(links->stdout_text, nullptr, false);
+  if (!links->succeeded() || !list.is_array()) {
+    std::cerr << "bench/launch: cannot list links to clean up: " << links->stderr_text << "\n";
+    return;
+  }
+  for (const json& link : list) {
+    std::string name = link.value("ifname", "");
+    bool kiln = name.starts_with(names.kiln_tap_prefix);
+    if (!kiln && !name.starts_with(names.floor_tap_prefix)) continue;
+    std::cerr << "bench/launch: removing leftover tap '" << name << "'\n";
+    try {
+      runCommand({"ip", "link", "delete", name});
+      if (kiln) runCommand({"nft", "delete", "chain", "netdev", "kiln", "vif-" + name});
+    } catch (const std::exception& e) {
+      std::cerr << "bench/launch: removing tap '" << name << "': " << e.what() << "\n";
+    }
+  }
+}
+
+// The bench's own Linux bridge: made up, with no address (not even an IPv6 link-local one) and
+// no uplink, so nothing the guests send leaves it. Owns the run's taps as well: when it goes it
+// removes what is left of them, then itself. Declared after the DomainSweep, so no guest holds
+// a tap by then.
+class BenchBridge {
+ public:
+  explicit BenchBridge(NetworkNames names) : names_(std::move(names)) {
+    // Fails when the name is taken: never adopt (and later remove) someone else's bridge.
+    mustRun({"ip", "link", "add", "name", names_.bridge, "type", "bridge"});
+    try {
+      mustRun({"ip", "link", "set", "dev", names_.bridge, "addrgenmode", "none"});
+      mustRun({"ip", "link", "set", "dev", names_.bridge, "up"});
+    } catch (...) {
+      remove();
+      throw;
+    }
+  }
+  ~BenchBridge() {
+    sweepTaps(names_);
+    remove();
+  }
+  BenchBridge(const BenchBridge&) = delete;
+  BenchBridge& operator=(const BenchBridge&) = delete;
+
+  const NetworkNames& names() const { return names_; }
+
+ private:
+  void remove() {
+    try {
+      CommandOutput out = runCommand({"ip", "link", "delete", names_.bridge, "type", "bridge"});
+      if (!out.succeeded()) {
+        std::cerr << "bench/launch: cannot remove bridge '" << names_.bridge
+                  << "': " << out.stderr_text << "\n";
+      }
+    } catch (const std::exception& e) {
+      std::cerr << "bench/launch: cannot remove bridge '" << names_.bridge << "': " << e.what()
+                << "\n";
+    }
+  }
+
+  NetworkNames names_;
+};
+
+std::string base64(const std::string& bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(bytes.data()),
+                          static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
 std::uint16_t freeLoopbackPort() {
   boost::asio::io_context io;
   tcp::acceptor acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
@@ -439,13 +560,24 @@ Rss readRss(pid_t pid) {
 
 // ------------------------------------------------------------------------------ the floor
 
+// What the floor's domain uses instead of the warm-up instance's NIC and config drive.
+struct FloorNetwork {
+  std::string tap;
+  std::string mac;
+  std::string iso;
+};
+
 // The floor boots the very domain kilnd defined, moved to a new name, UUID, overlay and console
-// log. Editing libvirt's own dump of it keeps every default libvirt filled in identical.
+// log (and, with --network, tap, MAC and config drive). Editing libvirt's own dump of it keeps
+// every default libvirt filled in identical.
 class FloorTemplate {
  public:
+  // `kiln_nic_names`: the warm-up instance's tap and MAC, which the floor must not name either.
   FloorTemplate(const std::string& inactive_xml, std::string kiln_uuid,
-                std::string kiln_instance_dir)
-      : kiln_uuid_(std::move(kiln_uuid)), kiln_instance_dir_(std::move(kiln_instance_dir)) {
+                std::string kiln_instance_dir, std::vector<std::string> kiln_nic_names = {})
+      : kiln_uuid_(std::move(kiln_uuid)),
+        kiln_instance_dir_(std::move(kiln_instance_dir)),
+        kiln_nic_names_(std::move(kiln_nic_names)) {
     auto parsed = doc_.load_string(inactive_xml.c_str());
     if (!parsed) {
       throw BenchError(fmt::format("libvirt's XML of the warm-up domain does not parse: {}",
@@ -454,7 +586,8 @@ class FloorTemplate {
   }
 
   std::string render(const std::string& uuid, const std::string& overlay,
-                     const std::string& console_log) const {
+                     const std::string& console_log,
+                     const std::optional<FloorNetwork>& network = std::nullopt) const {
     pugi::xml_document doc;
     doc.reset(doc_);
     pugi::xml_node domain = doc.child("domain");
@@ -486,12 +619,15 @@ class FloorTemplate {
           "at least 1",
           roots, logs));
     }
+    if (network) rewriteNetwork(devices, *network);
     std::ostringstream out;
     doc.save(out, "  ");
     std::string xml = out.str();
     // Anything still naming the warm-up instance is something this rewrite does not know about;
     // the floor would then not be the same work, so refuse rather than measure it.
-    for (const std::string& stale : {kiln_uuid_, kiln_instance_dir_}) {
+    std::vector<std::string> stale_names = {kiln_uuid_, kiln_instance_dir_};
+    stale_names.insert(stale_names.end(), kiln_nic_names_.begin(), kiln_nic_names_.end());
+    for (const std::string& stale : stale_names) {
       if (xml.find(stale) != std::string::npos) {
         throw BenchError(fmt::format(
             "The floor's domain XML still mentions '{}' after the rewrite:\n{}", stale, xml));
@@ -501,13 +637,42 @@ class FloorTemplate {
   }
 
  private:
+  // The one NIC (kilnd's `ethernet` interface on a tap it made, managed='no') and the config
+  // drive (a CD-ROM on hdd or sda, its file disk.config) move to the floor's tap and ISO.
+  static void rewriteNetwork(pugi::xml_node devices, const FloorNetwork& network) {
+    int nics = 0;
+    for (pugi::xml_node iface : devices.children("interface")) {
+      iface.child("target").attribute("dev").set_value(network.tap.c_str());
+      iface.child("mac").attribute("address").set_value(network.mac.c_str());
+      ++nics;
+    }
+    int drives = 0;
+    for (pugi::xml_node disk : devices.children("disk")) {
+      std::string target = disk.child("target").attribute("dev").value();
+      std::string source = disk.child("source").attribute("file").value();
+      if (std::string(disk.attribute("device").value()) != "cdrom" ||
+          (target != "hdd" && target != "sda") || !source.ends_with("/disk.config")) {
+        continue;
+      }
+      disk.child("source").attribute("file").set_value(network.iso.c_str());
+      ++drives;
+    }
+    if (nics != 1 || drives != 1) {
+      throw BenchError(fmt::format(
+          "The warm-up domain's XML has {} interface(s) and {} config drive(s); expected 1 and 1",
+          nics, drives));
+    }
+  }
+
   pugi::xml_document doc_;
   std::string kiln_uuid_;
   std::string kiln_instance_dir_;
+  std::vector<std::string> kiln_nic_names_;
 };
 
 struct FloorSample {
   double total_ms = 0, qemu_img_ms = 0, virsh_create_ms = 0;
+  double tap_ms = 0, genisoimage_ms = 0;  // --network only
 };
 
 // ------------------------------------------------------------------------------ the benchmark
@@ -519,11 +684,13 @@ struct Options {
   std::string log_level = "info";
   std::string keep_log;
   int poll_ms = 2;
+  bool network = false;
 };
 
 struct Results {
   std::vector<double> kiln_ms, floor_ms, floor_qemu_img_ms, floor_virsh_ms, delete_ms;
   std::vector<double> floor_destroy_ms;  // what kiln's delete is up against
+  std::vector<double> floor_tap_ms, floor_genisoimage_ms, floor_untap_ms;  // --network only
   std::vector<double> outside_steps_ms;  // per launch: total minus its timeline steps
   std::vector<std::string> step_order;
   std::map<std::string, std::vector<double>> step_ms;
@@ -573,6 +740,7 @@ class LaunchBench {
           fmt::format("Guest image '{}' does not exist; build it with tests/guest/build-guest.sh",
                       options_.guest));
     }
+    if (options_.network) bridge_.emplace(NetworkNames(::getpid()));
     std::string images = tree_.mkdir("images");
     std::string state = tree_.path() + "/state";
     std::string token_file = tree_.path() + "/tokens";
@@ -612,7 +780,7 @@ class LaunchBench {
   // run warms the floor's own path. Neither is counted.
   void warmUp() {
     std::string uuid = randomUuid();
-    launch(uuid, "bench-warmup");
+    launch(uuid, "bench-warmup", 0);
     json record = waitActive(uuid);
     const json& disks = record.at("disks");
     if (disks.size() != 1 || !disks[0].contains("backing")) {
@@ -624,15 +792,64 @@ class LaunchBench {
     base_format_ = disks[0]["backing"].at("format").get<std::string>();
     std::string kiln_dir = stdfs::path(disks[0].at("path").get<std::string>()).parent_path();
     std::string xml = mustRun(virshArgs({"dumpxml", "--inactive", "kiln-" + uuid}));
-    floor_.emplace(xml, uuid, kiln_dir);
+    if (options_.network) {
+      extractConfigDrive(record);
+      floor_.emplace(xml, uuid, kiln_dir,
+                     std::vector<std::string>{bridge_->names().kilnTap(0), benchMac(0, 0)});
+    } else {
+      floor_.emplace(xml, uuid, kiln_dir);
+    }
     deleteAndWait(uuid);
     Results ignored;
     floorIteration(-1, ignored);
   }
 
-  void launch(const std::string& uuid, const std::string& name) {
+  // The floor's genisoimage writes the very files kilnd's drive holds. They are kilnd's, 0600
+  // root, like the ISO itself: the bench runs as root and so reads them.
+  void extractConfigDrive(const json& record) {
+    if (!record.contains("config_drive")) {
+      throw BenchError(fmt::format("The warm-up instance has no config drive: {}", record.dump()));
+    }
+    std::string iso = record["config_drive"].at("path").get<std::string>();
+    config_tree_ = tree_.path() + "/config-drive-tree";
+    mustRun({"xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", config_tree_});
+    if (!stdfs::exists(config_tree_ + "/openstack/latest/meta_data.json")) {
+      throw BenchError(fmt::format(
+          "The warm-up instance's config drive '{}' has no openstack/latest/meta_data.json", iso));
+    }
+  }
+
+  // One VIF on the bench's bridge, and a config drive with user data and a key: what a Nova
+  // launch with a Neutron port and config_drive=True hands nova-compute. `n` makes the port,
+  // MAC, tap and fixed IP this launch's own.
+  json networkFields(int n) const {
+    json vif = {
+        {"id", fmt::format("port-{}", n)},
+        {"address", benchMac(0, n)},
+        {"type", "bridge"},
+        {"devname", bridge_->names().kilnTap(n)},
+        {"network",
+         {{"id", "bench-net"},
+          {"bridge", bridge_->names().bridge},
+          {"subnets",
+           json::array(
+               {{{"cidr", "198.51.100.0/24"},
+                 {"ips", json::array({{{"address", fmt::format("198.51.100.{}", 10 + n % 240)}}})},
+                 {"gateway", {{"address", "198.51.100.1"}}}}})},
+          {"meta", {{"mtu", 1500}}}}}};
+    return {{"config_drive", true},
+            {"user_data", base64("#!/bin/sh\necho 'kiln bench' > /run/kiln-bench\n")},
+            {"public_keys",
+             {{"bench",
+               "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOiKKC7lLUcyvJMo1gjvMr56XvOq814Hhin0OuYQLLHH "
+               "bench@kiln"}}},
+            {"network_info", json::array({vif})}};
+  }
+
+  void launch(const std::string& uuid, const std::string& name, int n) {
     json body = {
         {"uuid", uuid}, {"name", name}, {"flavor", kFlavorName}, {"image", {{"id", kImageId}}}};
+    if (options_.network) body.update(networkFields(n));
     ApiResponse r = api_->call(http::verb::post, "/v1/instances", body.dump());
     if (r.status != 202) {
       throw BenchError(
@@ -687,7 +904,7 @@ class LaunchBench {
   void kilnIteration(int i, Results& results) {
     std::string uuid = randomUuid();
     auto start = Clock::now();
-    launch(uuid, fmt::format("bench-{}", i));
+    launch(uuid, fmt::format("bench-{}", i), i + 1);
     json record = waitActive(uuid);
     double launch_ms = msSince(start);
     double delete_ms = deleteAndWait(uuid);
@@ -713,13 +930,20 @@ class LaunchBench {
     std::string overlay = dir + "/disk";
     std::string xml_path = dir + "/domain.xml";
     std::string domain = "kiln-" + uuid;
+    std::optional<FloorNetwork> network;
+    if (options_.network) {
+      network =
+          FloorNetwork{bridge_->names().floorTap(i + 1), benchMac(1, i + 1), dir + "/disk.config"};
+    }
     {
       std::ofstream xml(xml_path);
-      xml << floor_->render(uuid, overlay, dir + "/console.log");
+      xml << floor_->render(uuid, overlay, dir + "/console.log", network);
       if (!xml) throw BenchError(fmt::format("Cannot write '{}'", xml_path));
     }
     bool created = false;
+    bool tapped = false;
     double destroy_ms = NAN;
+    double untap_ms = NAN;
     ScopeGuard cleanup([&] {
       try {
         if (created) {
@@ -731,6 +955,16 @@ class LaunchBench {
         // The sweep at the end tries again.
         std::cerr << "bench/launch: destroying '" << domain << "': " << e.what() << "\n";
       }
+      try {
+        if (tapped) {
+          auto untap_start = Clock::now();
+          runCommand({"ip", "link", "delete", network->tap});
+          untap_ms = msSince(untap_start);
+        }
+      } catch (const std::exception& e) {
+        // So does the bridge's owner.
+        std::cerr << "bench/launch: removing tap '" << network->tap << "': " << e.what() << "\n";
+      }
       std::error_code ec;
       stdfs::remove_all(dir, ec);
     });
@@ -740,10 +974,25 @@ class LaunchBench {
     mustRun({"qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format_, "-b", base_path_,
              overlay, std::to_string(kRootBytes)});
     double qemu_img_ms = msSince(start);
+    double tap_ms = 0;
+    double genisoimage_ms = 0;
+    if (network) {
+      auto tap_start = Clock::now();
+      tapped = true;  // from here on a failure may have left it
+      mustRun({"ip", "tuntap", "add", "dev", network->tap, "mode", "tap", "vnet_hdr"});
+      mustRun({"ip", "link", "set", network->tap, "master", bridge_->names().bridge});
+      mustRun({"ip", "link", "set", network->tap, "up"});
+      tap_ms = msSince(tap_start);
+      auto iso_start = Clock::now();
+      // nova's own command line (nova/virt/configdrive.py).
+      mustRun({"genisoimage", "-o", network->iso, "-ldots", "-allow-lowercase", "-allow-multidot",
+               "-l", "-publisher", "kiln", "-quiet", "-J", "-r", "-V", "config-2", config_tree_});
+      genisoimage_ms = msSince(iso_start);
+    }
     auto create_start = Clock::now();
     mustRun(virshArgs({"create", xml_path}));
     created = true;
-    FloorSample s{msSince(start), qemu_img_ms, msSince(create_start)};
+    FloorSample s{msSince(start), qemu_img_ms, msSince(create_start), tap_ms, genisoimage_ms};
 
     cleanup.run();
     if (i < 0) return;
@@ -751,6 +1000,19 @@ class LaunchBench {
     results.floor_ms.push_back(s.total_ms);
     results.floor_qemu_img_ms.push_back(s.qemu_img_ms);
     results.floor_virsh_ms.push_back(s.virsh_create_ms);
+    if (network) {
+      results.floor_tap_ms.push_back(s.tap_ms);
+      results.floor_genisoimage_ms.push_back(s.genisoimage_ms);
+      results.floor_untap_ms.push_back(untap_ms);
+      std::cout << fmt::format(
+                       "  [{:2}] floor  launch {:8.1f} ms   (qemu-img {:6.1f} + tap {:6.1f} + "
+                       "genisoimage {:6.1f} + virsh create {:6.1f})   (virsh destroy {:6.1f} ms, "
+                       "ip link delete {:6.1f} ms)\n",
+                       i + 1, s.total_ms, s.qemu_img_ms, s.tap_ms, s.genisoimage_ms,
+                       s.virsh_create_ms, destroy_ms, untap_ms)
+                << std::flush;
+      return;
+    }
     std::cout << fmt::format(
                      "  [{:2}] floor  launch {:8.1f} ms   (qemu-img {:6.1f} + virsh create "
                      "{:6.1f})   (virsh destroy {:6.1f} ms)\n",
@@ -759,8 +1021,10 @@ class LaunchBench {
   }
 
   Options options_;
-  // Destroyed in reverse: kilnd stops, then its and the floor's domains go, then the files.
+  // Destroyed in reverse: kilnd stops, then its and the floor's domains go, then the taps and
+  // the bridge (--network), then the files.
   TempTree tree_;
+  std::optional<BenchBridge> bridge_;
   DomainSweep sweep_{tree_.path()};
   std::optional<KilndProcess> kilnd_;
   std::optional<ApiClient> api_;
@@ -769,6 +1033,7 @@ class LaunchBench {
   std::string base_path_;
   std::string base_format_;
   std::optional<FloorTemplate> floor_;
+  std::string config_tree_;  // --network: the config drive's files, for the floor's genisoimage
 };
 
 void printRow(const std::string& label, const std::vector<double>& v) {
@@ -783,16 +1048,22 @@ void printReport(const Options& options, const Results& r) {
   double ratio_median = kiln.median / floor.median;
   double ratio_p95 = kiln.p95 / floor.p95;
 
-  std::cout << fmt::format("\nbench/launch: {} launches each, image cached, virt_type qemu\n",
-                           r.kiln_ms.size());
+  std::cout << fmt::format("\nbench/launch: {} launches each, image cached, virt_type qemu{}\n",
+                           r.kiln_ms.size(),
+                           options.network ? ", one bridged NIC and a config drive" : "");
   std::cout << fmt::format("  {:<24} {:>9} {:>9} {:>9} {:>9}\n", "(ms)", "median", "p95", "min",
                            "max");
   printRow("kiln  POST -> active", r.kiln_ms);
-  printRow("floor qemu-img + virsh", r.floor_ms);
+  printRow(options.network ? "floor all by hand" : "floor qemu-img + virsh", r.floor_ms);
   printRow("  floor qemu-img create", r.floor_qemu_img_ms);
+  if (options.network) {
+    printRow("  floor tap by hand", r.floor_tap_ms);
+    printRow("  floor genisoimage", r.floor_genisoimage_ms);
+  }
   printRow("  floor virsh create", r.floor_virsh_ms);
   printRow("kiln  DELETE -> 404", r.delete_ms);
   printRow("floor virsh destroy", r.floor_destroy_ms);
+  if (options.network) printRow("floor ip link delete", r.floor_untap_ms);
   std::cout << fmt::format("\n  ratio(median) = kiln/floor = {:.3f}\n", ratio_median);
   std::cout << fmt::format("  ratio(p95)    = kiln/floor = {:.3f}\n", ratio_p95);
 
@@ -841,7 +1112,9 @@ int main(int argc, char** argv) {
       "keep-log", po::value<std::string>(&options.keep_log),
       "copy kilnd's log to this path at the end")(
       "poll-ms", po::value<int>(&options.poll_ms)->default_value(2),
-      "how often to poll GET /v1/instances/{uuid}");
+      "how often to poll GET /v1/instances/{uuid}")(
+      "network", po::bool_switch(&options.network),
+      "one bridged NIC and a config drive on both sides (the bench makes its own bridge)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -864,8 +1137,9 @@ int main(int argc, char** argv) {
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGHUP, &sa, nullptr);
 
-  std::cout << fmt::format("bench/launch: {} iterations, guest {}, kilnd {}\n", options.iterations,
-                           options.guest, options.kilnd)
+  std::cout << fmt::format("bench/launch: {} iterations, guest {}, kilnd {}{}\n",
+                           options.iterations, options.guest, options.kilnd,
+                           options.network ? ", --network" : "")
             << std::flush;
   try {
     kiln::bench::Results results;
