@@ -62,7 +62,7 @@ Result<IsoStreamPtr> memoryStream(const std::string& contents, const std::string
   if (buffer == nullptr) {
     return Error::exhausted(fmt::format("No memory for '{}' on the config drive", path));
   }
-  std::memcpy(buffer, contents.data(), contents.size());
+  std::copy(contents.begin(), contents.end(), buffer);  // bytes, not a C string
   IsoStream* stream = nullptr;
   if (int rc = iso_memory_stream_new(buffer, contents.size(), &stream); rc < 0) {
     std::free(buffer);  // only a stream that was made owns the buffer

@@ -303,6 +303,17 @@ bool validMachineName(std::string_view name) {
                      [&](char c) { return lower_digit(c) || c == '.' || c == '_' || c == '-'; });
 }
 
+// Multiqueue: the flavor's word wins over the image's, as in nova (_get_virtio_mq_settings).
+Result<bool> vifMultiqueue(const Inputs& in) {
+  if (auto mq = in.flavor_value("hw:vif_multiqueue_enabled")) {
+    return parseBool({"Flavor extra spec", "hw:vif_multiqueue_enabled"}, *mq);
+  }
+  auto image_mq = in.image_value("hw_vif_multiqueue_enabled");
+  if (!image_mq) return image_mq.error();
+  if (!*image_mq) return false;
+  return parseBool({"Image property", "hw_vif_multiqueue_enabled"}, **image_mq);
+}
+
 }  // namespace
 
 std::string_view diskBusName(DiskBus bus) {
@@ -499,21 +510,10 @@ Result<HardwareSpec> hardwareSpecFrom(const json& image_properties,
       imageEnum("hw_vif_model", {"virtio", "e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet"});
   if (!vif) return vif.error();
   if (*vif) hw.vif_model = **vif;
-  // Multiqueue: the flavor's word wins over the image's, as in nova (_get_virtio_mq_settings).
-  bool multiqueue = false;
-  if (auto mq = in.flavor_value("hw:vif_multiqueue_enabled")) {
-    auto b = parseBool({"Flavor extra spec", "hw:vif_multiqueue_enabled"}, *mq);
-    if (!b) return b.error();
-    multiqueue = *b;
-  } else if (auto image_mq = in.image_value("hw_vif_multiqueue_enabled"); !image_mq) {
-    return image_mq.error();
-  } else if (*image_mq) {
-    auto b = parseBool({"Image property", "hw_vif_multiqueue_enabled"}, **image_mq);
-    if (!b) return b.error();
-    multiqueue = *b;
-  }
+  auto multiqueue = vifMultiqueue(in);
+  if (!multiqueue) return multiqueue.error();
   // Only virtio has queues; other models ignore the setting, as nova does.
-  if (multiqueue && hw.vif_model == "virtio") hw.vif_queues = std::min(vcpus, kMaxVifQueues);
+  if (*multiqueue && hw.vif_model == "virtio") hw.vif_queues = std::min(vcpus, kMaxVifQueues);
 
   if (auto agent = in.image_value("hw_qemu_guest_agent"); !agent) {
     return agent.error();

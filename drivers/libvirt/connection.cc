@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+
 #include <chrono>
 
 #include "common/log.h"
@@ -70,13 +72,16 @@ Result<void> Connection::start() {
   started_ = true;
   event_thread_ = std::thread([this] { eventLoop(); });
   auto first = open();
+  std::optional<Error> failure;
   if (first) {
     std::lock_guard lock(mutex_);
     session_ = std::move(first).value();
     connected_ = true;
+  } else {
+    failure = first.error();
   }
   reconnect_thread_ = std::thread([this] { reconnectLoop(); });
-  if (!first) return first.error();
+  if (failure) return *failure;
   return success();
 }
 
