@@ -225,6 +225,10 @@ Result<void> writeConfigDrive(const ConfigDriveInput& input, const std::string& 
   Result<std::vector<ConfigDriveFile>> files = configDriveFiles(input);
   if (!files) return files.error();
   if (auto init = initLibisofs(); !init) return init;
+  // libisofs promises no thread safety, and ThreadSanitizer saw two writers race inside it
+  // (iso_image_unref against another image's allocation). A drive takes ~2 ms: one at a time.
+  static std::mutex libisofs_mutex;
+  std::lock_guard libisofs_lock(libisofs_mutex);
   Result<IsoImagePtr> image = buildImage(*files);
   if (!image) return image.error();
   Result<IsoWriteOptsPtr> opts = writeOptions();
