@@ -355,7 +355,7 @@ TEST_CASE("CurlClient::upload streams the file as the PUT body, each byte seen o
   CHECK_THAT(requests[0], Catch::Contains("\r\nExpect: 100-continue\r\n"));
 }
 
-TEST_CASE("CurlClient::upload: an early refusal sends no bytes; file problems are not retryable",
+TEST_CASE("CurlClient::upload: an early refusal sends no bytes, file problems are not retryable",
           "[glance][curl]") {
   kiln::testing::TempDir dir;
   std::string path = dir.path() + "/snap.qcow2";

@@ -433,7 +433,7 @@ TEST_CASE("A failed upload deletes the image", "[glance][upload]") {
   }
 }
 
-TEST_CASE("A 409 after a partial upload deletes the image; after a complete one it checks",
+TEST_CASE("A 409 after a partial upload deletes the image, after a complete one it checks",
           "[glance][upload]") {
   GlanceFixture f;
   auto uploader = f.uploader();
@@ -482,7 +482,7 @@ TEST_CASE("A repeated upload of the same file to an active image succeeds withou
   CHECK(f.http.sent().back().method == "DELETE");
 }
 
-TEST_CASE("GlanceUploader::discard DELETEs; an image already gone is fine", "[glance][upload]") {
+TEST_CASE("GlanceUploader::discard DELETEs, an image already gone is fine", "[glance][upload]") {
   GlanceFixture f;
   auto uploader = f.uploader();
   f.http.push(FakeReply::ok("", 204));

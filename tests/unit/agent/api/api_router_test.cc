@@ -482,7 +482,7 @@ TEST_CASE("router: failed pre-caches are remembered, but only the latest 64", "[
   CHECK(api.call(kScheduler, "GET", "/v1/images/missing-099").status == 404);
 }
 
-TEST_CASE("router: a bad VIF is a 400 naming the field; this host without plumbing says so",
+TEST_CASE("router: a bad VIF is a 400 naming the field, and a host without plumbing says so",
           "[router][network]") {
   Api api;
   REQUIRE(api.call(kScheduler, "POST", "/v1/instances", Api::launchBody().dump()).status == 202);

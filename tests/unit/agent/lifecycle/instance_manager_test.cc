@@ -1112,7 +1112,7 @@ TEST_CASE("force_config_drive gives every instance a config drive", "[manager][n
   CHECK(stdfs::exists(h.instanceDir() + "/disk.config"));
 }
 
-TEST_CASE("interface attach and detach: recorded, plugged, unplugged; conflicts refused",
+TEST_CASE("interface attach and detach: recorded, plugged, unplugged, conflicts refused",
           "[manager][network]") {
   Harness h;
   REQUIRE(h.manager->launch(h.request()).ok());

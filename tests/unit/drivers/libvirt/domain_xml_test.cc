@@ -668,7 +668,7 @@ TEST_CASE("a rendered domain reads back into what it says about the instance", "
         kiln::ErrorCode::kNotFound);
 }
 
-TEST_CASE("NICs are kiln's taps, opened by name; the config drive is a private CD-ROM",
+TEST_CASE("NICs are kiln's taps opened by name, and the config drive is a private CD-ROM",
           "[xml][network]") {
   auto inst = basicInstance();
   kiln::drivers::NicSpec bridged;
