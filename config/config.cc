@@ -98,6 +98,19 @@ Result<bool> parseBool(std::string_view key, const std::string& value) {
   return invalidValue(key, value, "must be true or false");
 }
 
+// A decimal number between `min` and `max` (allocation ratios).
+Result<double> parseDouble(std::string_view key, std::string_view value, double min, double max) {
+  double parsed = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), parsed);
+  if (value.empty() || ec != std::errc() || end != value.data() + value.size()) {
+    return invalidValue(key, value, "must be a number such as 1.5");
+  }
+  if (!(parsed >= min && parsed <= max)) {
+    return invalidValue(key, value, fmt::format("must be between {} and {}", min, max));
+  }
+  return parsed;
+}
+
 // nova.conf lists: comma-separated, blanks around items ignored, empty items dropped.
 std::vector<std::string> parseList(const std::string& value) {
   std::vector<std::string> items;
@@ -136,6 +149,7 @@ constexpr const char* kNotPrintable = "must be printable ASCII without spaces, a
 bool isHttpUrl(std::string_view v) { return v.starts_with("http://") || v.starts_with("https://"); }
 bool isLibvirtUri(std::string_view v) { return v.find("://") != std::string_view::npos; }
 bool isFileScheme(std::string_view v) { return v == "file"; }
+bool isInterface(std::string_view v) { return v == "public" || v == "internal" || v == "admin"; }
 
 // "'a' or 'b'", "'a', 'b' or 'c'"; an empty choice is "empty".
 std::string choices(const std::vector<std::string>& allowed) {
@@ -171,6 +185,26 @@ Setter integer(Section KilnConfig::*section, Int Section::*field, std::type_iden
   return bindField(section, field, [min, max](std::string_view key, const std::string& value) {
     return parseInt<Int>(key, value, min, max);
   });
+}
+
+// A number; for std::optional fields, empty leaves it unset.
+template <typename Section>
+Setter decimal(Section KilnConfig::*section, double Section::*field, double min, double max) {
+  return bindField(section, field, [min, max](std::string_view key, const std::string& value) {
+    return parseDouble(key, value, min, max);
+  });
+}
+template <typename Section>
+Setter decimal(Section KilnConfig::*section, std::optional<double> Section::*field, double min,
+               double max) {
+  return bindField(
+      section, field,
+      [min, max](std::string_view key, const std::string& value) -> Result<std::optional<double>> {
+        if (value.empty()) return std::optional<double>();
+        auto parsed = parseDouble(key, value, min, max);
+        if (!parsed) return parsed.error();
+        return std::optional<double>(*parsed);
+      });
 }
 
 template <typename Section>
@@ -274,6 +308,17 @@ Result<void> checkSecret(std::string_view key, const std::string& value) {
     return Error::invalid(fmt::format("{} contains a NUL byte", displayName(key)));
   }
   return success();
+}
+
+// Never quotes the value: the URL holds the broker's password.
+Result<void> checkTransportUrl(std::string_view key, const std::string& value) {
+  if (value.empty()) return success();
+  if (!value.starts_with("rabbit://") && !value.starts_with("kombu://")) {
+    return Error::invalid(fmt::format(
+        "{} must be a rabbit:// URL (oslo.messaging's RabbitMQ driver, the one kiln speaks)",
+        displayName(key)));
+  }
+  return checkSecret(key, value);
 }
 
 Result<void> setUnixSocketMode(const std::string& key, const std::string& value, KilnConfig& cfg) {
@@ -446,6 +491,118 @@ const std::map<std::string, Setter>& optionTable() {
        oneOf(&KilnConfig::keystone, &KeystoneSection::system_scope, {"", "all"},
              "must be 'all' (Keystone's one system scope) or empty")},
       {"images.local_dir", absolutePath(&KilnConfig::images, &ImagesSection::local_dir)},
+      // The OpenStack front: nova.conf's [DEFAULT] names.
+      {"DEFAULT.transport_url",
+       text(&KilnConfig::defaults, &DefaultSection::transport_url, checkTransportUrl)},
+      {"DEFAULT.control_exchange", text(&KilnConfig::defaults, &DefaultSection::control_exchange,
+                                        printableToken, kNotPrintable)},
+      {"DEFAULT.my_ip", text(&KilnConfig::defaults, &DefaultSection::my_ip, emptyOr(printableToken),
+                             "must be an IP address")},
+      {"DEFAULT.report_interval",
+       integer(&KilnConfig::defaults, &DefaultSection::report_interval, 1, 3600)},
+      {"DEFAULT.rpc_response_timeout",
+       integer(&KilnConfig::defaults, &DefaultSection::rpc_response_timeout, 1, 3600)},
+      {"DEFAULT.executor_thread_pool_size",
+       integer(&KilnConfig::defaults, &DefaultSection::executor_thread_pool_size, 1, 256)},
+      {"DEFAULT.cpu_allocation_ratio",
+       decimal(&KilnConfig::defaults, &DefaultSection::cpu_allocation_ratio, 0.0, 1000.0)},
+      {"DEFAULT.ram_allocation_ratio",
+       decimal(&KilnConfig::defaults, &DefaultSection::ram_allocation_ratio, 0.0, 1000.0)},
+      {"DEFAULT.disk_allocation_ratio",
+       decimal(&KilnConfig::defaults, &DefaultSection::disk_allocation_ratio, 0.0, 1000.0)},
+      {"DEFAULT.initial_cpu_allocation_ratio",
+       decimal(&KilnConfig::defaults, &DefaultSection::initial_cpu_allocation_ratio, 0.0, 1000.0)},
+      {"DEFAULT.initial_ram_allocation_ratio",
+       decimal(&KilnConfig::defaults, &DefaultSection::initial_ram_allocation_ratio, 0.0, 1000.0)},
+      {"DEFAULT.initial_disk_allocation_ratio",
+       decimal(&KilnConfig::defaults, &DefaultSection::initial_disk_allocation_ratio, 0.0, 1000.0)},
+      {"DEFAULT.reserved_host_cpus",
+       integer(&KilnConfig::defaults, &DefaultSection::reserved_host_cpus, 0, 4096)},
+      {"DEFAULT.reserved_host_memory_mb",
+       integer(&KilnConfig::defaults, &DefaultSection::reserved_host_memory_mb, 0, 1ULL << 32)},
+      // [oslo_messaging_rabbit], oslo.messaging's names (its typos included).
+      {"oslo_messaging_rabbit.amqp_durable_queues",
+       boolean(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::amqp_durable_queues)},
+      {"oslo_messaging_rabbit.amqp_auto_delete",
+       boolean(&KilnConfig::oslo_messaging_rabbit, &OsloMessagingRabbitSection::amqp_auto_delete)},
+      {"oslo_messaging_rabbit.rabbit_ha_queues",
+       boolean(&KilnConfig::oslo_messaging_rabbit, &OsloMessagingRabbitSection::rabbit_ha_queues)},
+      {"oslo_messaging_rabbit.rabbit_quorum_queue",
+       boolean(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::rabbit_quorum_queue)},
+      {"oslo_messaging_rabbit.rabbit_quorum_delivery_limit",
+       integer(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::rabbit_quorum_delivery_limit, 0, 1000000)},
+      {"oslo_messaging_rabbit.rabbit_quroum_max_memory_length",
+       integer(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::rabbit_quorum_max_memory_length, 0, 1U << 30)},
+      {"oslo_messaging_rabbit.rabbit_quroum_max_memory_bytes",
+       integer(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::rabbit_quorum_max_memory_bytes, 0, 1U << 31)},
+      {"oslo_messaging_rabbit.rabbit_transient_queues_ttl",
+       integer(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::rabbit_transient_queues_ttl, 1, 30U * 86400)},
+      {"oslo_messaging_rabbit.heartbeat_timeout_threshold",
+       integer(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::heartbeat_timeout_threshold, 0, 3600)},
+      {"oslo_messaging_rabbit.heartbeat_rate",
+       integer(&KilnConfig::oslo_messaging_rabbit, &OsloMessagingRabbitSection::heartbeat_rate, 1,
+               100)},
+      {"oslo_messaging_rabbit.rabbit_retry_interval",
+       integer(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::rabbit_retry_interval, 1, 3600)},
+      {"oslo_messaging_rabbit.rabbit_retry_backoff",
+       integer(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::rabbit_retry_backoff, 0, 3600)},
+      {"oslo_messaging_rabbit.rabbit_interval_max",
+       integer(&KilnConfig::oslo_messaging_rabbit, &OsloMessagingRabbitSection::rabbit_interval_max,
+               1, 3600)},
+      {"oslo_messaging_rabbit.rabbit_login_method",
+       oneOf(&KilnConfig::oslo_messaging_rabbit, &OsloMessagingRabbitSection::rabbit_login_method,
+             {"AMQPLAIN", "PLAIN"})},
+      {"oslo_messaging_rabbit.ssl",
+       boolean(&KilnConfig::oslo_messaging_rabbit, &OsloMessagingRabbitSection::ssl)},
+      {"oslo_messaging_rabbit.ssl_ca_file",
+       absolutePathOrEmpty(&KilnConfig::oslo_messaging_rabbit,
+                           &OsloMessagingRabbitSection::ssl_ca_file)},
+      {"oslo_messaging_rabbit.ssl_cert_file",
+       absolutePathOrEmpty(&KilnConfig::oslo_messaging_rabbit,
+                           &OsloMessagingRabbitSection::ssl_cert_file)},
+      {"oslo_messaging_rabbit.ssl_key_file",
+       absolutePathOrEmpty(&KilnConfig::oslo_messaging_rabbit,
+                           &OsloMessagingRabbitSection::ssl_key_file)},
+      {"oslo_messaging_rabbit.ssl_enforce_hostname_verification",
+       boolean(&KilnConfig::oslo_messaging_rabbit,
+               &OsloMessagingRabbitSection::ssl_enforce_hostname_verification)},
+      // [placement]: keystoneauth's names.
+      {"placement.auth_type", oneOf(&KilnConfig::placement, &KeystoneAuthSection::auth_type,
+                                    {"", "password"}, "must be 'password' (the plugin kiln has)")},
+      {"placement.auth_url", text(&KilnConfig::placement, &KeystoneAuthSection::auth_url,
+                                  emptyOr(isHttpUrl), "must be an http:// or https:// URL")},
+      {"placement.username", text(&KilnConfig::placement, &KeystoneAuthSection::username)},
+      {"placement.password",
+       text(&KilnConfig::placement, &KeystoneAuthSection::password, checkSecret)},
+      {"placement.user_domain_name",
+       text(&KilnConfig::placement, &KeystoneAuthSection::user_domain_name)},
+      {"placement.user_domain_id",
+       text(&KilnConfig::placement, &KeystoneAuthSection::user_domain_id)},
+      {"placement.project_name", text(&KilnConfig::placement, &KeystoneAuthSection::project_name)},
+      {"placement.project_domain_name",
+       text(&KilnConfig::placement, &KeystoneAuthSection::project_domain_name)},
+      {"placement.project_domain_id",
+       text(&KilnConfig::placement, &KeystoneAuthSection::project_domain_id)},
+      {"placement.region_name", text(&KilnConfig::placement, &KeystoneAuthSection::region_name)},
+      {"placement.valid_interfaces",
+       list(&KilnConfig::placement, &KeystoneAuthSection::valid_interfaces, isInterface,
+            "each interface must be public, internal or admin")},
+      {"placement.endpoint_override",
+       text(&KilnConfig::placement, &KeystoneAuthSection::endpoint_override, emptyOr(isHttpUrl),
+            "must be an http:// or https:// URL")},
+      {"placement.cafile",
+       absolutePathOrEmpty(&KilnConfig::placement, &KeystoneAuthSection::cafile)},
+      {"placement.timeout",
+       integer(&KilnConfig::placement, &KeystoneAuthSection::timeout, 1, 3600)},
   };
   return table;
 }
@@ -530,6 +687,22 @@ Result<KilnConfig> parseConfig(std::string_view text, std::string_view source_na
     cfg.warnings.push_back(fmt::format(
         "[keystone] accept_token_file in '{}' has no effect without [keystone] auth_url: [api] "
         "token_file decides alone",
+        source_name));
+  }
+  if (!cfg.defaults.transport_url.empty() && cfg.placement.auth_type.empty()) {
+    return Error::invalid(fmt::format(
+        "[DEFAULT] transport_url in '{}' makes kilnd a nova-compute, which reports to Placement: "
+        "set "
+        "[placement] auth_type = password and its credentials (auth_url, username, password, "
+        "project_name, ...)",
+        source_name));
+  }
+  if (cfg.placement.auth_type == "password" &&
+      (cfg.placement.auth_url.empty() || cfg.placement.username.empty() ||
+       cfg.placement.password.empty() || cfg.placement.project_name.empty())) {
+    return Error::invalid(fmt::format(
+        "[placement] auth_type = password in '{}' needs auth_url, username, password and "
+        "project_name",
         source_name));
   }
   auto& encryption = cfg.ephemeral_storage_encryption;
@@ -620,6 +793,8 @@ std::vector<std::string> secretOptionsIn(const KilnConfig& cfg) {
   std::vector<std::string> held;
   if (!cfg.keystone.password.empty()) held.push_back("[keystone] password");
   if (!cfg.glance.token.empty()) held.push_back("[glance] token");
+  if (!cfg.defaults.transport_url.empty()) held.push_back("[DEFAULT] transport_url");
+  if (!cfg.placement.password.empty()) held.push_back("[placement] password");
   return held;
 }
 

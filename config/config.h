@@ -3,6 +3,7 @@
 // documented with its default in config/kiln.conf; this header is the one place defaults live.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,69 @@ struct DefaultSection {
   bool force_config_drive = false;
   // Seconds an interface detach waits for the guest to release the NIC.
   unsigned interface_detach_timeout = 30;
+
+  // The OpenStack front (nova.conf's names and defaults). Empty transport_url: kiln runs
+  // standalone, driven by its own API only. Set: kilnd is also this host's nova-compute.
+  std::string transport_url;  // a secret: it holds the broker's password
+  std::string control_exchange = "nova";
+  std::string my_ip;                   // the host's address, reported as the node's host_ip
+  unsigned report_interval = 10;       // seconds between service heartbeats
+  unsigned rpc_response_timeout = 60;  // seconds a call to the conductor waits
+  // Threads that run RPC requests (oslo.messaging's name; nova's default of 64 is for green
+  // threads, kiln's handlers never wait on a build).
+  unsigned executor_thread_pool_size = 16;
+  // Placement inventories, as nova computes them: unset ratios take the initial_* values.
+  std::optional<double> cpu_allocation_ratio;
+  std::optional<double> ram_allocation_ratio;
+  std::optional<double> disk_allocation_ratio;
+  double initial_cpu_allocation_ratio = 16.0;
+  double initial_ram_allocation_ratio = 1.5;
+  double initial_disk_allocation_ratio = 1.0;
+  unsigned reserved_host_cpus = 0;
+  std::uint64_t reserved_host_memory_mb = 512;
+};
+
+// [oslo_messaging_rabbit], oslo.messaging 14's names and defaults. The queue options must be the
+// control plane's: RabbitMQ refuses a queue declared with other flags.
+struct OsloMessagingRabbitSection {
+  bool amqp_durable_queues = false;
+  bool amqp_auto_delete = false;
+  bool rabbit_ha_queues = false;
+  bool rabbit_quorum_queue = false;
+  unsigned rabbit_quorum_delivery_limit = 0;
+  unsigned rabbit_quorum_max_memory_length = 0;  // oslo: rabbit_quroum_max_memory_length
+  unsigned rabbit_quorum_max_memory_bytes = 0;   // oslo: rabbit_quroum_max_memory_bytes
+  unsigned rabbit_transient_queues_ttl = 1800;
+  unsigned heartbeat_timeout_threshold = 60;
+  unsigned heartbeat_rate = 2;  // accepted for nova.conf's sake; librabbitmq paces heartbeats
+  unsigned rabbit_retry_interval = 1;
+  unsigned rabbit_retry_backoff = 2;
+  unsigned rabbit_interval_max = 30;
+  std::string rabbit_login_method = "AMQPLAIN";  // AMQPLAIN and PLAIN both log in with PLAIN
+  bool ssl = false;
+  std::string ssl_ca_file;
+  std::string ssl_cert_file;
+  std::string ssl_key_file;
+  bool ssl_enforce_hostname_verification = false;
+};
+
+// A keystoneauth section ([placement]): kiln's service user and where to find the service, as
+// nova.conf writes them.
+struct KeystoneAuthSection {
+  std::string auth_type;  // "password" (the only plugin kiln has); empty: section unused
+  std::string auth_url;
+  std::string username;
+  std::string password;
+  std::string user_domain_name;
+  std::string user_domain_id;
+  std::string project_name;
+  std::string project_domain_name;
+  std::string project_domain_id;
+  std::string region_name;
+  std::vector<std::string> valid_interfaces{"internal", "public"};
+  std::string endpoint_override;
+  std::string cafile;
+  unsigned timeout = 30;  // seconds per request
 };
 
 struct ApiSection {
@@ -166,6 +230,8 @@ struct KilnConfig {
   ImageCacheSection image_cache;
   EphemeralStorageEncryptionSection ephemeral_storage_encryption;
   KeystoneSection keystone;
+  OsloMessagingRabbitSection oslo_messaging_rabbit;
+  KeystoneAuthSection placement;
   // Unknown options are not fatal (an operator may share one file between versions), but each
   // one is reported so a typo does not go unnoticed.
   std::vector<std::string> warnings;

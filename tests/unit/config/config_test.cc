@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -531,4 +532,40 @@ TEST_CASE("the configuration file is read bounded, and a missing one says so", "
   REQUIRE_FALSE(directory.ok());
   CHECK(directory.error().message.starts_with("Cannot read configuration file: "));
   CHECK(directory.error().message.find(dir.path()) != std::string::npos);
+}
+
+TEST_CASE("the OpenStack front's options: nova.conf's names, the secrets and the placement rule",
+          "[config]") {
+  using kiln::config::parseConfig;
+  auto cfg = parseConfig(
+      "[DEFAULT]\ntransport_url = rabbit://nova:s3cret@127.0.0.1:5672/\nreport_interval = 5\n"
+      "cpu_allocation_ratio = 4.0\nreserved_host_memory_mb = 256\n"
+      "[oslo_messaging_rabbit]\namqp_durable_queues = true\nrabbit_quroum_max_memory_bytes = 1024\n"
+      "[placement]\nauth_type = password\nauth_url = http://ks:5000/v3\nusername = nova\n"
+      "password = pw\nproject_name = service\nvalid_interfaces = public\n",
+      "kiln.conf");
+  REQUIRE(cfg.ok());
+  CHECK(cfg->defaults.report_interval == 5);
+  REQUIRE(cfg->defaults.cpu_allocation_ratio.has_value());
+  CHECK(*cfg->defaults.cpu_allocation_ratio == 4.0);
+  CHECK_FALSE(cfg->defaults.ram_allocation_ratio.has_value());
+  CHECK(cfg->defaults.reserved_host_memory_mb == 256);
+  CHECK(cfg->oslo_messaging_rabbit.amqp_durable_queues);
+  CHECK(cfg->oslo_messaging_rabbit.rabbit_quorum_max_memory_bytes == 1024);
+  CHECK(cfg->placement.valid_interfaces == std::vector<std::string>{"public"});
+  const auto secrets = kiln::config::secretOptionsIn(*cfg);
+  CHECK(std::find(secrets.begin(), secrets.end(), "[DEFAULT] transport_url") != secrets.end());
+  CHECK(std::find(secrets.begin(), secrets.end(), "[placement] password") != secrets.end());
+
+  // transport_url without [placement]: refused, since a nova-compute must report to Placement.
+  auto no_placement = parseConfig("[DEFAULT]\ntransport_url = rabbit://u:p@h/\n", "kiln.conf");
+  REQUIRE_FALSE(no_placement.ok());
+  CHECK(no_placement.error().message.find("[placement]") != std::string::npos);
+  // Another driver: refused without quoting the URL (it may hold a password).
+  auto other = parseConfig("[DEFAULT]\ntransport_url = amqp://u:pw@h/\n", "kiln.conf");
+  REQUIRE_FALSE(other.ok());
+  CHECK(other.error().message.find("pw") == std::string::npos);
+  auto ratio = parseConfig("[DEFAULT]\ncpu_allocation_ratio = lots\n", "kiln.conf");
+  REQUIRE_FALSE(ratio.ok());
+  CHECK(ratio.error().message.find("cpu_allocation_ratio") != std::string::npos);
 }
