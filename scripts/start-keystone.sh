@@ -112,49 +112,30 @@ else
         admin-b "$(password)" project-b admin
         admin "$ADMIN_PASSWORD" admin admin)
 fi
-# Everything keystone-manage db_sync, fernet_setup, credential_setup and bootstrap do, in one
-# process: each keystone-manage run spends ~4 s importing Keystone, and a bootstrap per user made
-# this the slowest fixture. The users are made offline (bootstrap creates a user, a project and a
-# role and grants it, also on the system; rerunning it is safe): Keystone's API on SQLite fails
-# writes with "database is locked" here, while reads and token issuing work.
-"$PYTHON" - "$CONF" "$URL" "$SPEC" "${FIXTURE[@]}" >>"$STATE_DIR/keystone-manage.log" 2>&1 <<'PY_EOF' ||
+# One Python process bootstraps Keystone and then serves it: importing Keystone takes ~4 s, so
+# it is imported once and a forked child does what keystone-manage db_sync, fernet_setup,
+# credential_setup and bootstrap would (each keystone-manage run would import it again, and a
+# bootstrap per user made this the slowest fixture). The users are made offline (bootstrap creates
+# a user, a project and a role and grants it, also on the system; rerunning it is safe):
+# Keystone's API on SQLite fails writes with "database is locked" here, while reads and token
+# issuing work. The server is Python's own WSGI server; the port goes through the environment
+# (oslo.config reads sys.argv as its own options).
+KILN_KEYSTONE_PORT=$PORT OS_KEYSTONE_CONFIG_FILES="$CONF" setsid "$PYTHON" - "$CONF" "$URL" \
+    "$STATE_DIR/keystone-manage.log" "$SPEC" "${FIXTURE[@]}" >>"$LOG_FILE" 2>&1 <<'PY_EOF' &
 import json
 import os
 import sys
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import keystone.conf
 from keystone.cmd import bootstrap
 from keystone.common import driver_hints, fernet_utils, sql
 from keystone.common.sql import upgrades
 from keystone.credential.providers import fernet as credential_fernet
-
-conf_file, url, spec_file, fixture = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-spec = {}
-if spec_file:
-    with open(spec_file) as f:
-        spec = json.load(f)
-
-# What keystone-manage's main() does before it runs a command.
-CONF = keystone.conf.CONF
-keystone.conf.configure()
-sql.initialize()
-keystone.conf.set_default_for_default_log_levels()
-CONF(args=["--config-file", conf_file], project="keystone", default_config_files=[])
-keystone.conf.setup_logging()
-
-upgrades.offline_sync_database_to_version()  # db_sync
-uid, gid = os.getuid(), os.getgid()
-for group, max_active_keys in (("fernet_tokens", CONF.fernet_tokens.max_active_keys),
-                               ("fernet_receipts", CONF.fernet_receipts.max_active_keys),
-                               ("credential", credential_fernet.MAX_ACTIVE_KEYS)):
-    keys = fernet_utils.FernetUtils(getattr(CONF, group).key_repository, max_active_keys, group)
-    keys.create_key_directory(uid, gid)
-    if keys.validate_key_repository(requires_write=True):
-        keys.initialize_key_repository(uid, gid)
+from keystone.server import wsgi
 
 
-
-def keystone_manage_bootstrap(user, password, project, role, identity_url=None):
+def keystone_manage_bootstrap(bootstrapper, user, password, project, role, identity_url=None):
     """What `keystone-manage bootstrap` does with these --bootstrap-* options."""
     bootstrapper.admin_username, bootstrapper.admin_password = user, password
     bootstrapper.project_name, bootstrapper.admin_role_name = project, role
@@ -164,50 +145,64 @@ def keystone_manage_bootstrap(user, password, project, role, identity_url=None):
     bootstrapper.bootstrap()
 
 
-bootstrapper = bootstrap.Bootstrapper()
-bootstrapper.immutable_roles = True
-admin_password = fixture[fixture.index("admin") + 1]
-keystone_manage_bootstrap("admin", admin_password, "admin", "admin", url + "/v3/")
-for i in range(0, len(fixture), 4):
-    keystone_manage_bootstrap(*fixture[i:i + 4])
+def bootstrap_keystone(conf_file, url, spec_file, fixture):
+    spec = {}
+    if spec_file:
+        with open(spec_file) as f:
+            spec = json.load(f)
 
-# The SPEC's users get their role on their project only, as `openstack role add --project`
-# would grant it (no system role, no implied role made from theirs).
-for entry in spec.get("users", []):
-    bootstrapper.admin_username, bootstrapper.admin_password = entry["name"], entry["password"]
-    bootstrapper.project_name, bootstrapper.admin_role_name = entry["project"], entry["role"]
-    bootstrapper._bootstrap_project()
-    bootstrapper._bootstrap_admin_user()
-    bootstrapper.admin_role_id = bootstrapper._ensure_role_exists(entry["role"])["id"]
-    bootstrapper._bootstrap_project_role_assignment()
+    # What keystone-manage's main() does before it runs a command.
+    conf = keystone.conf.CONF
+    keystone.conf.configure()
+    sql.initialize()
+    keystone.conf.set_default_for_default_log_levels()
+    conf(args=["--config-file", conf_file], project="keystone", default_config_files=[])
+    keystone.conf.setup_logging()
 
-# The SPEC's catalog: one service per entry, its URL as the public, internal and admin endpoint.
-PROVIDERS = bootstrap.PROVIDERS
-for entry in spec.get("services", []):
-    hints = driver_hints.Hints()
-    hints.add_filter("type", entry["type"])
-    if PROVIDERS.catalog_api.list_services(hints):
-        continue
-    service_id = os.urandom(16).hex()
-    PROVIDERS.catalog_api.create_service(service_id, {
-        "id": service_id, "name": entry["name"], "type": entry["type"], "enabled": True,
-        "description": entry.get("description", "")})
-    for interface in ("public", "internal", "admin"):
-        endpoint_id = os.urandom(16).hex()
-        PROVIDERS.catalog_api.create_endpoint(endpoint_id, {
-            "id": endpoint_id, "interface": interface, "url": entry["url"],
-            "service_id": service_id, "region_id": "RegionOne", "enabled": True})
-PY_EOF
-    die "bootstrapping Keystone failed; see $STATE_DIR/keystone-manage.log."
+    upgrades.offline_sync_database_to_version()  # db_sync
+    uid, gid = os.getuid(), os.getgid()  # fernet_setup, credential_setup
+    for group, max_active_keys in (("fernet_tokens", conf.fernet_tokens.max_active_keys),
+                                   ("fernet_receipts", conf.fernet_receipts.max_active_keys),
+                                   ("credential", credential_fernet.MAX_ACTIVE_KEYS)):
+        keys = fernet_utils.FernetUtils(getattr(conf, group).key_repository, max_active_keys, group)
+        keys.create_key_directory(uid, gid)
+        if keys.validate_key_repository(requires_write=True):
+            keys.initialize_key_repository(uid, gid)
 
-# The WSGI application in Python's threaded reference server: enough for tests, nothing to set up.
-# The port goes through the environment: oslo.config reads sys.argv as its own options.
-KILN_KEYSTONE_PORT=$PORT OS_KEYSTONE_CONFIG_FILES="$CONF" setsid "$PYTHON" - >>"$LOG_FILE" 2>&1 <<'PY_EOF' &
-import os
-import sys
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+    # bootstrap: first the admin with the identity endpoints, then one per user.
+    bootstrapper = bootstrap.Bootstrapper()
+    bootstrapper.immutable_roles = True
+    admin_password = fixture[fixture.index("admin") + 1]
+    keystone_manage_bootstrap(bootstrapper, "admin", admin_password, "admin", "admin", url + "/v3/")
+    for i in range(0, len(fixture), 4):
+        keystone_manage_bootstrap(bootstrapper, *fixture[i:i + 4])
 
-from keystone.server import wsgi
+    # The SPEC's users get their role on their project only, as `openstack role add --project`
+    # would grant it (no system role, no implied role made from theirs).
+    for entry in spec.get("users", []):
+        bootstrapper.admin_username, bootstrapper.admin_password = entry["name"], entry["password"]
+        bootstrapper.project_name, bootstrapper.admin_role_name = entry["project"], entry["role"]
+        bootstrapper._bootstrap_project()
+        bootstrapper._bootstrap_admin_user()
+        bootstrapper.admin_role_id = bootstrapper._ensure_role_exists(entry["role"])["id"]
+        bootstrapper._bootstrap_project_role_assignment()
+
+    # The SPEC's catalog: one service per entry, its URL as the public, internal and admin endpoint.
+    providers = bootstrap.PROVIDERS
+    for entry in spec.get("services", []):
+        hints = driver_hints.Hints()
+        hints.add_filter("type", entry["type"])
+        if providers.catalog_api.list_services(hints):
+            continue
+        service_id = os.urandom(16).hex()
+        providers.catalog_api.create_service(service_id, {
+            "id": service_id, "name": entry["name"], "type": entry["type"], "enabled": True,
+            "description": entry.get("description", "")})
+        for interface in ("public", "internal", "admin"):
+            endpoint_id = os.urandom(16).hex()
+            providers.catalog_api.create_endpoint(endpoint_id, {
+                "id": endpoint_id, "interface": interface, "url": entry["url"],
+                "service_id": service_id, "region_id": "RegionOne", "enabled": True})
 
 
 # One request at a time: SQLite does not take concurrent writers ("database is locked").
@@ -216,6 +211,27 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
+conf_file, url, manage_log, spec_file, fixture = (sys.argv[1], sys.argv[2], sys.argv[3],
+                                                  sys.argv[4], sys.argv[5:])
+child = os.fork()
+if child == 0:
+    log = os.open(manage_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        bootstrap_keystone(conf_file, url, spec_file, fixture)
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+_, status = os.waitpid(child, 0)
+if status != 0:
+    sys.exit(f"bootstrapping Keystone failed; see {manage_log}")
+
 sys.argv = sys.argv[:1]
 app = wsgi.initialize_public_application()
 make_server("127.0.0.1", int(os.environ["KILN_KEYSTONE_PORT"]), app,
@@ -223,10 +239,11 @@ make_server("127.0.0.1", int(os.environ["KILN_KEYSTONE_PORT"]), app,
 PY_EOF
 echo $! >"$PID_FILE"
 
-for ((i = 0; i < WAIT_SECONDS * 4; i++)); do
+for ((i = 0; i < WAIT_SECONDS * 10; i++)); do
     if curl -s -o /dev/null --max-time 2 "$URL/v3"; then break; fi
-    kill -0 "$(cat "$PID_FILE")" 2>/dev/null || die "Keystone exited; see $LOG_FILE."
-    sleep 0.25
+    kill -0 "$(cat "$PID_FILE")" 2>/dev/null ||
+        die "Keystone exited; see $LOG_FILE and $STATE_DIR/keystone-manage.log."
+    sleep 0.1
 done
 curl -s -o /dev/null --max-time 2 "$URL/v3" || die "Keystone did not answer within ${WAIT_SECONDS}s; see $LOG_FILE."
 
