@@ -22,6 +22,9 @@
 #   Placement       29778   under uwsgi, Keystone auth
 #   nova-api        29774   the compute API only (no metadata API), Keystone auth
 #   nova-conductor, nova-scheduler (one worker each), cells cell0 and cell1
+#   Neutron         29696   tests/integration/stand-in/neutron-api: a cloud without networks
+#                           (nova's API cannot show a server without Neutron, even with
+#                           --network none); servers are made with --network none
 # Writes STATE_DIR/fixture.json (every URL, user, password, the transport URL, the image and flavor
 # ids), STATE_DIR/compute-host.conf (the nova.conf sections an operator hands a compute host),
 # STATE_DIR/openrc-admin and STATE_DIR/openrc-demo (for the `openstack` CLI). Logs are in
@@ -32,7 +35,7 @@
 set -euo pipefail
 
 readonly KEYSTONE_PORT=29501 RABBIT_PORT=29672 RABBIT_DIST_PORT=29673 EPMD_PORT=29369
-readonly GLANCE_PORT=29293 PLACEMENT_PORT=29778 NOVA_PORT=29774
+readonly GLANCE_PORT=29293 PLACEMENT_PORT=29778 NOVA_PORT=29774 NEUTRON_PORT=29696
 readonly WAIT_SECONDS=120
 # The interpreter Debian's OpenStack is installed for (a pyenv python3 on PATH would not see it).
 readonly PYTHON=/usr/bin/python3
@@ -43,6 +46,12 @@ readonly SCRIPTS_DIR=$(cd "$(dirname "$0")" && pwd -P)
 die() {
     echo "start-openstack: $*" >&2
     exit 1
+}
+
+# Seconds since the start, to a tenth.
+elapsed() {
+    local us=$((${EPOCHREALTIME/./} - ${START_TIME/./}))
+    echo "$((us / 1000000)).$((us / 100000 % 10))"
 }
 
 (($# == 1 || $# == 2)) || die "usage: $0 STATE_DIR [GUEST_IMAGE]"
@@ -81,7 +90,7 @@ for pid_file in "$STATE_DIR"/*.pid "$STATE_DIR"/keystone/keystone.pid "$STATE_DI
 done
 # Another process on one of the ports would answer the readiness probes and fool the tests.
 for port in $KEYSTONE_PORT $RABBIT_PORT $RABBIT_DIST_PORT $EPMD_PORT $GLANCE_PORT \
-    $PLACEMENT_PORT $NOVA_PORT; do
+    $PLACEMENT_PORT $NOVA_PORT $NEUTRON_PORT; do
     if (: </dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
         die "something already listens on 127.0.0.1:$port; stop it first (ss -ltnp 'sport = :$port')."
     fi
@@ -105,6 +114,7 @@ readonly KEYSTONE_URL="http://127.0.0.1:$KEYSTONE_PORT"
 readonly GLANCE_URL="http://127.0.0.1:$GLANCE_PORT"
 readonly PLACEMENT_URL="http://127.0.0.1:$PLACEMENT_PORT"
 readonly NOVA_URL="http://127.0.0.1:$NOVA_PORT/v2.1"
+readonly NEUTRON_URL="http://127.0.0.1:$NEUTRON_PORT"
 readonly TRANSPORT_URL="rabbit://kiln:$RABBIT_PASSWORD@127.0.0.1:$RABBIT_PORT/"
 
 # --- configuration ------------------------------------------------------------------------------
@@ -113,7 +123,8 @@ readonly TRANSPORT_URL="rabbit://kiln:$RABBIT_PASSWORD@127.0.0.1:$RABBIT_PORT/"
 "$PYTHON" - "$STATE_DIR/keystone-spec.json" nova "$NOVA_PASSWORD" service admin \
     placement "$PLACEMENT_PASSWORD" service admin glance "$GLANCE_PASSWORD" service admin \
     kiln "$KILN_PASSWORD" service admin demo "$DEMO_PASSWORD" demo member \
-    -- glance image "$GLANCE_URL" placement placement "$PLACEMENT_URL" nova compute "$NOVA_URL" <<'PY_EOF'
+    -- glance image "$GLANCE_URL" placement placement "$PLACEMENT_URL" nova compute "$NOVA_URL" \
+    neutron network "$NEUTRON_URL" <<'PY_EOF'
 import json
 import sys
 
@@ -236,6 +247,8 @@ debug = false
 transport_url = $TRANSPORT_URL
 control_exchange = nova
 service_down_time = $SERVICE_DOWN_TIME
+# A fixture has nothing to drain on stop: SIGTERM ends the services within seconds.
+graceful_shutdown_timeout = 2
 enabled_apis = osapi_compute
 osapi_compute_listen = 127.0.0.1
 osapi_compute_listen_port = $NOVA_PORT
@@ -283,6 +296,9 @@ $(password_auth placement "$PLACEMENT_PASSWORD")
 [glance]
 region_name = RegionOne
 
+[neutron]
+$(password_auth nova "$NOVA_PASSWORD")
+
 [service_user]
 send_service_user_token = true
 $(password_auth nova "$NOVA_PASSWORD")
@@ -315,6 +331,11 @@ endpoint_override = $PLACEMENT_URL
 region_name = RegionOne
 # Optional in nova: without it the catalog's image endpoint is used.
 endpoint_override = $GLANCE_URL
+
+[neutron]
+$(password_auth nova "$NOVA_PASSWORD")
+# Optional in nova: without it the catalog's network endpoint is used.
+endpoint_override = $NEUTRON_URL
 
 $(authtoken_section nova "$NOVA_PASSWORD")
 
@@ -371,6 +392,7 @@ start_keystone() {
         "$STATE_DIR/keystone-spec.json" >>"$LOGS/keystone-start.log" 2>&1 ||
         fail "$STATE_DIR/keystone/keystone-manage.log" \
             "Keystone did not start: $(tail -n 1 "$LOGS/keystone-start.log"); see also $STATE_DIR/keystone/keystone.log."
+    echo "start-openstack: Keystone answers after $(elapsed) s"
 }
 
 start_rabbitmq() {
@@ -390,6 +412,7 @@ start_rabbitmq() {
     # RabbitMQ opens its AMQP listener last, once the vhost and the user exist.
     wait_for rabbitmq "$LOGS/rabbitmq.log" port_listens "$RABBIT_PORT"
     touch "$STATE_DIR/run/rabbitmq.ready"
+    echo "start-openstack: RabbitMQ answers after $(elapsed) s"
 }
 
 start_glance() {
@@ -398,6 +421,7 @@ start_glance() {
         fail "$LOGS/glance-manage.log" "'glance-manage db_sync' failed."
     spawn glance-api glance-api --config-file "$conf"
     wait_for glance-api "$LOGS/glance-api.log" http_answers "$GLANCE_URL/healthcheck"
+    echo "start-openstack: Glance answers after $(elapsed) s"
 }
 
 start_placement() {
@@ -410,6 +434,13 @@ start_placement() {
         --master --processes 1 --threads 4 --die-on-term --need-app --lazy-apps --no-orphans \
         --procname-prefix placement- --chdir "$conf_dir"
     wait_for placement-api "$LOGS/placement-api.log" http_answers "$PLACEMENT_URL/"
+    echo "start-openstack: Placement answers after $(elapsed) s"
+}
+
+start_neutron() {
+    spawn neutron-api "$PYTHON" "$SCRIPTS_DIR/../tests/integration/stand-in/neutron-api" "$NEUTRON_PORT"
+    wait_for neutron-api "$LOGS/neutron-api.log" http_answers "$NEUTRON_URL/"
+    echo "start-openstack: the Neutron stand-in answers after $(elapsed) s"
 }
 
 start_nova() {
@@ -452,6 +483,7 @@ PY_EOF
     spawn nova-conductor nova-conductor --config-file "$conf"
     spawn nova-scheduler nova-scheduler --config-file "$conf"
     wait_for nova-api "$LOGS/nova-api.log" http_answers "http://127.0.0.1:$NOVA_PORT/"
+    echo "start-openstack: nova-api answers after $(elapsed) s"
 }
 
 # Stops whatever was started when any step fails (the logs stay).
@@ -464,13 +496,9 @@ on_exit() {
     echo "start-openstack: failed after $(elapsed) s; stopped what had started, logs are in $LOGS." >&2
 }
 trap on_exit EXIT
-elapsed() {
-    local us=$((${EPOCHREALTIME/./} - ${START_TIME/./}))
-    echo "$((us / 1000000)).$((us / 100000 % 10))"
-}
 
 declare -A STEP_NAMES
-for step in start_keystone start_rabbitmq start_glance start_placement start_nova; do
+for step in start_keystone start_rabbitmq start_glance start_placement start_neutron start_nova; do
     "$step" &
     STEP_PIDS+=($!)
     STEP_NAMES[$!]=$step
@@ -491,6 +519,7 @@ echo "start-openstack: services answer after $(elapsed) s"
 
 "$PYTHON" - state_dir="$STATE_DIR" guest_image="$GUEST_IMAGE" wait_seconds="$WAIT_SECONDS" \
     keystone_url="$KEYSTONE_URL" glance_url="$GLANCE_URL" placement_url="$PLACEMENT_URL" \
+    neutron_url="$NEUTRON_URL" \
     nova_url="$NOVA_URL" transport_url="$TRANSPORT_URL" rabbit_password="$RABBIT_PASSWORD" \
     rabbit_port="$RABBIT_PORT" rabbit_dist_port="$RABBIT_DIST_PORT" epmd_port="$EPMD_PORT" \
     service_down_time="$SERVICE_DOWN_TIME" control_host="$CONTROL_HOST" \
@@ -535,14 +564,17 @@ def call(method, url, body=None, token=admin_token, headers=None, data=None, ok=
         sys.exit(f"{method} {url} answered {e.code}: {e.read().decode(errors='replace')}")
 
 
-# Flavors: kiln.tiny is the test guest's (64 MiB, 1 vCPU, 1 GB root disk).
+# Flavors: kiln.tiny is the test guest's (1 vCPU, 1 GB root disk). 128 MiB, not m1.tiny's 64:
+# with 64 MiB the guest's kernel and initramfs do not fit and SeaBIOS reboots it in a loop while
+# syslinux loads them (96 MiB boots; 128 leaves room for a bigger kernel).
 flavor_specs = [
-    {"name": "kiln.tiny", "ram": 64, "vcpus": 1, "disk": 1},
-    {"name": "kiln.small", "ram": 128, "vcpus": 1, "disk": 1},
-    {"name": "kiln.tiny.2cpu", "ram": 64, "vcpus": 2, "disk": 1},
-    {"name": "kiln.tiny.ephemeral", "ram": 64, "vcpus": 1, "disk": 1,
+    {"name": "kiln.tiny", "ram": 128, "vcpus": 1, "disk": 1},
+    {"name": "kiln.small", "ram": 256, "vcpus": 1, "disk": 1},
+    {"name": "kiln.tiny.2cpu", "ram": 128, "vcpus": 2, "disk": 1},
+    {"name": "kiln.tiny.ephemeral", "ram": 128, "vcpus": 1, "disk": 1,
      "OS-FLV-EXT-DATA:ephemeral": 1, "swap": 16},
-    {"name": "kiln.tiny.nodisk", "ram": 64, "vcpus": 1, "disk": 0},
+    # For servers that boot from a volume.
+    {"name": "kiln.tiny.nodisk", "ram": 128, "vcpus": 1, "disk": 0},
 ]
 flavors = {}
 for spec in flavor_specs:
@@ -627,6 +659,7 @@ fixture = {
     "report_interval": 10,
     "glance": {"url": glance_url, "images_dir": os.path.join(state_dir, "glance", "images")},
     "placement": {"url": params["placement_url"]},
+    "neutron": {"url": params["neutron_url"], "stand_in": True},
     "nova": {"url": nova_url, "control_host": params["control_host"],
              "conf": os.path.join(state_dir, "nova", "nova.conf")},
     "image": image,

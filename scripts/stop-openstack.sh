@@ -31,7 +31,7 @@ done
 # Each service was started by setsid: its pid is its process group, which holds its workers
 # (nova-api's, uwsgi's) and helpers (RabbitMQ's beam.smp). NAME:word its command line contains.
 readonly SERVICES=(nova-api:nova-api nova-scheduler:nova-scheduler nova-conductor:nova-conductor
-    placement-api:uwsgi glance-api:glance-api rabbitmq:rabbitmq epmd:epmd)
+    placement-api:uwsgi glance-api:glance-api neutron-api:neutron-api rabbitmq:rabbitmq epmd:epmd)
 
 # Prints the process group's members whose command line names the service (nothing when the group
 # is gone, or when its number now belongs to someone else).
