@@ -72,7 +72,7 @@ readonly STATE_DIR
 readonly LOGS="$STATE_DIR/logs"
 readonly START_TIME=$EPOCHREALTIME
 
-for tool in keystone-manage glance-api glance-manage placement-manage uwsgi nova-api \
+for tool in keystone-manage glance-api glance-manage uwsgi nova-api \
     nova-conductor nova-scheduler /usr/lib/rabbitmq/bin/rabbitmq-server epmd curl; do
     command -v "$tool" >/dev/null ||
         die "'$tool' is not installed; run scripts/install-deps.sh (it lists the OpenStack packages)."
@@ -233,6 +233,7 @@ auth_strategy = keystone
 
 [placement_database]
 connection = sqlite:///$STATE_DIR/placement/placement.sqlite
+sync_on_startup = true
 
 $(authtoken_section placement "$PLACEMENT_PASSWORD")
 EOF
@@ -384,7 +385,7 @@ wait_for() {
     done
 }
 
-http_answers() { curl -s -o /dev/null --max-time 2 "$1"; }
+http_answers() { curl -sf -o /dev/null --max-time 2 "$1"; }
 port_listens() { (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 
 start_keystone() {
@@ -426,12 +427,12 @@ start_glance() {
 
 start_placement() {
     local conf_dir=$STATE_DIR/placement
-    placement-manage --config-file "$conf_dir/placement.conf" db sync \
-        >>"$LOGS/placement-manage.log" 2>&1 ||
-        fail "$LOGS/placement-manage.log" "'placement-manage db sync' failed."
+    # The application syncs its database as it loads ([placement_database] sync_on_startup): no
+    # placement-manage process importing placement once more.
     OS_PLACEMENT_CONFIG_DIR=$conf_dir spawn placement-api uwsgi --plugin python3 \
         --http-socket "127.0.0.1:$PLACEMENT_PORT" --wsgi-file /usr/bin/placement-api \
         --master --processes 1 --threads 4 --die-on-term --need-app --lazy-apps --no-orphans \
+        --worker-reload-mercy 5 \
         --procname-prefix placement- --chdir "$conf_dir"
     wait_for placement-api "$LOGS/placement-api.log" http_answers "$PLACEMENT_URL/"
     echo "start-openstack: Placement answers after $(elapsed) s"
@@ -491,18 +492,20 @@ STEP_PIDS=()
 on_exit() {
     local status=$?
     ((status == 0)) && return
-    for pid in "${STEP_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    "$SCRIPTS_DIR/stop-openstack.sh" "$STATE_DIR" >/dev/null 2>&1 || true
+    # Each step is a process group of its own (set -m): this also ends what a step runs in the
+    # foreground (a database sync, start-keystone.sh, a readiness probe).
+    for pid in "${STEP_PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    "$SCRIPTS_DIR/stop-openstack.sh" "$STATE_DIR" 2>&1 | sed 's/^/  /' >&2 || true
     echo "start-openstack: failed after $(elapsed) s; stopped what had started, logs are in $LOGS." >&2
 }
 trap on_exit EXIT
 
-declare -A STEP_NAMES
+set -m  # each step in a process group of its own
 for step in start_keystone start_rabbitmq start_glance start_placement start_neutron start_nova; do
     "$step" &
     STEP_PIDS+=($!)
-    STEP_NAMES[$!]=$step
 done
+set +m  # and no job-control chatter about them
 # The first step to fail stops the start (on_exit kills the others).
 running=("${STEP_PIDS[@]}")
 while ((${#running[@]} > 0)); do
@@ -622,6 +625,14 @@ with kombu.Connection(hostname="127.0.0.1", port=int(params["rabbit_port"]), use
                     channel.close()
                 except Exception:
                     pass
+            with open(os.path.join(state_dir, f"nova-{topic}.pid")) as f:
+                pid = int(f.read())
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                with open(os.path.join(state_dir, "logs", f"nova-{topic}.log")) as f:
+                    print("".join(f.readlines()[-30:]))
+                sys.exit(f"nova-{topic} exited; see {state_dir}/logs/nova-{topic}.log")
             if time.monotonic() > deadline:
                 sys.exit(f"nova-{topic} did not consume its queue within {wait_seconds}s")
             time.sleep(0.1)
@@ -689,6 +700,6 @@ for name in ("admin", "demo"):
             f.write(f"export {key}={shlex.quote(value)}\n")
 print("fixture written", flush=True)
 PY_EOF
-    fail "$LOGS/setup.log" "making the flavors, the image or the fixture failed."
+    fail "$LOGS/setup.log" "making the flavors, the image or the fixture failed, or a service died."
 
 echo "start-openstack: control plane ready in $(elapsed) s; fixture: $STATE_DIR/fixture.json"
