@@ -16,7 +16,8 @@ set -euo pipefail
 readonly WAIT_SECONDS=120
 readonly PYTHON=/usr/bin/python3
 readonly URI=qemu:///system
-readonly SCRIPTS_DIR=$(cd "$(dirname "$0")" && pwd -P)
+SCRIPTS_DIR=$(cd "$(dirname "$0")" && pwd -P)
+readonly SCRIPTS_DIR
 readonly START_TIME=$EPOCHREALTIME
 
 die() {

@@ -41,7 +41,8 @@ readonly WAIT_SECONDS=120
 readonly PYTHON=/usr/bin/python3
 # The control plane's own host name in nova (conductor and scheduler register under it).
 readonly CONTROL_HOST=kiln-control
-readonly SCRIPTS_DIR=$(cd "$(dirname "$0")" && pwd -P)
+SCRIPTS_DIR=$(cd "$(dirname "$0")" && pwd -P)
+readonly SCRIPTS_DIR
 
 die() {
     echo "start-openstack: $*" >&2
@@ -63,8 +64,9 @@ fi
 [[ -z $GUEST_IMAGE ]] || GUEST_IMAGE=$(realpath "$GUEST_IMAGE")
 readonly GUEST_IMAGE
 SERVICE_DOWN_TIME=${KILN_OPENSTACK_SERVICE_DOWN_TIME:-60}
-[[ $SERVICE_DOWN_TIME =~ ^[0-9]+$ ]] && ((SERVICE_DOWN_TIME > 10)) ||
+if ! [[ $SERVICE_DOWN_TIME =~ ^[0-9]+$ ]] || ((SERVICE_DOWN_TIME <= 10)); then
     die "KILN_OPENSTACK_SERVICE_DOWN_TIME '$SERVICE_DOWN_TIME' is not a number of seconds above the report interval (10)."
+fi
 readonly SERVICE_DOWN_TIME
 mkdir -p "$1"
 STATE_DIR=$(cd "$1" && pwd -P)  # the services want absolute paths (SQLite URLs, stores)

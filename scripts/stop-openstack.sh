@@ -8,7 +8,8 @@
 set -euo pipefail
 
 readonly WAIT_SECONDS=20
-readonly SCRIPTS_DIR=$(cd "$(dirname "$0")" && pwd -P)
+SCRIPTS_DIR=$(cd "$(dirname "$0")" && pwd -P)
+readonly SCRIPTS_DIR
 
 die() {
     echo "stop-openstack: $*" >&2
