@@ -36,6 +36,14 @@ PACKAGES=(
   # tests: a real OpenStack Keystone (identity; the library and keystone-manage only: the
   # `keystone` package would set up Apache and a system-wide service)
   python3-keystone
+  # build: kilnd speaks oslo.messaging's RPC to nova-conductor and nova-scheduler over AMQP
+  librabbitmq-dev
+  # tests and benchmarks: the OpenStack control plane kilnd joins (scripts/start-openstack.sh):
+  # RabbitMQ, nova's API, conductor and scheduler, Placement under uwsgi, the openstack CLI with
+  # its placement commands; and Debian's real nova-compute, the peer kilnd is measured against
+  # (scripts/start-nova-compute.sh)
+  rabbitmq-server nova-api nova-conductor nova-scheduler nova-compute placement-api
+  uwsgi uwsgi-plugin-python3 python3-openstackclient python3-osc-placement
 )
 
 missing=()
@@ -50,12 +58,38 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The packages enable their own glance-api and tgt services; the tests run private ones on
-# loopback, so where systemd runs, the system-wide ones are switched off again.
-for unit in glance-api tgt; do
-  if [[ -d /run/systemd/system ]] && systemctl is-enabled "$unit" >/dev/null 2>&1; then
-    systemctl disable --now "$unit" >/dev/null 2>&1 || true
+# The packages enable system-wide services (each UNIT:PACKAGE:USER below); the tests run private
+# ones on loopback (scripts/start-glance.sh, start-tgtd.sh, start-openstack.sh), and nothing may
+# listen on the default ports (5672, 4369, 8774, 8775, 8778, 9292, 3260) afterwards. Where systemd
+# runs, the units are disabled and stopped. Without systemd, invoke-rc.d may have started a fresh
+# package's init script (unless a policy-rc.d forbade it): it is stopped again, and whatever still
+# runs as the package's own system user (RabbitMQ's beam.smp and the epmd it spawned, nova's and
+# placement's daemons) is ended. The tests' own services run as root and are not touched.
+SYSTEM_SERVICES=(glance-api:glance-api:glance tgt:tgt:
+  rabbitmq-server:rabbitmq-server:rabbitmq epmd.socket:rabbitmq-server: epmd.service:rabbitmq-server:
+  nova-api:nova-api:nova nova-api-metadata:nova-api:nova nova-conductor:nova-conductor:nova
+  nova-scheduler:nova-scheduler:nova nova-compute:nova-compute:nova
+  placement-api:placement-api:placement)
+stray_users=()
+for entry in "${SYSTEM_SERVICES[@]}"; do
+  IFS=: read -r unit package user <<<"$entry"
+  if [[ -d /run/systemd/system ]]; then
+    if systemctl is-enabled "$unit" >/dev/null 2>&1 || systemctl is-active "$unit" >/dev/null 2>&1; then
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+  elif [[ " ${missing[*]} " == *" $package "* ]]; then
+    [[ ! -x /etc/init.d/$unit ]] || /etc/init.d/"$unit" stop >/dev/null 2>&1 || true
+    [[ -z $user ]] || stray_users+=("$user")
   fi
+done
+for user in $(printf '%s\n' "${stray_users[@]}" | sort -u); do
+  id -u "$user" >/dev/null 2>&1 || continue
+  for signal in TERM KILL; do
+    mapfile -t pids < <(pgrep -u "$user" || true)
+    ((${#pids[@]} > 0)) || break
+    kill -"$signal" "${pids[@]}" 2>/dev/null || true
+    sleep 1
+  done
 done
 # The tests need only cloud-init's Python code. A host that had no cloud-init must not start
 # running it at its next boot; a host that had it (a cloud VM) keeps it as it was.
