@@ -415,6 +415,13 @@ start_rabbitmq() {
     # RabbitMQ opens its AMQP listener last, once the vhost and the user exist.
     wait_for rabbitmq "$LOGS/rabbitmq.log" port_listens "$RABBIT_PORT"
     touch "$STATE_DIR/run/rabbitmq.ready"
+    # rabbitmqctl for this broker (tests close connections and delete queues with it).
+    cat >"$STATE_DIR/rabbitmqctl" <<CTL_EOF
+#!/bin/sh
+HOME=$rmq/home ERL_EPMD_PORT=$EPMD_PORT ERL_EPMD_ADDRESS=127.0.0.1 \\
+    exec /usr/lib/rabbitmq/bin/rabbitmqctl -n kiln$RABBIT_PORT@localhost "\$@"
+CTL_EOF
+    chmod 0700 "$STATE_DIR/rabbitmqctl"
     echo "start-openstack: RabbitMQ answers after $(elapsed) s"
 }
 

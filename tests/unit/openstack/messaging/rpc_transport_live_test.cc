@@ -3,6 +3,9 @@
 // unless KILN_TEST_TRANSPORT_URL names a broker; KILN_TEST_RABBITMQCTL (a rabbitmqctl that reaches
 // that broker) enables the reconnect and mismatch cases. The openstack fixture sets both.
 //
+// KILN_TEST_OPENSTACK_DIR (the openstack fixture's directory) stands for both: its fixture.json
+// names the broker, and its rabbitmqctl reaches it.
+//
 // Every test uses its own exchange and topic, so the control plane on the same broker is never
 // touched.
 
@@ -13,7 +16,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -31,7 +36,26 @@ using nlohmann::json;
 using namespace kiln::openstack::messaging;
 using namespace std::chrono_literals;
 
-const char* transportUrl() { return std::getenv("KILN_TEST_TRANSPORT_URL"); }
+std::string fixtureValue(const char* what) {
+  const char* dir = std::getenv("KILN_TEST_OPENSTACK_DIR");
+  if (dir == nullptr) return {};
+  if (std::string(what) == "rabbitmqctl") return std::string(dir) + "/rabbitmqctl";
+  std::ifstream in(std::string(dir) + "/fixture.json");
+  if (!in) FAIL("KILN_TEST_OPENSTACK_DIR is set, but " << dir << "/fixture.json cannot be read");
+  return json::parse(in).value(what, std::string());
+}
+
+const char* transportUrl() {
+  if (const char* url = std::getenv("KILN_TEST_TRANSPORT_URL")) return url;
+  static const std::string from_fixture = fixtureValue("transport_url");
+  return from_fixture.empty() ? nullptr : from_fixture.c_str();
+}
+
+const char* rabbitmqctlPath() {
+  if (const char* ctl = std::getenv("KILN_TEST_RABBITMQCTL")) return ctl;
+  static const std::string from_fixture = fixtureValue("rabbitmqctl");
+  return from_fixture.empty() ? nullptr : from_fixture.c_str();
+}
 
 RabbitOptions options(const std::string& exchange) {
   auto url = parseTransportUrl(transportUrl());
@@ -298,7 +322,7 @@ TEST_CASE("RPC live: Debian's oslo.messaging calls kiln's server and serves kiln
 
 TEST_CASE("RPC live: after the broker drops the connection, kiln reconnects and serves again",
           "[rabbitmq]") {
-  const char* rabbitmqctl = std::getenv("KILN_TEST_RABBITMQCTL");
+  const char* rabbitmqctl = rabbitmqctlPath();
   if (!transportUrl() || !rabbitmqctl) return;
   const std::string exchange = unique("kiln-test");
   const std::string topic = unique("kilntest");
@@ -338,7 +362,7 @@ TEST_CASE("RPC live: after the broker drops the connection, kiln reconnects and 
 
 TEST_CASE("RPC live: a queue declared with other flags is a clear 406 naming the options",
           "[rabbitmq]") {
-  const char* rabbitmqctl = std::getenv("KILN_TEST_RABBITMQCTL");
+  const char* rabbitmqctl = rabbitmqctlPath();
   if (!transportUrl() || !rabbitmqctl) return;
   const std::string exchange = unique("kiln-test");
   const std::string topic = unique("kilntest");
