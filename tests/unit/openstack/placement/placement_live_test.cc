@@ -1,8 +1,9 @@
 // KeystoneSession and PlacementClient against a real Keystone and Placement, over CurlClient,
 // with the openstack CLI (osc-placement) as the witness of what Placement stored. Skipped unless
-// KILN_TEST_OPENSTACK_DIR names the directory where the control plane wrote fixture.json:
-//   {"keystone": {"auth_url": ..., "region_name": ...},   (or a top-level "auth_url" / "url")
-//    "placement": {"url": ...},                            (optional: the catalog is used)
+// KILN_TEST_OPENSTACK_DIR names the directory where scripts/start-openstack.sh wrote
+// fixture.json; of it the test reads
+//   {"keystone": {"auth_url": ...}, "region": "RegionOne",  (or keystone.region_name)
+//    "placement": {"url": ...},                              (optional: the catalog is used)
 //    "users": {"kiln": {"password": ..., "project": "service",
 //                       "user_domain_name": "Default", "project_domain_name": "Default"}}}
 // The user (KILN_TEST_OPENSTACK_USER, else the first of kiln, nova, placement in the fixture)
@@ -88,8 +89,11 @@ OpenStackFixture readFixture(const std::string& dir) {
                     {"url"}}) {
     if (fx.auth_url.empty()) fx.auth_url = stringAt(doc, path);
   }
-  fx.region_name = stringAt(doc, {"keystone", "region_name"});
-  if (fx.region_name.empty()) fx.region_name = stringAt(doc, {"region_name"});
+  for (auto path : {std::initializer_list<const char*>{"region"},
+                    {"keystone", "region_name"},
+                    {"region_name"}}) {
+    if (fx.region_name.empty()) fx.region_name = stringAt(doc, path);
+  }
   fx.placement_url = stringAt(doc, {"placement", "url"});
   if (fx.placement_url.empty()) fx.placement_url = stringAt(doc, {"placement_url"});
   const char* wanted = std::getenv("KILN_TEST_OPENSTACK_USER");
