@@ -14,6 +14,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -43,6 +44,8 @@
 #include "imagecache/curl_client.h"
 #include "imagecache/glance_source.h"
 #include "imagecache/image_cache.h"
+#include "openstack/compute/compute_front.h"
+#include "openstack/messaging/transport_url.h"
 
 namespace kiln {
 namespace {
@@ -63,6 +66,44 @@ std::string machineHostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
   return buf;
+}
+
+// [DEFAULT] transport_url and [oslo_messaging_rabbit] as the transport's options.
+Result<openstack::compute::ComputeFrontOptions> computeFrontOptions(const config::KilnConfig& cfg,
+                                                                    const std::string& host) {
+  auto url = openstack::messaging::parseTransportUrl(cfg.defaults.transport_url);
+  if (!url) return Error::invalid("[DEFAULT] " + url.error().message);
+  openstack::compute::ComputeFrontOptions front;
+  auto& rabbit = front.rabbit;
+  const auto& section = cfg.oslo_messaging_rabbit;
+  rabbit.url = std::move(url).value();
+  rabbit.control_exchange = cfg.defaults.control_exchange;
+  rabbit.amqp_durable_queues = section.amqp_durable_queues;
+  rabbit.amqp_auto_delete = section.amqp_auto_delete;
+  rabbit.rabbit_ha_queues = section.rabbit_ha_queues;
+  rabbit.rabbit_quorum_queue = section.rabbit_quorum_queue;
+  rabbit.rabbit_quorum_delivery_limit = static_cast<int>(section.rabbit_quorum_delivery_limit);
+  rabbit.rabbit_quorum_max_memory_length =
+      static_cast<int>(section.rabbit_quorum_max_memory_length);
+  rabbit.rabbit_quorum_max_memory_bytes = static_cast<int>(section.rabbit_quorum_max_memory_bytes);
+  rabbit.rabbit_transient_queues_ttl = static_cast<int>(section.rabbit_transient_queues_ttl);
+  rabbit.heartbeat_timeout_threshold = static_cast<int>(section.heartbeat_timeout_threshold);
+  rabbit.rabbit_retry_interval = std::chrono::seconds(section.rabbit_retry_interval);
+  rabbit.rabbit_retry_backoff = std::chrono::seconds(section.rabbit_retry_backoff);
+  rabbit.rabbit_interval_max = std::chrono::seconds(section.rabbit_interval_max);
+  rabbit.ssl = section.ssl;
+  rabbit.ssl_ca_file = section.ssl_ca_file;
+  rabbit.ssl_cert_file = section.ssl_cert_file;
+  rabbit.ssl_key_file = section.ssl_key_file;
+  rabbit.ssl_enforce_hostname_verification = section.ssl_enforce_hostname_verification;
+  rabbit.connection_name = "kilnd:" + host;
+  if (auto valid = openstack::messaging::validateRabbitOptions(rabbit); !valid)
+    return valid.error();
+  front.host = host;
+  front.report_interval = std::chrono::seconds(cfg.defaults.report_interval);
+  front.rpc_response_timeout = std::chrono::seconds(cfg.defaults.rpc_response_timeout);
+  front.rpc_workers = cfg.defaults.executor_thread_pool_size;
+  return front;
 }
 
 // Holds the current token set or policy; SIGHUP swaps in a freshly read file.
@@ -404,6 +445,12 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   api::HostIdentity identity{cfg.defaults.host.empty() ? machineHostname() : cfg.defaults.host,
                              cfg.defaults.availability_zone, state_path,
                              cfg.defaults.my_block_storage_ip, cfg.libvirt.iscsi_connector};
+  std::optional<openstack::compute::ComputeFrontOptions> front_options;
+  if (!cfg.defaults.transport_url.empty()) {
+    auto parsed = computeFrontOptions(cfg, identity.hostname);
+    if (!parsed) return fail(parsed.error().message);
+    front_options = std::move(parsed).value();
+  }
   lifecycle::CacheManagerOptions cache_manager;
   cache_manager.manager_interval = cfg.image_cache.manager_interval;
   cache_manager.remove_unused_base_images = cfg.image_cache.remove_unused_base_images;
@@ -454,6 +501,16 @@ int run(const config::KilnConfig& cfg, Mode mode) {
             cfg.libvirt.virt_type);
   sd_notifyf(0, "READY=1\nSTATUS=Listening on %s", where.c_str());
 
+  // The OpenStack front, when configured: after the API, so kilnd answers its own callers
+  // whatever RabbitMQ does.
+  std::unique_ptr<openstack::compute::ComputeFront> compute_front;
+  if (front_options) {
+    log::info("OpenStack: transport_url {}",
+              openstack::messaging::redactTransportUrl(cfg.defaults.transport_url));
+    compute_front = std::make_unique<openstack::compute::ComputeFront>(std::move(*front_options));
+    compute_front->start();
+  }
+
   // One-second ticks: often enough for any systemd WatchdogSec of 2 s or more.
   std::uint64_t watchdog_usec = 0;
   bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
@@ -469,6 +526,7 @@ int run(const config::KilnConfig& cfg, Mode mode) {
     if (sig == SIGHUP) reloadOnSighup(cfg, keystone_authenticator, authenticator, policy);
   }
   sd_notify(0, "STOPPING=1");
+  if (compute_front) compute_front->stop();
   // No new requests, and answers still to come go nowhere (HttpServer::stop).
   server.stop();
   // Requests still queued are answered without running; the pool then waits only for those

@@ -19,7 +19,8 @@ Result<void> ServiceRecord::ensure() {
 
 Result<void> ServiceRecord::ensureLocked() {
   const json context = nova::adminContext();
-  auto found = conductor_.classAction(context, "Service", "get_by_host_and_binary", json{host_, kBinary});
+  auto found =
+      conductor_.classAction(context, "Service", "get_by_host_and_binary", json{host_, kBinary});
   if (!found && found.error().code != ErrorCode::kNotFound) return found.error();
   if (found && !found->is_null()) {
     auto service = nova::NovaObject::fromPrimitive(*found);
@@ -28,7 +29,8 @@ Result<void> ServiceRecord::ensureLocked() {
       log::info("OpenStack: raising the version of service {} on {} from {} to {}", kBinary, host_,
                 service->integer("version"), kServiceVersion);
       service->set("version", kServiceVersion);
-      if (auto saved = conductor_.objectAction(context, *service, "save"); !saved) return saved.error();
+      if (auto saved = conductor_.objectAction(context, *service, "save"); !saved)
+        return saved.error();
     }
     service_ = std::move(service).value();
     return success();
@@ -41,10 +43,11 @@ Result<void> ServiceRecord::ensureLocked() {
   service.set("version", kServiceVersion);
   auto created = conductor_.objectAction(context, service, "create");
   if (!created) {
-    return Error{created.error().code,
-                 fmt::format("creating service {} of host {} failed: {}", kBinary, host_, created.error().message)};
+    return Error{created.error().code, fmt::format("creating service {} of host {} failed: {}",
+                                                   kBinary, host_, created.error().message)};
   }
-  log::info("OpenStack: registered service {} of host {} (id {})", kBinary, host_, service.integer("id"));
+  log::info("OpenStack: registered service {} of host {} (id {})", kBinary, host_,
+            service.integer("id"));
   service_ = std::move(service);
   return success();
 }
@@ -57,17 +60,20 @@ Result<void> ServiceRecord::heartbeat() {
   auto saved = conductor_.objectAction(nova::adminContext(), *service_, "save");
   if (!saved) {
     if (saved.error().code == ErrorCode::kNotFound) {
-      log::error("OpenStack: the services row of {} on {} is gone (deleted through the API); making it again",
-                 kBinary, host_);
+      log::error(
+          "OpenStack: the services row of {} on {} is gone (deleted through the API); making it "
+          "again",
+          kBinary, host_);
       service_.reset();
       return ensureLocked();
     }
     return saved.error();
   }
   if (service_->boolean("disabled") != was_disabled) {
-    log::info("OpenStack: service {} on {} is now {}{}", kBinary, host_,
-              service_->boolean("disabled") ? "disabled" : "enabled",
-              service_->text("disabled_reason").empty() ? "" : ": " + service_->text("disabled_reason"));
+    log::info(
+        "OpenStack: service {} on {} is now {}{}", kBinary, host_,
+        service_->boolean("disabled") ? "disabled" : "enabled",
+        service_->text("disabled_reason").empty() ? "" : ": " + service_->text("disabled_reason"));
   }
   return success();
 }

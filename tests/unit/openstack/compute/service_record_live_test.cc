@@ -35,8 +35,8 @@ json fixture() {
 json openstack(const json& fx, const std::string& args, bool as_json = true) {
   kiln::CommandSpec spec;
   spec.argv = {"sh", "-c",
-               fmt::format(". '{}' && openstack {}{}", fx["openrc"]["admin"].get<std::string>(), args,
-                           as_json ? " -f json" : "")};
+               fmt::format(". '{}' && openstack {}{}", fx["openrc"]["admin"].get<std::string>(),
+                           args, as_json ? " -f json" : "")};
   spec.timeout = 60s;
   kiln::PosixCommandRunner runner;
   auto out = runner.run(spec);
@@ -47,7 +47,8 @@ json openstack(const json& fx, const std::string& args, bool as_json = true) {
   return as_json ? json::parse(out->stdout_text) : json();
 }
 
-TEST_CASE("service record: kiln registers with Nova through the conductor and shows up", "[openstack-live]") {
+TEST_CASE("service record: kiln registers with Nova through the conductor and shows up",
+          "[openstack-live]") {
   if (!fixtureDir()) return;
   const json fx = fixture();
   auto url = messaging::parseTransportUrl(fx["transport_url"].get<std::string>());
