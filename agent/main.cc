@@ -106,6 +106,19 @@ Result<openstack::compute::ComputeFrontOptions> computeFrontOptions(const config
   return front;
 }
 
+// The OpenStack front when [DEFAULT] transport_url is set (not started yet); null otherwise.
+Result<std::unique_ptr<openstack::compute::ComputeFront>> makeComputeFront(
+    const config::KilnConfig& cfg, const std::string& host) {
+  if (cfg.defaults.transport_url.empty()) {
+    return std::unique_ptr<openstack::compute::ComputeFront>();
+  }
+  auto options = computeFrontOptions(cfg, host);
+  if (!options) return options.error();
+  log::info("OpenStack: transport_url {}",
+            openstack::messaging::redactTransportUrl(cfg.defaults.transport_url));
+  return std::make_unique<openstack::compute::ComputeFront>(std::move(options).value());
+}
+
 // Holds the current token set or policy; SIGHUP swaps in a freshly read file.
 template <typename T>
 class Holder {
@@ -445,12 +458,8 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   api::HostIdentity identity{cfg.defaults.host.empty() ? machineHostname() : cfg.defaults.host,
                              cfg.defaults.availability_zone, state_path,
                              cfg.defaults.my_block_storage_ip, cfg.libvirt.iscsi_connector};
-  std::optional<openstack::compute::ComputeFrontOptions> front_options;
-  if (!cfg.defaults.transport_url.empty()) {
-    auto parsed = computeFrontOptions(cfg, identity.hostname);
-    if (!parsed) return fail(parsed.error().message);
-    front_options = std::move(parsed).value();
-  }
+  auto compute_front = makeComputeFront(cfg, identity.hostname);
+  if (!compute_front) return fail(compute_front.error().message);
   lifecycle::CacheManagerOptions cache_manager;
   cache_manager.manager_interval = cfg.image_cache.manager_interval;
   cache_manager.remove_unused_base_images = cfg.image_cache.remove_unused_base_images;
@@ -501,15 +510,8 @@ int run(const config::KilnConfig& cfg, Mode mode) {
             cfg.libvirt.virt_type);
   sd_notifyf(0, "READY=1\nSTATUS=Listening on %s", where.c_str());
 
-  // The OpenStack front, when configured: after the API, so kilnd answers its own callers
-  // whatever RabbitMQ does.
-  std::unique_ptr<openstack::compute::ComputeFront> compute_front;
-  if (front_options) {
-    log::info("OpenStack: transport_url {}",
-              openstack::messaging::redactTransportUrl(cfg.defaults.transport_url));
-    compute_front = std::make_unique<openstack::compute::ComputeFront>(std::move(*front_options));
-    compute_front->start();
-  }
+  // The OpenStack front last: kilnd answers its own API whatever RabbitMQ does.
+  if (*compute_front) (*compute_front)->start();
 
   // One-second ticks: often enough for any systemd WatchdogSec of 2 s or more.
   std::uint64_t watchdog_usec = 0;
@@ -526,7 +528,7 @@ int run(const config::KilnConfig& cfg, Mode mode) {
     if (sig == SIGHUP) reloadOnSighup(cfg, keystone_authenticator, authenticator, policy);
   }
   sd_notify(0, "STOPPING=1");
-  if (compute_front) compute_front->stop();
+  if (*compute_front) (*compute_front)->stop();
   // No new requests, and answers still to come go nowhere (HttpServer::stop).
   server.stop();
   // Requests still queued are answered without running; the pool then waits only for those
