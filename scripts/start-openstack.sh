@@ -388,6 +388,16 @@ wait_for() {
 }
 
 http_answers() { curl -sf -o /dev/null --max-time 2 "$1"; }
+
+# Creates an empty SQLite database in write-ahead-log mode (the mode is kept in the file, so
+# the service's schema sync and every later connection use it). In SQLite's default
+# rollback-journal mode a reader that starts writing while another writer waits fails at once
+# with "database is locked", which Placement turns into an HTTP 500 for concurrent writers;
+# production runs MySQL, which serialises them. WAL lets readers and one writer proceed.
+sqlite_wal() {
+    [[ $(sqlite3 "$1" 'PRAGMA journal_mode=WAL;') == wal ]] ||
+        die "could not put $1 in SQLite's WAL mode."
+}
 port_listens() { (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 
 start_keystone() {
@@ -427,6 +437,7 @@ CTL_EOF
 
 start_glance() {
     local conf=$STATE_DIR/glance/glance-api.conf
+    sqlite_wal "$STATE_DIR/glance/glance.sqlite"
     glance-manage --config-file "$conf" db_sync >>"$LOGS/glance-manage.log" 2>&1 ||
         fail "$LOGS/glance-manage.log" "'glance-manage db_sync' failed."
     spawn glance-api glance-api --config-file "$conf"
@@ -436,6 +447,7 @@ start_glance() {
 
 start_placement() {
     local conf_dir=$STATE_DIR/placement
+    sqlite_wal "$STATE_DIR/placement/placement.sqlite"
     # The application syncs its database as it loads ([placement_database] sync_on_startup): no
     # placement-manage process importing placement once more.
     OS_PLACEMENT_CONFIG_DIR=$conf_dir spawn placement-api uwsgi --plugin python3 \
@@ -455,6 +467,8 @@ start_neutron() {
 
 start_nova() {
     local conf=$STATE_DIR/nova/nova.conf
+    local db
+    for db in nova_api nova_cell0 nova_cell1; do sqlite_wal "$STATE_DIR/nova/$db.sqlite"; done
     # nova-manage api_db sync, cell_v2 map_cell0, cell_v2 create_cell --name cell1 and db sync in
     # one process: each nova-manage run spends ~4 s importing nova.
     "$PYTHON" - "$conf" "sqlite:///$STATE_DIR/nova/nova_cell0.sqlite" \
