@@ -66,8 +66,8 @@ rm -rf "$STATE_DIR/fernet-keys" "$STATE_DIR/receipt-keys" "$STATE_DIR/credential
     "$STATE_DIR/keystone.sqlite" "$STATE_DIR/fixture.json"
 mkdir -p "$STATE_DIR/fernet-keys" "$STATE_DIR/receipt-keys" "$STATE_DIR/credential-keys"
 chmod 700 "$STATE_DIR/fernet-keys" "$STATE_DIR/receipt-keys" "$STATE_DIR/credential-keys"
-# Write-ahead-log mode (kept in the file): concurrent token requests from parallel tests do not
-# fail with "database is locked", as they can in SQLite's default rollback-journal mode.
+# Write-ahead-log mode (kept in the file), as scripts/start-openstack.sh's databases: readers
+# (token validation from parallel tests) go on while one writer writes.
 [[ $(sqlite3 "$STATE_DIR/keystone.sqlite" 'PRAGMA journal_mode=WAL;') == wal ]] ||
     die "could not put $STATE_DIR/keystone.sqlite in SQLite's WAL mode."
 

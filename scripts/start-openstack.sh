@@ -390,10 +390,10 @@ wait_for() {
 http_answers() { curl -sf -o /dev/null --max-time 2 "$1"; }
 
 # Creates an empty SQLite database in write-ahead-log mode (the mode is kept in the file, so
-# the service's schema sync and every later connection use it). In SQLite's default
-# rollback-journal mode a reader that starts writing while another writer waits fails at once
-# with "database is locked", which Placement turns into an HTTP 500 for concurrent writers;
-# production runs MySQL, which serialises them. WAL lets readers and one writer proceed.
+# the service's schema sync and every later connection use it). WAL lets readers go on while one
+# writer writes; in the default rollback-journal mode they fail with "database is locked". Two
+# colliding writers still fail (measured: Placement answers HTTP 500 to some concurrent
+# inventory writes); production runs MySQL, which serialises them.
 sqlite_wal() {
     [[ $(sqlite3 "$1" 'PRAGMA journal_mode=WAL;') == wal ]] ||
         die "could not put $1 in SQLite's WAL mode."

@@ -389,7 +389,8 @@ TEST_CASE("placement against a live Keystone and Placement", "[placement-live]")
     std::atomic<int> failures{0};
     // A Placement on SQLite in rollback-journal mode fails concurrent writers with a 500
     // ("database is locked") instead of serialising them; production Placement runs on MySQL,
-    // and PRAGMA journal_mode=WAL on the fixture's database removes it. Not kiln's to retry:
+    // and WAL mode (the fixture's) does not remove it: pysqlite upgrades a read transaction to a
+    // write, which fails at once when another writer got there first. Not kiln's to retry:
     // nova's report client does not retry a 500 either.
     std::atomic<int> sqlite_locked{0};
     std::vector<std::thread> writers;
@@ -414,7 +415,7 @@ TEST_CASE("placement against a live Keystone and Placement", "[placement-live]")
     if (sqlite_locked > 0) {
       WARN(
           fmt::format("{} of 16 concurrent writes met Placement's SQLite 'database is locked' "
-                      "(HTTP 500): the fixture's database is not in WAL mode",
+                      "(HTTP 500): SQLite fails colliding writers even in WAL mode",
                       sqlite_locked.load()));
     }
     fmt::print(
