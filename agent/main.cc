@@ -23,6 +23,7 @@
 #include "agent/lifecycle/image_cache_service.h"
 #include "agent/lifecycle/instance_manager.h"
 #include "agent/maintenance.h"
+#include "agent/openstack_front.h"
 #include "agent/rpc/http_server.h"
 #include "agent/rpc/keystone_authenticator.h"
 #include "agent/rpc/local_first_authenticator.h"
@@ -44,8 +45,6 @@
 #include "imagecache/curl_client.h"
 #include "imagecache/glance_source.h"
 #include "imagecache/image_cache.h"
-#include "openstack/compute/compute_front.h"
-#include "openstack/messaging/transport_url.h"
 
 namespace kiln {
 namespace {
@@ -66,57 +65,6 @@ std::string machineHostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
   return buf;
-}
-
-// [DEFAULT] transport_url and [oslo_messaging_rabbit] as the transport's options.
-Result<openstack::compute::ComputeFrontOptions> computeFrontOptions(const config::KilnConfig& cfg,
-                                                                    const std::string& host) {
-  auto url = openstack::messaging::parseTransportUrl(cfg.defaults.transport_url);
-  if (!url) return Error::invalid("[DEFAULT] " + url.error().message);
-  openstack::compute::ComputeFrontOptions front;
-  auto& rabbit = front.rabbit;
-  const auto& section = cfg.oslo_messaging_rabbit;
-  rabbit.url = std::move(url).value();
-  rabbit.control_exchange = cfg.defaults.control_exchange;
-  rabbit.amqp_durable_queues = section.amqp_durable_queues;
-  rabbit.amqp_auto_delete = section.amqp_auto_delete;
-  rabbit.rabbit_ha_queues = section.rabbit_ha_queues;
-  rabbit.rabbit_quorum_queue = section.rabbit_quorum_queue;
-  rabbit.rabbit_quorum_delivery_limit = static_cast<int>(section.rabbit_quorum_delivery_limit);
-  rabbit.rabbit_quorum_max_memory_length =
-      static_cast<int>(section.rabbit_quorum_max_memory_length);
-  rabbit.rabbit_quorum_max_memory_bytes = static_cast<int>(section.rabbit_quorum_max_memory_bytes);
-  rabbit.rabbit_transient_queues_ttl = static_cast<int>(section.rabbit_transient_queues_ttl);
-  rabbit.heartbeat_timeout_threshold = static_cast<int>(section.heartbeat_timeout_threshold);
-  rabbit.rabbit_retry_interval = std::chrono::seconds(section.rabbit_retry_interval);
-  rabbit.rabbit_retry_backoff = std::chrono::seconds(section.rabbit_retry_backoff);
-  rabbit.rabbit_interval_max = std::chrono::seconds(section.rabbit_interval_max);
-  rabbit.ssl = section.ssl;
-  rabbit.ssl_ca_file = section.ssl_ca_file;
-  rabbit.ssl_cert_file = section.ssl_cert_file;
-  rabbit.ssl_key_file = section.ssl_key_file;
-  rabbit.ssl_enforce_hostname_verification = section.ssl_enforce_hostname_verification;
-  rabbit.connection_name = "kilnd:" + host;
-  if (auto valid = openstack::messaging::validateRabbitOptions(rabbit); !valid)
-    return valid.error();
-  front.host = host;
-  front.report_interval = std::chrono::seconds(cfg.defaults.report_interval);
-  front.rpc_response_timeout = std::chrono::seconds(cfg.defaults.rpc_response_timeout);
-  front.rpc_workers = cfg.defaults.executor_thread_pool_size;
-  return front;
-}
-
-// The OpenStack front when [DEFAULT] transport_url is set (not started yet); null otherwise.
-Result<std::unique_ptr<openstack::compute::ComputeFront>> makeComputeFront(
-    const config::KilnConfig& cfg, const std::string& host) {
-  if (cfg.defaults.transport_url.empty()) {
-    return std::unique_ptr<openstack::compute::ComputeFront>();
-  }
-  auto options = computeFrontOptions(cfg, host);
-  if (!options) return options.error();
-  log::info("OpenStack: transport_url {}",
-            openstack::messaging::redactTransportUrl(cfg.defaults.transport_url));
-  return std::make_unique<openstack::compute::ComputeFront>(std::move(options).value());
 }
 
 // Holds the current token set or policy; SIGHUP swaps in a freshly read file.
@@ -458,7 +406,9 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   api::HostIdentity identity{cfg.defaults.host.empty() ? machineHostname() : cfg.defaults.host,
                              cfg.defaults.availability_zone, state_path,
                              cfg.defaults.my_block_storage_ip, cfg.libvirt.iscsi_connector};
-  auto compute_front = makeComputeFront(cfg, identity.hostname);
+  agent::HostProbe host_probe(driver, manager, cache,
+                              agent::hostProbeOptions(cfg, identity.hostname));
+  auto compute_front = agent::makeComputeFront(cfg, identity.hostname, host_probe, http, clock);
   if (!compute_front) return fail(compute_front.error().message);
   lifecycle::CacheManagerOptions cache_manager;
   cache_manager.manager_interval = cfg.image_cache.manager_interval;
@@ -511,7 +461,9 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   sd_notifyf(0, "READY=1\nSTATUS=Listening on %s", where.c_str());
 
   // The OpenStack front last: kilnd answers its own API whatever RabbitMQ does.
-  if (*compute_front) (*compute_front)->start();
+  if (*compute_front) {
+    if (auto r = (*compute_front)->start(); !r) return fail(r.error().message);
+  }
 
   // One-second ticks: often enough for any systemd WatchdogSec of 2 s or more.
   std::uint64_t watchdog_usec = 0;

@@ -91,11 +91,20 @@ struct DomainStatus {
 };
 
 struct HypervisorInfo {
-  std::string type;     // "QEMU"
-  std::string version;  // "7.2.0"
+  std::string type;                  // "QEMU"
+  std::string version;               // "7.2.0"
+  std::uint64_t version_number = 0;  // 7002000: major * 1000000 + minor * 1000 + micro
   std::string libvirt_version;
   unsigned cpus = 0;
   std::uint64_t memory_mb = 0;
+  // The host CPU as libvirt's capabilities describe it (what Nova's cpu_info holds).
+  std::string cpu_arch;    // "x86_64"
+  std::string cpu_model;   // "Broadwell-noTSX-IBRS"
+  std::string cpu_vendor;  // "Intel"
+  unsigned cpu_sockets = 0;
+  unsigned cpu_cores = 0;    // per socket
+  unsigned cpu_threads = 0;  // per core
+  std::vector<std::string> cpu_features;
 };
 
 // What a domain refers to, its live and persistent definitions together: the recovery after a

@@ -316,11 +316,27 @@ Result<HypervisorInfo> LibvirtDriver::hypervisorInfo() {
   if (virConnectGetVersion(conn, &hv_version) < 0) return failed("Reading the hypervisor version");
   if (virConnectGetLibVersion(conn, &lib_version) < 0) return failed("Reading the libvirt version");
   info.version = versionString(hv_version);
+  info.version_number = hv_version;
   info.libvirt_version = versionString(lib_version);
   virNodeInfo node{};
   if (virNodeGetInfo(conn, &node) < 0) return failed("Reading the host's CPUs and memory");
   info.cpus = node.cpus;
   info.memory_mb = node.memory / 1024;
+  auto caps = capabilities(conn);
+  if (!caps) return caps.error();
+  pugi::xml_document doc;
+  if (!doc.load_string(caps->c_str()))
+    return Error::internal("libvirt's capabilities XML is not XML");
+  const pugi::xml_node cpu = doc.child("capabilities").child("host").child("cpu");
+  info.cpu_arch = cpu.child_value("arch");
+  info.cpu_model = cpu.child_value("model");
+  info.cpu_vendor = cpu.child_value("vendor");
+  const pugi::xml_node topology = cpu.child("topology");
+  info.cpu_sockets = topology.attribute("sockets").as_uint();
+  info.cpu_cores = topology.attribute("cores").as_uint();
+  info.cpu_threads = topology.attribute("threads").as_uint();
+  for (const pugi::xml_node feature : cpu.children("feature"))
+    info.cpu_features.emplace_back(feature.attribute("name").value());
   return info;
 }
 

@@ -69,6 +69,17 @@ ComputeRpc::ComputeRpc(Hooks hooks) : hooks_(std::move(hooks)) {
     // What nova's manager answers for drivers without set_host_enabled (every driver but xenapi).
     return RpcOutcome::ok(enabled->get<bool>() ? "enabled" : "disabled");
   };
+  compute_["get_host_uptime"] = [this](const RpcRequest&) {
+    if (!hooks_.host_uptime) {
+      return RpcOutcome::fail("NotImplementedError", "builtins", "");
+    }
+    auto uptime = hooks_.host_uptime();
+    if (!uptime) {
+      return RpcOutcome::fail("NovaException", "nova.exception", uptime.error().message,
+                              json::object());
+    }
+    return RpcOutcome::ok(*uptime);
+  };
 }
 
 RpcOutcome ComputeRpc::handle(const RpcRequest& request) const {

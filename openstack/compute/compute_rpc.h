@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 
+#include "common/result.h"
 #include "openstack/messaging/rpc_transport.h"
 
 namespace kiln::openstack::compute {
@@ -22,6 +23,9 @@ class ComputeRpc {
   struct Hooks {
     // set_host_enabled(enabled): an operator disabled or enabled the service through the API.
     std::function<void(bool enabled)> host_enabled;
+    // get_host_uptime(): the text of `uptime`, as nova's libvirt driver answers
+    // (`openstack hypervisor show` prints it).
+    std::function<Result<std::string>()> host_uptime;
   };
   explicit ComputeRpc(Hooks hooks);
 

@@ -80,7 +80,20 @@ class FakeComputeDriver final : public drivers::ComputeDriver {
     return out;
   }
   Result<drivers::HypervisorInfo> hypervisorInfo() override {
-    return drivers::HypervisorInfo{"QEMU", "7.2.0", "9.0.0", 8, 16384};
+    drivers::HypervisorInfo info;
+    info.type = "QEMU";
+    info.version = "7.2.0";
+    info.version_number = 7002000;
+    info.libvirt_version = "9.0.0";
+    info.cpus = 8;
+    info.memory_mb = 16384;
+    info.cpu_arch = "x86_64";
+    info.cpu_model = "qemu64";
+    info.cpu_vendor = "AMD";
+    info.cpu_sockets = 1;
+    info.cpu_cores = 8;
+    info.cpu_threads = 1;
+    return info;
   }
   Result<void> defineSecret(const std::string& usage, const std::string& value) override {
     std::lock_guard lock(mutex_);

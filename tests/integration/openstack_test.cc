@@ -1,6 +1,8 @@
 // kilnd as the nova-compute of a real Nova control plane (the openstack fixture,
 // scripts/start-openstack.sh): with [DEFAULT] transport_url it registers its host, keeps it up
-// with heartbeats, answers the compute RPC Nova's API sends it, and goes down when it stops.
+// with heartbeats, reports its compute node (`openstack hypervisor show`) and its resource
+// provider (`openstack resource provider inventory list`), answers the compute RPC Nova's API
+// sends it, and goes down when it stops.
 
 #include <fmt/format.h>
 
@@ -8,7 +10,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -49,6 +53,22 @@ Cli openstack(const json& fx, const std::string& args) {
   auto out = runner.run(spec);
   if (!out) FAIL(out.error().message);
   return {*out, std::chrono::duration<double>(Clock::now() - start).count()};
+}
+
+// `openstack ARGS -f json`, which must succeed.
+json openstackJson(const json& fx, const std::string& args) {
+  Cli cli = openstack(fx, args + " -f json");
+  INFO(args);
+  INFO(cli.out.stderr_text);
+  REQUIRE(cli.out.succeeded());
+  return json::parse(cli.out.stdout_text);
+}
+
+std::string readUuidFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string uuid;
+  std::getline(in, uuid);
+  return uuid;
 }
 
 json serviceOf(const json& fx, const std::string& host) {
@@ -98,6 +118,65 @@ TEST_CASE(
   CHECK(kilnd.logText().find(password) == std::string::npos);
   CHECK(kilnd.logText().find("kilnd is nova-compute of host " + host) != std::string::npos);
 
+  // The compute node and its provider share the uuid kept under state_path.
+  const std::string node_uuid = readUuidFile(kilnd.statePath() + "/compute_id");
+  REQUIRE(kiln::canonicalUuid(node_uuid) == node_uuid);
+  json providers;
+  const auto provider_until = Clock::now() + 30s;
+  while (Clock::now() < provider_until) {
+    providers = openstackJson(fx, "resource provider list --uuid " + node_uuid);
+    if (!providers.empty()) break;
+    std::this_thread::sleep_for(1s);
+  }
+  REQUIRE(providers.size() == 1);
+  CHECK(providers[0]["name"] == host);
+  // The inventory as nova's libvirt driver computes it, with the defaults' reservations.
+  std::map<std::string, json> inventory;
+  const auto inventory_until = Clock::now() + 30s;
+  while (Clock::now() < inventory_until && inventory.size() < 3) {
+    inventory.clear();
+    for (const auto& row : openstackJson(fx, "resource provider inventory list " + node_uuid))
+      inventory[row["resource_class"].get<std::string>()] = row;
+    if (inventory.size() < 3) std::this_thread::sleep_for(1s);
+  }
+  REQUIRE(inventory.count("VCPU") == 1);
+  REQUIRE(inventory.count("MEMORY_MB") == 1);
+  REQUIRE(inventory.count("DISK_GB") == 1);
+  CHECK(inventory["VCPU"]["total"] == std::thread::hardware_concurrency());
+  CHECK(inventory["VCPU"]["allocation_ratio"] == 16.0);
+  CHECK(inventory["MEMORY_MB"]["reserved"] == 512);
+  CHECK(inventory["MEMORY_MB"]["allocation_ratio"] == 1.5);
+  CHECK(inventory["DISK_GB"]["total"].get<int>() > 0);
+  std::set<std::string> traits;
+  for (const auto& row : openstackJson(fx, "resource provider trait list " + node_uuid))
+    traits.insert(row["name"].get<std::string>());
+  for (const char* trait : {"COMPUTE_NODE", "COMPUTE_IMAGE_TYPE_QCOW2", "COMPUTE_VOLUME_ATTACH",
+                            "COMPUTE_NET_ATTACH_INTERFACE", "COMPUTE_STORAGE_BUS_VIRTIO"}) {
+    INFO(trait);
+    CHECK(traits.count(trait) == 1);
+  }
+  CHECK(traits.count("COMPUTE_STATUS_DISABLED") == 0);
+
+  // discover_hosts maps the host into the cell; then the API shows the hypervisor, its uptime
+  // asked of kilnd over RPC.
+  kiln::CommandSpec discover;
+  discover.argv = {"nova-manage", "--config-file", fx["nova"]["conf"].get<std::string>(), "cell_v2",
+                   "discover_hosts"};
+  discover.timeout = 120s;
+  kiln::PosixCommandRunner runner;
+  auto discovered = runner.run(discover);
+  REQUIRE(discovered.ok());
+  INFO(discovered->stderr_text);
+  REQUIRE(discovered->succeeded());
+  const json hypervisor = openstackJson(fx, "hypervisor show " + node_uuid);
+  INFO(hypervisor.dump());
+  CHECK(hypervisor["hypervisor_hostname"] == host);
+  CHECK(hypervisor["hypervisor_type"] == "QEMU");
+  CHECK(hypervisor["state"] == "up");
+  // The CLI splits `uptime`'s line into these.
+  CHECK_FALSE(hypervisor["uptime"].get<std::string>().empty());
+  CHECK_FALSE(hypervisor["load_average"].get<std::string>().empty());
+
   // Disabling calls the host's set_host_enabled: answered at once, not after a 60 s timeout.
   Cli disabled = openstack(
       fx, "compute service set --disable --disable-reason kiln-test " + host + " nova-compute");
@@ -106,6 +185,12 @@ TEST_CASE(
   CHECK(disabled.seconds < 20);
   CHECK(serviceOf(fx, host)["Status"] == "disabled");
   CHECK(kilnd.logText().find("is disabled") != std::string::npos);
+  // The scheduler's prefilter skips the host from the moment the call is answered.
+  traits.clear();
+  for (const auto& row : openstackJson(fx, "resource provider trait list " + node_uuid))
+    traits.insert(row["name"].get<std::string>());
+  CHECK(traits.count("COMPUTE_STATUS_DISABLED") == 1);
+  CHECK(traits.count("COMPUTE_NODE") == 1);
 
   // Stopped: no more heartbeats, and Nova calls it down after its service_down_time (20 s).
   kilnd.stop();
@@ -114,7 +199,11 @@ TEST_CASE(
     std::this_thread::sleep_for(2s);
   service = serviceOf(fx, host);
   CHECK(service["State"] == "down");
-  openstack(fx, "compute service delete " + service["ID"].get<std::string>());
+  // Deleting the service takes its compute node and resource provider with it.
+  Cli deleted = openstack(fx, "compute service delete " + service["ID"].get<std::string>());
+  INFO(deleted.out.stderr_text);
+  CHECK(deleted.out.succeeded());
+  CHECK(openstackJson(fx, "resource provider list --uuid " + node_uuid).empty());
 }
 
 }  // namespace

@@ -23,7 +23,9 @@ messaging::RpcRequest request(std::string method, std::string version, json args
 
 TEST_CASE("compute rpc: set_host_enabled answers as nova's manager and tells kilnd") {
   std::optional<bool> told;
-  compute::ComputeRpc rpc({[&](bool enabled) { told = enabled; }});
+  compute::ComputeRpc::Hooks hooks;
+  hooks.host_enabled = [&](bool enabled) { told = enabled; };
+  compute::ComputeRpc rpc(hooks);
   auto off = rpc.handle(request("set_host_enabled", "6.0", {{"enabled", false}}));
   CHECK_FALSE(off.failure.has_value());
   CHECK(off.result == "disabled");
@@ -46,6 +48,30 @@ TEST_CASE("compute rpc: unknown methods, versions and namespaces fail at once") 
   CHECK(
       rpc.handle(request("anything", "1.0", json::object(), "compute_task")).failure->class_name ==
       "UnsupportedVersion");
+}
+
+TEST_CASE("compute rpc: get_host_uptime answers what the host says") {
+  compute::ComputeRpc::Hooks hooks;
+  hooks.host_uptime = [] {
+    return kiln::Result<std::string>(
+        std::string(" 18:55:57 up 3 days,  2:03,  1 user,  load average: 0.00, 0.01, 0.05"));
+  };
+  compute::ComputeRpc rpc(hooks);
+  auto uptime = rpc.handle(request("get_host_uptime", "6.0"));
+  CHECK_FALSE(uptime.failure.has_value());
+  CHECK(uptime.result == " 18:55:57 up 3 days,  2:03,  1 user,  load average: 0.00, 0.01, 0.05");
+
+  hooks.host_uptime = [] {
+    return kiln::Result<std::string>(kiln::Error::internal("uptime could not run"));
+  };
+  compute::ComputeRpc failing(hooks);
+  auto failed = failing.handle(request("get_host_uptime", "6.0"));
+  REQUIRE(failed.failure.has_value());
+  CHECK(failed.failure->message == "uptime could not run");
+
+  // Without a way to measure it, the driver's NotImplementedError, as nova's base driver.
+  CHECK(compute::ComputeRpc({}).handle(request("get_host_uptime", "6.0")).failure->class_name ==
+        "NotImplementedError");
 }
 
 TEST_CASE("compute rpc: baseapi ping") {
