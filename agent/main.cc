@@ -24,6 +24,7 @@
 #include "agent/lifecycle/instance_manager.h"
 #include "agent/maintenance.h"
 #include "agent/openstack_front.h"
+#include "agent/openstack_instances.h"
 #include "agent/rpc/http_server.h"
 #include "agent/rpc/keystone_authenticator.h"
 #include "agent/rpc/local_first_authenticator.h"
@@ -408,7 +409,9 @@ int run(const config::KilnConfig& cfg, Mode mode) {
                              cfg.defaults.my_block_storage_ip, cfg.libvirt.iscsi_connector};
   agent::HostProbe host_probe(driver, manager, cache,
                               agent::hostProbeOptions(cfg, identity.hostname));
-  auto compute_front = agent::makeComputeFront(cfg, identity.hostname, host_probe, http, clock);
+  agent::OpenStackInstances openstack_instances(manager, *flavors);
+  auto compute_front =
+      agent::makeComputeFront(cfg, identity.hostname, host_probe, openstack_instances, http, clock);
   if (!compute_front) return fail(compute_front.error().message);
   lifecycle::CacheManagerOptions cache_manager;
   cache_manager.manager_interval = cfg.image_cache.manager_interval;

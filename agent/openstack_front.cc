@@ -63,13 +63,14 @@ Result<openstack::compute::ComputeFrontOptions> computeFrontOptions(const config
 
 Result<std::unique_ptr<openstack::compute::ComputeFront>> makeComputeFront(
     const config::KilnConfig& cfg, const std::string& host, HostProbe& probe,
-    imagecache::HttpClient& http, const Clock& clock) {
+    openstack::compute::InstanceHost& instances, imagecache::HttpClient& http, const Clock& clock) {
   if (cfg.defaults.transport_url.empty()) {
     return std::unique_ptr<openstack::compute::ComputeFront>();
   }
   auto options = computeFrontOptions(cfg, host);
   if (!options) return options.error();
   options->measure_host = [&probe] { return probe.measure(); };
+  options->instances = &instances;
   log::info("OpenStack: transport_url {}",
             openstack::messaging::redactTransportUrl(cfg.defaults.transport_url));
   return std::make_unique<openstack::compute::ComputeFront>(std::move(options).value(), http,

@@ -16,10 +16,11 @@
 
 namespace kiln::agent {
 
-// The front, not started; null without transport_url. `probe`, `http` and `clock` outlive it.
+// The front, not started; null without transport_url. `probe`, `instances`, `http` and `clock`
+// outlive it.
 Result<std::unique_ptr<openstack::compute::ComputeFront>> makeComputeFront(
     const config::KilnConfig& cfg, const std::string& host, HostProbe& probe,
-    imagecache::HttpClient& http, const Clock& clock);
+    openstack::compute::InstanceHost& instances, imagecache::HttpClient& http, const Clock& clock);
 
 // The HostProbe's options from kiln.conf (the UEFI firmware searched for as launches do).
 HostProbeOptions hostProbeOptions(const config::KilnConfig& cfg, const std::string& host);

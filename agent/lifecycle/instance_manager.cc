@@ -87,6 +87,14 @@ Result<InstanceRecord> InstanceManager::get(const std::string& uuid) const {
   return table_.read(*entry);
 }
 
+Result<std::optional<InstanceRecord>> InstanceManager::waitFor(
+    const std::string& uuid, const std::function<bool(const InstanceRecord&)>& done,
+    std::chrono::milliseconds timeout) const {
+  EntryPtr entry = table_.find(uuid);
+  if (!entry) return std::optional<InstanceRecord>();
+  return table_.waitFor(*entry, done, timeout);
+}
+
 std::vector<InstanceRecord> InstanceManager::list() const { return table_.records(); }
 
 Result<std::string> InstanceManager::consoleLog(const std::string& uuid,

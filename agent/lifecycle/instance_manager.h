@@ -86,6 +86,11 @@ class InstanceManager {
   Result<state::InstanceRecord> detachInterface(const std::string& uuid,
                                                 const std::string& port_id);
   Result<state::InstanceRecord> get(const std::string& uuid) const;
+  // Blocks until `done` holds for the instance's record (returned) or the instance is gone
+  // (nothing returned; also when it was never known), at most `timeout` (kUnavailable).
+  Result<std::optional<state::InstanceRecord>> waitFor(
+      const std::string& uuid, const std::function<bool(const state::InstanceRecord&)>& done,
+      std::chrono::milliseconds timeout) const;
   std::vector<state::InstanceRecord> list() const;
   Result<std::string> consoleLog(const std::string& uuid, std::uint64_t max_bytes) const;
   Usage usage() const;

@@ -118,6 +118,7 @@ Result<void> InstanceTable::remove(Entry& entry) {
     if (auto r = store_.remove(entry.uuid()); !r) return r;
     entry.removed = true;
   }
+  entry.changed.notify_all();
   std::lock_guard lock(mutex_);
   auto it = entries_.find(entry.uuid());
   if (it != entries_.end() && it->second.get() == &entry) entries_.erase(it);
@@ -144,6 +145,7 @@ Result<InstanceRecord> InstanceTable::update(
   if (auto r = change(next); !r) return r.error();
   if (auto w = writeLocked(next); !w) return w.error();
   entry.record = next;
+  entry.changed.notify_all();
   return next;
 }
 
@@ -158,10 +160,26 @@ void InstanceTable::settleIfChanged(Entry& entry,
                                     const std::function<bool(InstanceRecord&)>& change) {
   std::lock_guard lock(entry.mu);
   if (!change(entry.record) || entry.removed) return;
+  entry.changed.notify_all();
   if (auto w = writeLocked(entry.record); !w) {
     log::error("Instance '{}': the record could not be written: {}", entry.record.uuid,
                w.error().message);
   }
+}
+
+Result<std::optional<InstanceRecord>> InstanceTable::waitFor(
+    Entry& entry, const std::function<bool(const InstanceRecord&)>& done,
+    std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(entry.mu);
+  const bool held =
+      entry.changed.wait_for(lock, timeout, [&] { return entry.removed || done(entry.record); });
+  if (!held) {
+    return Error::unavailable(
+        fmt::format("Instance '{}' did not settle within {} s", entry.uuid(),
+                    std::chrono::duration_cast<std::chrono::seconds>(timeout).count()));
+  }
+  if (entry.removed) return std::optional<InstanceRecord>();
+  return std::optional<InstanceRecord>(entry.record);
 }
 
 Result<InstanceTable::Job> InstanceTable::beginJob(const EntryPtr& entry, JobKind kind,

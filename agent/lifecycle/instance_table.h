@@ -77,6 +77,8 @@ class InstanceTable {
    private:
     friend class InstanceTable;
     std::condition_variable job_ended;
+    // Notified whenever the record changes or the instance is removed (waitFor()).
+    std::condition_variable changed;
     std::optional<JobKind> job;
     std::chrono::system_clock::time_point job_since{};
   };
@@ -137,6 +139,13 @@ class InstanceTable {
   Result<Job> beginJob(const EntryPtr& entry, JobKind kind, std::chrono::milliseconds timeout);
   // The job if it is free now, else nothing (reconcile leaves a busy instance to its job).
   std::optional<Job> tryBeginJob(const EntryPtr& entry, JobKind kind);
+
+  // Waits up to `timeout` until `done` holds for the entry's record, or the instance is removed.
+  // Returns the record `done` held for, or nothing after a removal; kUnavailable when the time
+  // ran out.
+  Result<std::optional<state::InstanceRecord>> waitFor(
+      Entry& entry, const std::function<bool(const state::InstanceRecord&)>& done,
+      std::chrono::milliseconds timeout) const;
 
   state::InstanceStore& store() { return store_; }
 

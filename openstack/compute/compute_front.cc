@@ -71,6 +71,16 @@ Result<void> ComputeFront::start() {
         return brokers;
       }(),
       options_.rabbit.control_exchange);
+  if (options_.instances != nullptr) {
+    instance_operations_ = std::make_unique<InstanceOperations>(InstanceOperations{
+        conductor_, placement_.get(), *options_.instances, instance_locks_, options_.host});
+    compute_rpc_.define("build_and_run_instance", [this](const messaging::RpcRequest& request) {
+      return buildAndRunInstance(*instance_operations_, request);
+    });
+    compute_rpc_.define("terminate_instance", [this](const messaging::RpcRequest& request) {
+      return terminateInstance(*instance_operations_, request);
+    });
+  }
   rpc_.start();
   reporter_ = std::thread([this] { reportLoop(); });
   return success();

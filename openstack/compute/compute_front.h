@@ -19,10 +19,13 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "common/keyed_mutex.h"
 #include "common/work_queue.h"
 #include "imagecache/http_client.h"
 #include "openstack/compute/compute_node_record.h"
 #include "openstack/compute/compute_rpc.h"
+#include "openstack/compute/instance_host.h"
+#include "openstack/compute/instance_operations.h"
 #include "openstack/compute/service_record.h"
 #include "openstack/keystone/keystone_session.h"
 #include "openstack/messaging/rpc_transport.h"
@@ -48,6 +51,9 @@ struct ComputeFrontOptions {
   placement::InventoryOptions inventory;
   // [placement]; unset: no provider is kept (the scheduler cannot pick this host).
   std::optional<keystone::KeystoneAuthOptions> placement;
+  // kilnd's lifecycle, which builds and deletes what Nova asks for; null: the instance methods
+  // answer NoSuchMethod (tests of the registration alone).
+  InstanceHost* instances = nullptr;
   std::chrono::seconds report_interval{10};
   std::chrono::seconds rpc_response_timeout{60};
   unsigned rpc_workers = 16;
@@ -86,6 +92,8 @@ class ComputeFront {
   const Clock& clock_;
   std::unique_ptr<keystone::KeystoneSession> placement_session_;
   std::unique_ptr<placement::PlacementClient> placement_;
+  KeyedMutex instance_locks_;
+  std::unique_ptr<InstanceOperations> instance_operations_;
   // What the reports last wrote to Placement, and when Placement was last read: until
   // kPlacementRefresh has passed, an unchanged measurement sends nothing. Reporter thread only.
   struct PlacementState {

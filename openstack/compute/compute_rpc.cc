@@ -82,6 +82,10 @@ ComputeRpc::ComputeRpc(Hooks hooks) : hooks_(std::move(hooks)) {
   };
 }
 
+void ComputeRpc::define(std::string method, Method handler) {
+  compute_[std::move(method)] = std::move(handler);
+}
+
 RpcOutcome ComputeRpc::handle(const RpcRequest& request) const {
   if (request.namespace_ == "baseapi") {
     if (!versionCompatible(request.version, kBaseApiVersion)) return unsupportedVersion(request);

@@ -4,7 +4,8 @@
 // a method kiln does not implement is oslo's NoSuchMethod, a version it does not speak is
 // UnsupportedVersion, so a caller fails at once instead of waiting rpc_response_timeout.
 //
-// Methods here are the ones that need no instance: more arrive with the lifecycle's.
+// Methods here are the ones that need no instance; the front defines the instance methods
+// (instance_operations.h) over kilnd's lifecycle.
 
 #include <functional>
 #include <map>
@@ -27,12 +28,16 @@ class ComputeRpc {
     // (`openstack hypervisor show` prints it).
     std::function<Result<std::string>()> host_uptime;
   };
+  using Method = std::function<messaging::RpcOutcome(const messaging::RpcRequest&)>;
+
   explicit ComputeRpc(Hooks hooks);
+
+  // Adds (or replaces) a compute method; before the transport starts, never after.
+  void define(std::string method, Method handler);
 
   messaging::RpcOutcome handle(const messaging::RpcRequest& request) const;
 
  private:
-  using Method = std::function<messaging::RpcOutcome(const messaging::RpcRequest&)>;
   Hooks hooks_;
   std::map<std::string, Method, std::less<>> compute_;
 };

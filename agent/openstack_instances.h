@@ -1,0 +1,29 @@
+#pragma once
+// The OpenStack front's builds and deletes, run by kilnd's one lifecycle (InstanceManager), as
+// kiln's own API runs them: a build becomes the launch request POST /v1/instances would make
+// (validated by the same parser, the flavor inline), and the call waits for the record to settle.
+
+#include "agent/lifecycle/instance_manager.h"
+#include "config/flavors.h"
+#include "openstack/compute/instance_host.h"
+
+namespace kiln::agent {
+
+class OpenStackInstances final : public openstack::compute::InstanceHost {
+ public:
+  OpenStackInstances(lifecycle::InstanceManager& manager, const config::FlavorCatalog& flavors);
+
+  Result<openstack::compute::BuildOutcome> build(const openstack::compute::BuildRequest& request,
+                                                 std::chrono::milliseconds timeout) override;
+  Result<void> destroy(const std::string& uuid, std::chrono::milliseconds timeout) override;
+
+ private:
+  lifecycle::InstanceManager& manager_;
+  const config::FlavorCatalog& flavors_;
+};
+
+// The launch request body for `request`, as kiln's API takes it (no token: it is never part of
+// a stored request).
+nlohmann::json launchBody(const openstack::compute::BuildRequest& request);
+
+}  // namespace kiln::agent

@@ -1,0 +1,70 @@
+#pragma once
+// What the OpenStack front asks of kilnd's lifecycle: the seam between Nova's RPC (which speaks
+// Instance objects and task states) and kiln's one lifecycle, store and image cache, which kiln's
+// own HTTP API drives too (agent/openstack_instances.h implements it). Calls block until the
+// lifecycle settled, as nova-compute's manager methods do; they run on the RPC handler pool.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+
+namespace kiln::openstack::compute {
+
+// nova/compute/power_state.py.
+enum class NovaPowerState : int {
+  kNoState = 0,
+  kRunning = 1,
+  kPaused = 3,
+  kShutdown = 4,
+  kCrashed = 6,
+  kSuspended = 7,
+};
+
+// One instance to build, from build_and_run_instance's Instance and its context.
+struct BuildRequest {
+  std::string uuid;
+  std::string name;      // display_name
+  std::string hostname;  // the guest's hostname (Instance.hostname)
+  std::string project_id;
+  // The request's Keystone token: the launch asks Glance with it whether the instance's project
+  // may use the image, as nova fetches images with the user's token. Never stored or logged.
+  std::string token;
+  std::string image_id;
+  // The flavor, inline (Nova's flavors are not kiln's catalog).
+  std::string flavor_name;
+  unsigned vcpus = 1;
+  std::uint64_t memory_mb = 512;
+  std::uint64_t root_gb = 1;
+  std::uint64_t ephemeral_gb = 0;
+  std::map<std::string, std::string> extra_specs;
+  bool config_drive = false;
+  std::string availability_zone;
+  std::optional<std::string> user_data;            // base64, as Nova keeps it; never logged
+  std::map<std::string, std::string> public_keys;  // key name -> OpenSSH public key
+};
+
+struct BuildOutcome {
+  bool active = false;
+  NovaPowerState power_state = NovaPowerState::kNoState;
+  // Why the build failed (kiln's own words, e.g. the image inspector's reason).
+  std::string fault;
+};
+
+class InstanceHost {
+ public:
+  virtual ~InstanceHost() = default;
+  // Launches and waits, at most `timeout`, until the instance is active or failed. A failed
+  // build leaves nothing behind on the host (kiln's launch rolls back), and the record stays in
+  // ERROR until deleted. An error here means the launch was not even accepted.
+  virtual Result<BuildOutcome> build(const BuildRequest& request,
+                                     std::chrono::milliseconds timeout) = 0;
+  // Deletes and waits until the domain, its files and its record are gone; an instance kiln
+  // does not know is already gone.
+  virtual Result<void> destroy(const std::string& uuid, std::chrono::milliseconds timeout) = 0;
+};
+
+}  // namespace kiln::openstack::compute

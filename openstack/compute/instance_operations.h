@@ -1,0 +1,50 @@
+#pragma once
+// The compute RPC methods that act on an instance (nova/compute/manager.py's, Zed's argument
+// lists), one file each: build_instance.cc, terminate_instance.cc. Each saves the instance with
+// the vm_state / task_state sequence nova-compute uses, records its instance-action event and,
+// on failure, an instance fault; the lifecycle work itself is kiln's (InstanceHost).
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/keyed_mutex.h"
+#include "common/result.h"
+#include "openstack/compute/instance_host.h"
+#include "openstack/messaging/rpc_transport.h"
+#include "openstack/nova/conductor.h"
+#include "openstack/nova/nova_object.h"
+#include "openstack/placement/placement_client.h"
+
+namespace kiln::openstack::compute {
+
+struct InstanceOperations {
+  nova::Conductor& conductor;
+  // Null without [placement]: no allocations to remove.
+  placement::PlacementClient* placement = nullptr;
+  InstanceHost& instances;
+  // One operation at a time per instance, as nova's @utils.synchronized(instance.uuid): a delete
+  // that arrives during a build waits for it.
+  KeyedMutex& locks;
+  std::string host;
+  // How long a build may take on the host (the image download included), and a delete.
+  std::chrono::milliseconds build_timeout{std::chrono::minutes(30)};
+  std::chrono::milliseconds delete_timeout{std::chrono::minutes(5)};
+};
+
+// build_and_run_instance (a cast): builds, then ACTIVE; or ERROR with a fault, the allocations
+// removed and nothing left on the host.
+messaging::RpcOutcome buildAndRunInstance(const InstanceOperations& ops,
+                                          const messaging::RpcRequest& request);
+// terminate_instance (a cast): the guest and its files gone, the row DELETED and destroyed, the
+// allocations removed.
+messaging::RpcOutcome terminateInstance(const InstanceOperations& ops,
+                                        const messaging::RpcRequest& request);
+
+// What kiln launches for build_and_run_instance's arguments, or why it cannot: networks other
+// than "none" need Neutron (not configured), volumes in the block device mappings are not yet
+// attached through Nova. `context` is the request's (its token and project).
+Result<BuildRequest> buildRequestFrom(const nova::NovaObject& instance,
+                                      const nlohmann::json& context, const nlohmann::json& args);
+
+}  // namespace kiln::openstack::compute
