@@ -101,4 +101,44 @@ Result<void> OpenStackInstances::destroy(const std::string& uuid,
   return success();
 }
 
+Result<openstack::compute::PowerOutcome> OpenStackInstances::power(
+    const std::string& uuid, openstack::compute::PowerRequest request,
+    std::chrono::milliseconds timeout) {
+  using openstack::compute::PowerRequest;
+  lifecycle::PowerAction action = lifecycle::PowerAction::kStart;
+  switch (request) {
+    case PowerRequest::kSoftReboot:
+      action = lifecycle::PowerAction::kSoftReboot;
+      break;
+    case PowerRequest::kHardReboot:
+      action = lifecycle::PowerAction::kHardReboot;
+      break;
+    case PowerRequest::kStop:
+      action = lifecycle::PowerAction::kStop;
+      break;
+    case PowerRequest::kStart:
+      action = lifecycle::PowerAction::kStart;
+      break;
+  }
+  if (auto accepted = manager_.powerAction(uuid, action); !accepted) return accepted.error();
+  auto settled = manager_.waitFor(
+      uuid, [](const InstanceRecord& r) { return r.task_state == state::TaskState::kNone; },
+      timeout);
+  if (!settled) return settled.error();
+  if (!*settled) return Error::notFound(fmt::format("Instance '{}' is gone", uuid));
+  const InstanceRecord& record = **settled;
+  openstack::compute::PowerOutcome outcome;
+  outcome.active = record.state == InstanceState::kActive;
+  outcome.power_state = novaPowerState(record.power_state);
+  if (record.state == InstanceState::kError) {
+    outcome.fault = record.fault.empty() ? std::string("the action failed") : record.fault;
+  }
+  return outcome;
+}
+
+Result<std::string> OpenStackInstances::consoleOutput(const std::string& uuid,
+                                                      std::uint64_t max_bytes) {
+  return manager_.consoleLog(uuid, max_bytes);
+}
+
 }  // namespace kiln::agent

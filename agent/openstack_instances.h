@@ -16,6 +16,10 @@ class OpenStackInstances final : public openstack::compute::InstanceHost {
   Result<openstack::compute::BuildOutcome> build(const openstack::compute::BuildRequest& request,
                                                  std::chrono::milliseconds timeout) override;
   Result<void> destroy(const std::string& uuid, std::chrono::milliseconds timeout) override;
+  Result<openstack::compute::PowerOutcome> power(const std::string& uuid,
+                                                 openstack::compute::PowerRequest request,
+                                                 std::chrono::milliseconds timeout) override;
+  Result<std::string> consoleOutput(const std::string& uuid, std::uint64_t max_bytes) override;
 
  private:
   lifecycle::InstanceManager& manager_;

@@ -80,6 +80,21 @@ Result<void> ComputeFront::start() {
     compute_rpc_.define("terminate_instance", [this](const messaging::RpcRequest& request) {
       return terminateInstance(*instance_operations_, request);
     });
+    compute_rpc_.define("reboot_instance", [this](const messaging::RpcRequest& request) {
+      return rebootInstance(*instance_operations_, request);
+    });
+    compute_rpc_.define("stop_instance", [this](const messaging::RpcRequest& request) {
+      return stopInstance(*instance_operations_, request);
+    });
+    compute_rpc_.define("start_instance", [this](const messaging::RpcRequest& request) {
+      return startInstance(*instance_operations_, request);
+    });
+    compute_rpc_.define("get_console_output", [this](const messaging::RpcRequest& request) {
+      return getConsoleOutput(*instance_operations_, request);
+    });
+    compute_rpc_.setUnsupportedInstanceCast([this](const messaging::RpcRequest& request) {
+      return unsupportedInstanceCast(*instance_operations_, request);
+    });
   }
   rpc_.start();
   reporter_ = std::thread([this] { reportLoop(); });

@@ -86,6 +86,10 @@ void ComputeRpc::define(std::string method, Method handler) {
   compute_[std::move(method)] = std::move(handler);
 }
 
+void ComputeRpc::setUnsupportedInstanceCast(Method handler) {
+  unsupported_instance_cast_ = std::move(handler);
+}
+
 RpcOutcome ComputeRpc::handle(const RpcRequest& request) const {
   if (request.namespace_ == "baseapi") {
     if (!versionCompatible(request.version, kBaseApiVersion)) return unsupportedVersion(request);
@@ -105,6 +109,8 @@ RpcOutcome ComputeRpc::handle(const RpcRequest& request) const {
   if (!versionCompatible(request.version, kComputeRpcVersion)) return unsupportedVersion(request);
   const auto method = compute_.find(request.method);
   if (method == compute_.end()) {
+    if (!request.isCall() && request.args.contains("instance") && unsupported_instance_cast_)
+      return unsupported_instance_cast_(request);
     log::warn("OpenStack: compute RPC '{}' (version {}, request {}) is not supported by kiln{}",
               request.method, request.version, nova::requestIdOf(request.context),
               request.isCall() ? "" : " and was dropped");

@@ -34,12 +34,16 @@ class ComputeRpc {
 
   // Adds (or replaces) a compute method; before the transport starts, never after.
   void define(std::string method, Method handler);
+  // What answers a cast of a method kiln lacks that names an instance (it must not keep the
+  // task state nova-api gave it); calls of such methods fail with NoSuchMethod.
+  void setUnsupportedInstanceCast(Method handler);
 
   messaging::RpcOutcome handle(const messaging::RpcRequest& request) const;
 
  private:
   Hooks hooks_;
   std::map<std::string, Method, std::less<>> compute_;
+  Method unsupported_instance_cast_;
 };
 
 // "6.1" accepts "6.0" and "6.1" (same major, minor not above ours); empty means any.

@@ -54,6 +54,15 @@ struct BuildOutcome {
   std::string fault;
 };
 
+enum class PowerRequest { kSoftReboot, kHardReboot, kStop, kStart };
+
+struct PowerOutcome {
+  bool active = false;  // running (vm_state active) rather than stopped
+  NovaPowerState power_state = NovaPowerState::kNoState;
+  // Why the action failed; empty when it succeeded.
+  std::string fault;
+};
+
 class InstanceHost {
  public:
   virtual ~InstanceHost() = default;
@@ -65,6 +74,11 @@ class InstanceHost {
   // Deletes and waits until the domain, its files and its record are gone; an instance kiln
   // does not know is already gone.
   virtual Result<void> destroy(const std::string& uuid, std::chrono::milliseconds timeout) = 0;
+  // Runs a reboot, stop or start and waits, at most `timeout`, until it settled.
+  virtual Result<PowerOutcome> power(const std::string& uuid, PowerRequest request,
+                                     std::chrono::milliseconds timeout) = 0;
+  // The end of the guest's serial console log, at most `max_bytes`.
+  virtual Result<std::string> consoleOutput(const std::string& uuid, std::uint64_t max_bytes) = 0;
 };
 
 }  // namespace kiln::openstack::compute

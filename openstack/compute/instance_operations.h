@@ -1,6 +1,7 @@
 #pragma once
 // The compute RPC methods that act on an instance (nova/compute/manager.py's, Zed's argument
-// lists), one file each: build_instance.cc, terminate_instance.cc. Each saves the instance with
+// lists), one file each: build_instance.cc, terminate_instance.cc, power_instance.cc (reboot,
+// stop, start), console_output.cc, unsupported_cast.cc. Each saves the instance with
 // the vm_state / task_state sequence nova-compute uses, records its instance-action event and,
 // on failure, an instance fault; the lifecycle work itself is kiln's (InstanceHost).
 
@@ -40,6 +41,22 @@ messaging::RpcOutcome buildAndRunInstance(const InstanceOperations& ops,
 // allocations removed.
 messaging::RpcOutcome terminateInstance(const InstanceOperations& ops,
                                         const messaging::RpcRequest& request);
+
+// reboot_instance (SOFT or HARD), stop_instance, start_instance (casts).
+messaging::RpcOutcome rebootInstance(const InstanceOperations& ops,
+                                     const messaging::RpcRequest& request);
+messaging::RpcOutcome stopInstance(const InstanceOperations& ops,
+                                   const messaging::RpcRequest& request);
+messaging::RpcOutcome startInstance(const InstanceOperations& ops,
+                                    const messaging::RpcRequest& request);
+// get_console_output (a call): the last tail_length lines of the serial console, or all of it.
+messaging::RpcOutcome getConsoleOutput(const InstanceOperations& ops,
+                                       const messaging::RpcRequest& request);
+// A cast kiln does not implement, for an instance (pause_instance, ...): answered, never left
+// hanging: the instance's task state cleared, a fault and an Error event saying kiln does not
+// support the operation.
+messaging::RpcOutcome unsupportedInstanceCast(const InstanceOperations& ops,
+                                              const messaging::RpcRequest& request);
 
 // What kiln launches for build_and_run_instance's arguments, or why it cannot: networks other
 // than "none" need Neutron (not configured), volumes in the block device mappings are not yet

@@ -257,6 +257,51 @@ json allocationsOf(const json& fx, const std::string& consumer) {
   return openstackJson(fx, "resource provider allocation show " + consumer);
 }
 
+// The guest's console through Nova (get_console_output on kiln's host).
+std::string consoleOf(const json& fx, const std::string& id) {
+  Cli cli = openstack(fx, "console log show " + id);
+  INFO(cli.out.stderr_text);
+  REQUIRE(cli.out.succeeded());
+  return cli.out.stdout_text;
+}
+
+int countOf(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
+    ++n;
+  return n;
+}
+
+// Waits until the console holds `boots` KILN-READY lines (one per boot).
+void waitBoots(const json& fx, const std::string& id, int boots) {
+  std::string console;
+  const auto until = Clock::now() + 120s;
+  while (Clock::now() < until) {
+    console = consoleOf(fx, id);
+    if (countOf(console, "KILN-READY") >= boots) return;
+    std::this_thread::sleep_for(1s);
+  }
+  FAIL("the guest did not boot " << boots << " times:\n" << console);
+}
+
+// `server show` once the task state is gone.
+json settledServer(const json& fx, const std::string& id) {
+  return pollJson(
+      fx, "server show " + id, [](const json& s) { return s["OS-EXT-STS:task_state"].is_null(); },
+      120s);
+}
+
+// The events of the action `verb` (stop, reboot, pause, ...) on the server.
+json eventsOf(const json& fx, const std::string& id, const std::string& verb) {
+  for (const auto& action : openstackJson(fx, "server event list " + id)) {
+    if (action["Action"] == verb) {
+      return openstackJson(
+          fx, "server event show " + id + " " + action["Request ID"].get<std::string>())["events"];
+    }
+  }
+  return json::array();
+}
+
 TEST_CASE("openstack: Nova builds and deletes a server on a kiln host", "[openstack]") {
   const json fx = fixture();
   REQUIRE(fx["image"].is_object());
@@ -324,6 +369,45 @@ TEST_CASE("openstack: Nova builds and deletes a server on a kiln host", "[openst
     }
   }
   CHECK(build_event);
+
+  // The console through Nova, then each power action seen on it and in `server show`.
+  waitBoots(fx, id, 1);
+  openstack(fx, "server stop " + id);
+  json shown = settledServer(fx, id);
+  CHECK(shown["status"] == "SHUTOFF");
+  CHECK(shown["OS-EXT-STS:power_state"] == 4);                  // nova's SHUTDOWN
+  CHECK(countOf(consoleOf(fx, id), "KILN-POWER-BUTTON") == 1);  // a clean shutdown
+  openstack(fx, "server start " + id);
+  shown = settledServer(fx, id);
+  CHECK(shown["status"] == "ACTIVE");
+  CHECK(shown["OS-EXT-STS:power_state"] == 1);
+  waitBoots(fx, id, 2);
+  openstack(fx, "server reboot --soft --wait " + id);
+  CHECK(settledServer(fx, id)["status"] == "ACTIVE");
+  waitBoots(fx, id, 3);
+  CHECK(countOf(consoleOf(fx, id), "KILN-POWER-BUTTON") == 2);
+  openstack(fx, "server reboot --hard --wait " + id);
+  CHECK(settledServer(fx, id)["status"] == "ACTIVE");
+  waitBoots(fx, id, 4);
+  CHECK(countOf(consoleOf(fx, id), "KILN-POWER-BUTTON") == 2);  // HARD did not ask the guest
+  for (const char* verb : {"stop", "start", "reboot"}) {
+    for (const auto& event : eventsOf(fx, id, verb)) {
+      INFO(verb << ": " << event.dump());
+      CHECK(event["result"] == "Success");
+    }
+  }
+
+  // An action kiln does not support is answered: no task state left, an Error event.
+  Cli paused = openstack(fx, "server pause " + id);
+  INFO(paused.out.stderr_text);
+  CHECK(paused.out.succeeded());
+  shown = settledServer(fx, id);
+  CHECK(shown["status"] == "ACTIVE");
+  CHECK(shown["OS-EXT-STS:task_state"].is_null());
+  const json pause_events = eventsOf(fx, id, "pause");
+  REQUIRE(pause_events.size() == 1);
+  CHECK(pause_events[0]["event"] == "compute_pause_instance");
+  CHECK(pause_events[0]["result"] == "Error");
 
   Cli deleted = openstack(fx, "server delete --wait " + id);
   INFO(deleted.out.stderr_text);
