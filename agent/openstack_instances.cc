@@ -141,4 +141,18 @@ Result<std::string> OpenStackInstances::consoleOutput(const std::string& uuid,
   return manager_.consoleLog(uuid, max_bytes);
 }
 
+std::map<std::string, openstack::compute::GuestState> OpenStackInstances::guests() {
+  std::map<std::string, openstack::compute::GuestState> out;
+  for (const auto& record : manager_.list()) {
+    auto& guest = out[record.uuid];
+    guest.active = record.state == InstanceState::kActive;
+    guest.stopped = record.state == InstanceState::kStopped;
+    guest.busy = record.task_state != state::TaskState::kNone ||
+                 record.state == InstanceState::kBuilding ||
+                 record.state == InstanceState::kDeleting;
+    guest.power_state = novaPowerState(record.power_state);
+  }
+  return out;
+}
+
 }  // namespace kiln::agent

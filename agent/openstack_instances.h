@@ -20,6 +20,7 @@ class OpenStackInstances final : public openstack::compute::InstanceHost {
                                                  openstack::compute::PowerRequest request,
                                                  std::chrono::milliseconds timeout) override;
   Result<std::string> consoleOutput(const std::string& uuid, std::uint64_t max_bytes) override;
+  std::map<std::string, openstack::compute::GuestState> guests() override;
 
  private:
   lifecycle::InstanceManager& manager_;

@@ -449,9 +449,11 @@ start_placement() {
     local conf_dir=$STATE_DIR/placement
     sqlite_wal "$STATE_DIR/placement/placement.sqlite"
     # The application syncs its database as it loads ([placement_database] sync_on_startup): no
-    # placement-manage process importing placement once more.
+    # placement-manage process importing placement once more. --http11-socket, not --http-socket:
+    # the latter closes every connection after its response without a "Connection: close", and
+    # clients that reuse the connection (keystoneauth, the CLI) meet "Connection reset by peer".
     OS_PLACEMENT_CONFIG_DIR=$conf_dir spawn placement-api uwsgi --plugin python3 \
-        --http-socket "127.0.0.1:$PLACEMENT_PORT" --wsgi-file /usr/bin/placement-api \
+        --http11-socket "127.0.0.1:$PLACEMENT_PORT" --wsgi-file /usr/bin/placement-api \
         --master --processes 1 --threads 4 --die-on-term --need-app --lazy-apps --no-orphans \
         --worker-reload-mercy 5 \
         --procname-prefix placement- --chdir "$conf_dir"

@@ -2,6 +2,7 @@
 
 #include "common/command_runner.h"
 #include "common/log.h"
+#include "openstack/compute/power_sync.h"
 
 namespace kiln::openstack::compute {
 namespace {
@@ -197,6 +198,23 @@ Result<void> ComputeFront::reportResources() {
   return success();
 }
 
+void ComputeFront::syncPowerStatesOnce() {
+  if (options_.instances == nullptr) return;
+  auto synced = syncPowerStates(conductor_, options_.host, *options_.instances);
+  if (!synced) {
+    if (!power_sync_failed_)
+      log::warn("OpenStack: the power-state sync failed: {}", synced.error().message);
+    power_sync_failed_ = true;
+    return;
+  }
+  if (power_sync_failed_) log::info("OpenStack: the power-state sync works again");
+  power_sync_failed_ = false;
+  if (synced->saved > 0) {
+    log::info("OpenStack: power-state sync: {} of {} instances saved", synced->saved,
+              synced->instances);
+  }
+}
+
 void ComputeFront::reportLoop() {
   bool beat_failed = false;
   bool report_failed = false;
@@ -225,6 +243,7 @@ void ComputeFront::reportLoop() {
             log::info("OpenStack: host {}'s resources are reported again", options_.host);
           report_failed = false;
         }
+        syncPowerStatesOnce();
       }
     }
     std::unique_lock lock(mutex_);

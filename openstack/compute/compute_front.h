@@ -80,6 +80,9 @@ class ComputeFront {
   // COMPUTE_STATUS_DISABLED on the provider follows `disabled`.
   Result<void> syncProviderTraits(const placement::HostCapabilities& capabilities);
   void onHostEnabled(bool enabled);
+  // Tells Nova of guests whose power state changed outside its actions (power_sync.h).
+  void syncPowerStatesOnce();
+  bool power_sync_failed_ = false;  // reporter thread only
 
   const ComputeFrontOptions options_;
   WorkQueue handlers_;

@@ -63,6 +63,14 @@ struct PowerOutcome {
   std::string fault;
 };
 
+// One guest as kiln's lifecycle holds it, for the power-state sync.
+struct GuestState {
+  bool active = false;  // running (kiln's state active) rather than stopped or failed
+  bool stopped = false;
+  bool busy = false;  // a task is in progress
+  NovaPowerState power_state = NovaPowerState::kNoState;
+};
+
 class InstanceHost {
  public:
   virtual ~InstanceHost() = default;
@@ -77,6 +85,8 @@ class InstanceHost {
   // Runs a reboot, stop or start and waits, at most `timeout`, until it settled.
   virtual Result<PowerOutcome> power(const std::string& uuid, PowerRequest request,
                                      std::chrono::milliseconds timeout) = 0;
+  // Every guest kiln holds, by instance uuid.
+  virtual std::map<std::string, GuestState> guests() = 0;
   // The end of the guest's serial console log, at most `max_bytes`.
   virtual Result<std::string> consoleOutput(const std::string& uuid, std::uint64_t max_bytes) = 0;
 };

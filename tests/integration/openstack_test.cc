@@ -397,6 +397,20 @@ TEST_CASE("openstack: Nova builds and deletes a server on a kiln host", "[openst
     }
   }
 
+  // A guest that stops outside Nova's actions (here: killed on the host) shows SHUTOFF in Nova
+  // within a report interval or two, and starts again through Nova.
+  REQUIRE(virsh({"destroy", "kiln-" + id}).has_value());
+  shown = pollJson(
+      fx, "server show " + id, [](const json& s) { return s["status"] == "SHUTOFF"; }, 60s);
+  CHECK(shown["status"] == "SHUTOFF");
+  CHECK(shown["OS-EXT-STS:power_state"] == 4);
+  openstack(fx, "server start " + id);
+  CHECK(settledServer(fx, id)["status"] == "ACTIVE");
+  waitBoots(fx, id, 5);
+  // The console's last line, as `console log show --lines` asks for it.
+  Cli last = openstack(fx, "console log show --lines 1 " + id);
+  CHECK(countOf(last.out.stdout_text, "\n") <= 1);
+
   // An action kiln does not support is answered: no task state left, an Error event.
   Cli paused = openstack(fx, "server pause " + id);
   INFO(paused.out.stderr_text);
