@@ -76,25 +76,25 @@ Result<void> ComputeFront::start() {
     instance_operations_ = std::make_unique<InstanceOperations>(InstanceOperations{
         conductor_, placement_.get(), *options_.instances, instance_locks_, options_.host});
     compute_rpc_.define("build_and_run_instance", [this](const messaging::RpcRequest& request) {
-      return buildAndRunInstance(*instance_operations_, request);
+      return afterRecovery(request, buildAndRunInstance);
     });
     compute_rpc_.define("terminate_instance", [this](const messaging::RpcRequest& request) {
-      return terminateInstance(*instance_operations_, request);
+      return afterRecovery(request, terminateInstance);
     });
     compute_rpc_.define("reboot_instance", [this](const messaging::RpcRequest& request) {
-      return rebootInstance(*instance_operations_, request);
+      return afterRecovery(request, rebootInstance);
     });
     compute_rpc_.define("stop_instance", [this](const messaging::RpcRequest& request) {
-      return stopInstance(*instance_operations_, request);
+      return afterRecovery(request, stopInstance);
     });
     compute_rpc_.define("start_instance", [this](const messaging::RpcRequest& request) {
-      return startInstance(*instance_operations_, request);
+      return afterRecovery(request, startInstance);
     });
     compute_rpc_.define("get_console_output", [this](const messaging::RpcRequest& request) {
-      return getConsoleOutput(*instance_operations_, request);
+      return afterRecovery(request, getConsoleOutput);
     });
     compute_rpc_.setUnsupportedInstanceCast([this](const messaging::RpcRequest& request) {
-      return unsupportedInstanceCast(*instance_operations_, request);
+      return afterRecovery(request, unsupportedInstanceCast);
     });
   }
   rpc_.start();
@@ -198,6 +198,44 @@ Result<void> ComputeFront::reportResources() {
   return success();
 }
 
+messaging::RpcOutcome ComputeFront::afterRecovery(
+    const messaging::RpcRequest& request,
+    messaging::RpcOutcome (*operation)(const InstanceOperations&, const messaging::RpcRequest&)) {
+  {
+    std::unique_lock lock(mutex_);
+    wake_.wait(lock, [this] { return recovered_ || stopping_; });
+    if (!recovered_) {
+      return messaging::RpcOutcome::fail("ServiceUnavailable", "nova.exception",
+                                         "kilnd is stopping");
+    }
+  }
+  return operation(*instance_operations_, request);
+}
+
+bool ComputeFront::recoverOnce() {
+  if (!instance_operations_) return true;
+  auto recovered = recoverInstances(*instance_operations_);
+  if (!recovered) {
+    log::warn(
+        "OpenStack: settling Nova's instances on {} failed (tried again at the next "
+        "report): {}",
+        options_.host, recovered.error().message);
+    return false;
+  }
+  log::info(
+      "OpenStack: Nova's instances on {} settled: {} interrupted builds ended in ERROR, {} "
+      "interrupted deletes completed, {} cut-short tasks cleared, {} guests of deleted "
+      "instances removed",
+      options_.host, recovered->failed_builds, recovered->completed_deletes,
+      recovered->settled_tasks, recovered->removed_deleted);
+  return true;
+}
+
+bool ComputeFront::recoveredNow() {
+  std::lock_guard lock(mutex_);
+  return recovered_;
+}
+
 void ComputeFront::syncPowerStatesOnce() {
   if (options_.instances == nullptr) return;
   auto synced = syncPowerStates(conductor_, options_.host, *options_.instances);
@@ -242,6 +280,11 @@ void ComputeFront::reportLoop() {
           if (report_failed)
             log::info("OpenStack: host {}'s resources are reported again", options_.host);
           report_failed = false;
+        }
+        if (!recoveredNow() && recoverOnce()) {
+          std::lock_guard lock(mutex_);
+          recovered_ = true;
+          wake_.notify_all();
         }
         syncPowerStatesOnce();
       }

@@ -83,6 +83,15 @@ class ComputeFront {
   // Tells Nova of guests whose power state changed outside its actions (power_sync.h).
   void syncPowerStatesOnce();
   bool power_sync_failed_ = false;  // reporter thread only
+  // At the first report that reaches the conductor, Nova's instances on this host are settled
+  // (instance_operations.h recoverInstances). Until then the instance methods wait, as nova
+  // runs init_host before it consumes RPC: a build must not be settled as an interrupted one.
+  bool recoverOnce();
+  bool recoveredNow();
+  messaging::RpcOutcome afterRecovery(
+      const messaging::RpcRequest& request,
+      messaging::RpcOutcome (*operation)(const InstanceOperations&, const messaging::RpcRequest&));
+  bool recovered_ = false;  // guarded by mutex_; wake_ tells the waiting handlers
 
   const ComputeFrontOptions options_;
   WorkQueue handlers_;

@@ -42,6 +42,22 @@ messaging::RpcOutcome buildAndRunInstance(const InstanceOperations& ops,
 messaging::RpcOutcome terminateInstance(const InstanceOperations& ops,
                                         const messaging::RpcRequest& request);
 
+// The body of terminate_instance for an instance held locked: kiln's guest gone, the row
+// DELETED, the allocations removed, the row destroyed; or ERROR with a fault. Also what the
+// recovery at start runs for an instance a crash left in deleting.
+class NovaInstance;
+Result<void> completeDelete(const InstanceOperations& ops, NovaInstance& instance);
+
+// At start, as nova's init_host: every instance Nova places on this host settled
+// (recover_instances.cc). Runs once kiln can reach the conductor.
+struct RecoveryReport {
+  std::size_t failed_builds = 0;      // building when kilnd stopped: now ERROR with a fault
+  std::size_t completed_deletes = 0;  // deleting when kilnd stopped: deleted now
+  std::size_t settled_tasks = 0;      // another task cut short: cleared, state from kiln
+  std::size_t removed_deleted = 0;    // kiln still held a guest Nova has deleted: removed
+};
+Result<RecoveryReport> recoverInstances(const InstanceOperations& ops);
+
 // reboot_instance (SOFT or HARD), stop_instance, start_instance (casts).
 messaging::RpcOutcome rebootInstance(const InstanceOperations& ops,
                                      const messaging::RpcRequest& request);

@@ -21,27 +21,8 @@ namespace {
 constexpr const char* kTerminateEvent = "compute_terminate_instance";
 }  // namespace
 
-RpcOutcome terminateInstance(const InstanceOperations& ops, const RpcRequest& request) {
-  auto object = nova::NovaObject::fromPrimitive(request.args.value("instance", json()));
-  if (!object) {
-    log::error("OpenStack: terminate_instance without a valid instance: {}",
-               object.error().message);
-    return RpcOutcome::ok();
-  }
-  NovaInstance instance(ops.conductor, request.context, std::move(object).value(), ops.host);
+Result<void> completeDelete(const InstanceOperations& ops, NovaInstance& instance) {
   const std::string& uuid = instance.uuid();
-  const auto held = ops.locks.lock(uuid);
-  if (auto event = instance.eventStart(kTerminateEvent); !event) {
-    log::warn("OpenStack: instance {}: recording the delete's start failed: {}", uuid,
-              event.error().message);
-  }
-  auto finish = [&](const std::string& failure) {
-    if (auto event = instance.eventFinish(kTerminateEvent, failure); !event) {
-      log::warn("OpenStack: instance {}: recording the delete's end failed: {}", uuid,
-                event.error().message);
-    }
-    return RpcOutcome::ok();
-  };
   if (auto gone = ops.instances.destroy(uuid, ops.delete_timeout); !gone) {
     const std::string message =
         fmt::format("Deleting instance {} failed: {}", uuid, gone.error().message);
@@ -54,7 +35,7 @@ RpcOutcome terminateInstance(const InstanceOperations& ops, const RpcRequest& re
       log::error("OpenStack: instance {}: saving the failed delete failed: {}", uuid,
                  saved.error().message);
     }
-    return finish(message);
+    return Error::internal(message);
   }
   if (auto saved = instance.save({{"vm_state", "deleted"},
                                   {"task_state", nullptr},
@@ -69,13 +50,35 @@ RpcOutcome terminateInstance(const InstanceOperations& ops, const RpcRequest& re
                  freed.error().message);
     }
   }
-  auto result = finish("");
   if (auto destroyed = instance.destroy(); !destroyed) {
     log::warn("OpenStack: instance {}: destroying its row failed: {}", uuid,
               destroyed.error().message);
   }
   log::info("OpenStack: instance {} deleted from {}", uuid, ops.host);
-  return result;
+  return success();
+}
+
+RpcOutcome terminateInstance(const InstanceOperations& ops, const RpcRequest& request) {
+  auto object = nova::NovaObject::fromPrimitive(request.args.value("instance", json()));
+  if (!object) {
+    log::error("OpenStack: terminate_instance without a valid instance: {}",
+               object.error().message);
+    return RpcOutcome::ok();
+  }
+  NovaInstance instance(ops.conductor, request.context, std::move(object).value(), ops.host);
+  const std::string& uuid = instance.uuid();
+  const auto held = ops.locks.lock(uuid);
+  if (auto event = instance.eventStart(kTerminateEvent); !event) {
+    log::warn("OpenStack: instance {}: recording the delete's start failed: {}", uuid,
+              event.error().message);
+  }
+  auto deleted = completeDelete(ops, instance);
+  if (auto event = instance.eventFinish(kTerminateEvent, deleted ? "" : deleted.error().message);
+      !event) {
+    log::warn("OpenStack: instance {}: recording the delete's end failed: {}", uuid,
+              event.error().message);
+  }
+  return RpcOutcome::ok();
 }
 
 }  // namespace kiln::openstack::compute

@@ -471,3 +471,105 @@ TEST_CASE("openstack: Nova builds and deletes a server on a kiln host", "[openst
 }
 
 }  // namespace
+
+namespace {
+
+// kilnd on `host` up, its provider and inventory in Placement, the host mapped into the cell.
+void waitSchedulable(const json& fx, KilndHarness& kilnd, const std::string& host) {
+  pollJson(
+      fx, "compute service list --service nova-compute --host " + host,
+      [](const json& rows) { return !rows.empty() && rows[0]["State"] == "up"; }, 30s);
+  std::string node_uuid;
+  const auto until = Clock::now() + 30s;
+  while (Clock::now() < until) {
+    std::ifstream in(kilnd.statePath() + "/compute_id");
+    std::getline(in, node_uuid);
+    if (!node_uuid.empty() &&
+        !openstackJson(fx, "resource provider inventory list " + node_uuid).empty())
+      break;
+    std::this_thread::sleep_for(1s);
+  }
+  REQUIRE_FALSE(node_uuid.empty());
+  discoverHosts(fx);
+}
+
+std::string createServer(const json& fx, const std::string& host, const std::string& name,
+                         bool wait) {
+  const json server = openstackJson(
+      fx, fmt::format("server create --image {} --flavor kiln.tiny --network none "
+                      "--availability-zone nova:{} {}{}",
+                      fx["image"]["id"].get<std::string>(), host, wait ? "--wait " : "", name));
+  return server["id"].get<std::string>();
+}
+
+TEST_CASE(
+    "openstack: kilnd killed during a build and during a delete leaves no server building "
+    "or deleting",
+    "[openstack]") {
+  const json fx = fixture();
+  REQUIRE(fx["image"].is_object());
+  const std::string host = "kiln-" + kiln::randomUuid().substr(0, 8);
+  ScratchFile glance_token(fx["users"]["kiln"]["token"].get<std::string>() + "\n");
+  KilndHarness kilnd(openstackConfig(fx, host) +
+                     "[glance]\napi_servers = " + fx["glance"]["url"].get<std::string>() +
+                     "\ntoken_file = " + glance_token.path + "\n");
+  kilnd.setBinary(KILND_FAILPOINTS_PATH);
+  kilnd.setEnv("KILN_FAILPOINTS", "launch.after_root_disk=abort");
+  kilnd.start();
+  waitSchedulable(fx, kilnd, host);
+
+  // SIGKILLed in the middle of a build (its root disk made, no domain yet).
+  const std::string built = createServer(fx, host, "kiln-crash-build", false);
+  REQUIRE(kilnd.waitKilled(90s));
+  kilnd.setBinary(KILND_PATH);
+  kilnd.unsetEnv("KILN_FAILPOINTS");
+  kilnd.start();
+  json shown = pollJson(
+      fx, "server show " + built, [](const json& s) { return s["status"] == "ERROR"; }, 60s);
+  INFO(kilnd.logText());
+  CHECK(shown["status"] == "ERROR");
+  CHECK(shown["OS-EXT-STS:task_state"].is_null());
+  CHECK(shown["fault"].dump().find("interrupted") != std::string::npos);
+  CHECK(kilnd.api("GET", "/v1/instances/" + built).status == 404);
+  CHECK_FALSE(std::filesystem::exists(kilnd.statePath() + "/instances/" + built));
+  CHECK(kilnd.logText().find("1 interrupted builds ended in ERROR") != std::string::npos);
+
+  // The restarted host builds the next server.
+  const std::string survivor = createServer(fx, host, "kiln-crash-delete", true);
+  CHECK(openstackJson(fx, "server show " + survivor)["status"] == "ACTIVE");
+
+  // SIGKILLed in the middle of a delete (the domain gone, its files not yet).
+  kilnd.stop();
+  kilnd.setBinary(KILND_FAILPOINTS_PATH);
+  kilnd.setEnv("KILN_FAILPOINTS", "delete.after_destroy=abort");
+  kilnd.start();
+  pollJson(
+      fx, "compute service list --service nova-compute --host " + host,
+      [](const json& rows) { return !rows.empty() && rows[0]["State"] == "up"; }, 30s);
+  openstack(fx, "server delete " + survivor);
+  REQUIRE(kilnd.waitKilled(90s));
+  kilnd.setBinary(KILND_PATH);
+  kilnd.unsetEnv("KILN_FAILPOINTS");
+  kilnd.start();
+  bool gone = false;
+  const auto until = Clock::now() + 90s;
+  while (Clock::now() < until && !gone) {
+    Cli cli = openstack(fx, "server show -f json " + survivor);
+    gone = !cli.out.succeeded() || json::parse(cli.out.stdout_text)["status"] == "DELETED";
+    if (!gone) std::this_thread::sleep_for(1s);
+  }
+  CHECK(gone);
+  CHECK(kilnd.api("GET", "/v1/instances/" + survivor).status == 404);
+  CHECK_FALSE(virsh({"domstate", "kiln-" + survivor}).has_value());
+  CHECK_FALSE(std::filesystem::exists(kilnd.statePath() + "/instances/" + survivor));
+  CHECK(allocationsOf(fx, survivor).empty());
+  CHECK(kilnd.logText().find("1 interrupted deletes completed") != std::string::npos);
+
+  Cli deleted = openstack(fx, "server delete --wait " + built);
+  CHECK(deleted.out.succeeded());
+  CHECK(allocationsOf(fx, built).empty());
+  kilnd.stop();
+  openstack(fx, "compute service delete " + serviceOf(fx, host)["ID"].get<std::string>());
+}
+
+}  // namespace
