@@ -239,6 +239,22 @@ bool awaitLibvirt(const drivers::ComputeDriver& driver) {
   return driver.connected();
 }
 
+// [libvirt] as the driver's options.
+drivers::libvirt::LibvirtDriverOptions driverOptionsFrom(const config::KilnConfig& cfg) {
+  drivers::libvirt::LibvirtDriverOptions options;
+  options.connection.uri = cfg.libvirt.uri;
+  options.connection.keepalive_interval = static_cast<int>(cfg.libvirt.keepalive_interval);
+  options.connection.keepalive_count = cfg.libvirt.keepalive_count;
+  options.virt_type = cfg.libvirt.virt_type;
+  options.machine_type = cfg.libvirt.hw_machine_type;
+  options.cpu_mode = cfg.libvirt.cpu_mode;
+  options.uefi_loader = cfg.libvirt.uefi_loader;
+  options.uefi_nvram_template = cfg.libvirt.uefi_nvram_template;
+  // Secrets name their owner, so the recovery sweep can tell this kilnd's from another's.
+  options.secret_owner = cfg.defaults.state_path + "/instances";
+  return options;
+}
+
 int run(const config::KilnConfig& cfg, Mode mode) {
   log::setMinLevel(levelFromName(cfg.defaults.log_level));
   for (const auto& w : cfg.warnings) log::warn("{}", w);
@@ -278,18 +294,7 @@ int run(const config::KilnConfig& cfg, Mode mode) {
   // QEMU runs as another user and must traverse state_path to reach the disks.
   if (auto r = fs::makeDirectories(state_path, 0711); !r) return fail(r.error().message);
 
-  drivers::libvirt::LibvirtDriverOptions driver_options;
-  driver_options.connection.uri = cfg.libvirt.uri;
-  driver_options.connection.keepalive_interval = static_cast<int>(cfg.libvirt.keepalive_interval);
-  driver_options.connection.keepalive_count = cfg.libvirt.keepalive_count;
-  driver_options.virt_type = cfg.libvirt.virt_type;
-  driver_options.machine_type = cfg.libvirt.hw_machine_type;
-  driver_options.cpu_mode = cfg.libvirt.cpu_mode;
-  driver_options.uefi_loader = cfg.libvirt.uefi_loader;
-  driver_options.uefi_nvram_template = cfg.libvirt.uefi_nvram_template;
-  // Secrets name their owner, so the recovery sweep can tell this kilnd's from another's.
-  driver_options.secret_owner = state_path + "/instances";
-  drivers::libvirt::LibvirtDriver driver(driver_options);
+  drivers::libvirt::LibvirtDriver driver(driverOptionsFrom(cfg));
   if (auto r = driver.start(); !r) {
     log::warn("{}; kilnd keeps trying to connect", r.error().message);
   }
