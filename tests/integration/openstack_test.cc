@@ -108,119 +108,6 @@ std::string openstackConfig(const json& fx, const std::string& host) {
       kiln["project"].get<std::string>(), fx["region"].get<std::string>());
 }
 
-TEST_CASE(
-    "openstack: kilnd registers as nova-compute, answers Nova's RPC, and goes down when stopped",
-    "[openstack]") {
-  const json fx = fixture();
-  const std::string host = "kiln-" + kiln::randomUuid().substr(0, 8);
-  KilndHarness kilnd(openstackConfig(fx, host));
-  kilnd.start();
-
-  // Up within a few heartbeats.
-  json service;
-  const auto until = Clock::now() + 30s;
-  while (Clock::now() < until) {
-    service = serviceOf(fx, host);
-    if (!service.is_null() && service["State"] == "up") break;
-    std::this_thread::sleep_for(1s);
-  }
-  INFO(kilnd.logText());
-  REQUIRE(!service.is_null());
-  CHECK(service["State"] == "up");
-  CHECK(service["Status"] == "enabled");
-  // The log names the broker, never its password.
-  const std::string password = fx["rabbitmq"]["password"].get<std::string>();
-  CHECK(kilnd.logText().find(password) == std::string::npos);
-  CHECK(kilnd.logText().find("kilnd is nova-compute of host " + host) != std::string::npos);
-
-  // The compute node and its provider share the uuid kept under state_path.
-  const std::string node_uuid = readUuidFile(kilnd.statePath() + "/compute_id");
-  REQUIRE(kiln::canonicalUuid(node_uuid) == node_uuid);
-  json providers;
-  const auto provider_until = Clock::now() + 30s;
-  while (Clock::now() < provider_until) {
-    providers = openstackJson(fx, "resource provider list --uuid " + node_uuid);
-    if (!providers.empty()) break;
-    std::this_thread::sleep_for(1s);
-  }
-  REQUIRE(providers.size() == 1);
-  CHECK(providers[0]["name"] == host);
-  // The inventory as nova's libvirt driver computes it, with the defaults' reservations.
-  std::map<std::string, json> inventory;
-  const auto inventory_until = Clock::now() + 30s;
-  while (Clock::now() < inventory_until && inventory.size() < 3) {
-    inventory.clear();
-    for (const auto& row : openstackJson(fx, "resource provider inventory list " + node_uuid))
-      inventory[row["resource_class"].get<std::string>()] = row;
-    if (inventory.size() < 3) std::this_thread::sleep_for(1s);
-  }
-  REQUIRE(inventory.count("VCPU") == 1);
-  REQUIRE(inventory.count("MEMORY_MB") == 1);
-  REQUIRE(inventory.count("DISK_GB") == 1);
-  CHECK(inventory["VCPU"]["total"] == std::thread::hardware_concurrency());
-  CHECK(inventory["VCPU"]["allocation_ratio"] == 16.0);
-  CHECK(inventory["MEMORY_MB"]["reserved"] == 512);
-  CHECK(inventory["MEMORY_MB"]["allocation_ratio"] == 1.5);
-  CHECK(inventory["DISK_GB"]["total"].get<int>() > 0);
-  std::set<std::string> traits;
-  for (const auto& row : openstackJson(fx, "resource provider trait list " + node_uuid))
-    traits.insert(row["name"].get<std::string>());
-  for (const char* trait : {"COMPUTE_NODE", "COMPUTE_IMAGE_TYPE_QCOW2", "COMPUTE_VOLUME_ATTACH",
-                            "COMPUTE_NET_ATTACH_INTERFACE", "COMPUTE_STORAGE_BUS_VIRTIO"}) {
-    INFO(trait);
-    CHECK(traits.count(trait) == 1);
-  }
-  CHECK(traits.count("COMPUTE_STATUS_DISABLED") == 0);
-
-  // discover_hosts maps the host into the cell; then the API shows the hypervisor, its uptime
-  // asked of kilnd over RPC.
-  kiln::CommandSpec discover;
-  discover.argv = {"nova-manage", "--config-file", fx["nova"]["conf"].get<std::string>(), "cell_v2",
-                   "discover_hosts"};
-  discover.timeout = 120s;
-  kiln::PosixCommandRunner runner;
-  auto discovered = runner.run(discover);
-  REQUIRE(discovered.ok());
-  INFO(discovered->stderr_text);
-  REQUIRE(discovered->succeeded());
-  const json hypervisor = openstackJson(fx, "hypervisor show " + node_uuid);
-  INFO(hypervisor.dump());
-  CHECK(hypervisor["hypervisor_hostname"] == host);
-  CHECK(hypervisor["hypervisor_type"] == "QEMU");
-  CHECK(hypervisor["state"] == "up");
-  // The CLI splits `uptime`'s line into these.
-  CHECK_FALSE(hypervisor["uptime"].get<std::string>().empty());
-  CHECK_FALSE(hypervisor["load_average"].get<std::string>().empty());
-
-  // Disabling calls the host's set_host_enabled: answered at once, not after a 60 s timeout.
-  Cli disabled = openstack(
-      fx, "compute service set --disable --disable-reason kiln-test " + host + " nova-compute");
-  INFO(disabled.out.stderr_text);
-  REQUIRE(disabled.out.succeeded());
-  CHECK(disabled.seconds < 20);
-  CHECK(serviceOf(fx, host)["Status"] == "disabled");
-  CHECK(kilnd.logText().find("is disabled") != std::string::npos);
-  // The scheduler's prefilter skips the host from the moment the call is answered.
-  traits.clear();
-  for (const auto& row : openstackJson(fx, "resource provider trait list " + node_uuid))
-    traits.insert(row["name"].get<std::string>());
-  CHECK(traits.count("COMPUTE_STATUS_DISABLED") == 1);
-  CHECK(traits.count("COMPUTE_NODE") == 1);
-
-  // Stopped: no more heartbeats, and Nova calls it down after its service_down_time (20 s).
-  kilnd.stop();
-  const auto down_until = Clock::now() + 60s;
-  while (Clock::now() < down_until && serviceOf(fx, host)["State"] != "down")
-    std::this_thread::sleep_for(2s);
-  service = serviceOf(fx, host);
-  CHECK(service["State"] == "down");
-  // Deleting the service takes its compute node and resource provider with it.
-  Cli deleted = openstack(fx, "compute service delete " + service["ID"].get<std::string>());
-  INFO(deleted.out.stderr_text);
-  CHECK(deleted.out.succeeded());
-  CHECK(openstackJson(fx, "resource provider list --uuid " + node_uuid).empty());
-}
-
 }  // namespace
 
 namespace {
@@ -265,6 +152,36 @@ void discoverHosts(const json& fx) {
 // The allocations Placement holds for `consumer` (an instance), by provider.
 json allocationsOf(const json& fx, const std::string& consumer) {
   return openstackJson(fx, "resource provider allocation show " + consumer);
+}
+
+// kilnd on `host` up, its provider and inventory in Placement, the host mapped into the cell.
+// Returns the node's uuid (the provider's).
+std::string waitSchedulable(const json& fx, KilndHarness& kilnd, const std::string& host) {
+  pollJson(
+      fx, "compute service list --service nova-compute --host " + host,
+      [](const json& rows) { return !rows.empty() && rows[0]["State"] == "up"; }, 30s);
+  std::string node_uuid;
+  const auto until = Clock::now() + 30s;
+  while (Clock::now() < until) {
+    std::ifstream in(kilnd.statePath() + "/compute_id");
+    std::getline(in, node_uuid);
+    if (!node_uuid.empty() &&
+        !openstackJson(fx, "resource provider inventory list " + node_uuid).empty())
+      break;
+    std::this_thread::sleep_for(1s);
+  }
+  REQUIRE_FALSE(node_uuid.empty());
+  discoverHosts(fx);
+  return node_uuid;
+}
+
+std::string createServer(const json& fx, const std::string& host, const std::string& name,
+                         bool wait) {
+  const json server = openstackJson(
+      fx, fmt::format("server create --image {} --flavor kiln.tiny --network none "
+                      "--availability-zone nova:{} {}{}",
+                      fx["image"]["id"].get<std::string>(), host, wait ? "--wait " : "", name));
+  return server["id"].get<std::string>();
 }
 
 // The guest's console through Nova (get_console_output on kiln's host).
@@ -321,22 +238,7 @@ TEST_CASE("openstack: Nova builds and deletes a server on a kiln host", "[openst
                      "[glance]\napi_servers = " + fx["glance"]["url"].get<std::string>() +
                      "\ntoken_file = " + glance_token.path + "\n");
   kilnd.start();
-  const auto started = Clock::now();
-  pollJson(
-      fx, "compute service list --service nova-compute --host " + host,
-      [](const json& rows) { return !rows.empty() && rows[0]["State"] == "up"; }, 30s);
-  // The provider with its inventory, then the host mapped: schedulable.
-  std::string node_uuid;
-  while (Clock::now() < started + 30s) {
-    std::ifstream in(kilnd.statePath() + "/compute_id");
-    std::getline(in, node_uuid);
-    if (!node_uuid.empty() &&
-        !openstackJson(fx, "resource provider inventory list " + node_uuid).empty())
-      break;
-    std::this_thread::sleep_for(1s);
-  }
-  REQUIRE_FALSE(node_uuid.empty());
-  discoverHosts(fx);
+  const std::string node_uuid = waitSchedulable(fx, kilnd, host);
 
   const std::string image_id = fx["image"]["id"].get<std::string>();
   const std::string name = "kiln-srv-" + kiln::randomUuid().substr(0, 8);
@@ -484,34 +386,6 @@ TEST_CASE("openstack: Nova builds and deletes a server on a kiln host", "[openst
 
 namespace {
 
-// kilnd on `host` up, its provider and inventory in Placement, the host mapped into the cell.
-void waitSchedulable(const json& fx, KilndHarness& kilnd, const std::string& host) {
-  pollJson(
-      fx, "compute service list --service nova-compute --host " + host,
-      [](const json& rows) { return !rows.empty() && rows[0]["State"] == "up"; }, 30s);
-  std::string node_uuid;
-  const auto until = Clock::now() + 30s;
-  while (Clock::now() < until) {
-    std::ifstream in(kilnd.statePath() + "/compute_id");
-    std::getline(in, node_uuid);
-    if (!node_uuid.empty() &&
-        !openstackJson(fx, "resource provider inventory list " + node_uuid).empty())
-      break;
-    std::this_thread::sleep_for(1s);
-  }
-  REQUIRE_FALSE(node_uuid.empty());
-  discoverHosts(fx);
-}
-
-std::string createServer(const json& fx, const std::string& host, const std::string& name,
-                         bool wait) {
-  const json server = openstackJson(
-      fx, fmt::format("server create --image {} --flavor kiln.tiny --network none "
-                      "--availability-zone nova:{} {}{}",
-                      fx["image"]["id"].get<std::string>(), host, wait ? "--wait " : "", name));
-  return server["id"].get<std::string>();
-}
-
 TEST_CASE(
     "openstack: kilnd killed during a build and during a delete leaves no server building "
     "or deleting",
@@ -580,6 +454,115 @@ TEST_CASE(
   CHECK(allocationsOf(fx, built).empty());
   kilnd.stop();
   openstack(fx, "compute service delete " + serviceOf(fx, host)["ID"].get<std::string>());
+}
+
+}  // namespace
+
+namespace {
+
+TEST_CASE(
+    "openstack: kilnd registers as nova-compute, answers Nova's RPC, and goes down when stopped",
+    "[openstack]") {
+  const json fx = fixture();
+  const std::string host = "kiln-" + kiln::randomUuid().substr(0, 8);
+  KilndHarness kilnd(openstackConfig(fx, host));
+  kilnd.start();
+
+  // Up within a few heartbeats.
+  json service;
+  const auto until = Clock::now() + 30s;
+  while (Clock::now() < until) {
+    service = serviceOf(fx, host);
+    if (!service.is_null() && service["State"] == "up") break;
+    std::this_thread::sleep_for(1s);
+  }
+  INFO(kilnd.logText());
+  REQUIRE(!service.is_null());
+  CHECK(service["State"] == "up");
+  CHECK(service["Status"] == "enabled");
+  // The log names the broker, never its password.
+  const std::string password = fx["rabbitmq"]["password"].get<std::string>();
+  CHECK(kilnd.logText().find(password) == std::string::npos);
+  CHECK(kilnd.logText().find("kilnd is nova-compute of host " + host) != std::string::npos);
+
+  // The compute node and its provider share the uuid kept under state_path.
+  const std::string node_uuid = readUuidFile(kilnd.statePath() + "/compute_id");
+  REQUIRE(kiln::canonicalUuid(node_uuid) == node_uuid);
+  json providers;
+  const auto provider_until = Clock::now() + 30s;
+  while (Clock::now() < provider_until) {
+    providers = openstackJson(fx, "resource provider list --uuid " + node_uuid);
+    if (!providers.empty()) break;
+    std::this_thread::sleep_for(1s);
+  }
+  REQUIRE(providers.size() == 1);
+  CHECK(providers[0]["name"] == host);
+  // The inventory as nova's libvirt driver computes it, with the defaults' reservations.
+  std::map<std::string, json> inventory;
+  const auto inventory_until = Clock::now() + 30s;
+  while (Clock::now() < inventory_until && inventory.size() < 3) {
+    inventory.clear();
+    for (const auto& row : openstackJson(fx, "resource provider inventory list " + node_uuid))
+      inventory[row["resource_class"].get<std::string>()] = row;
+    if (inventory.size() < 3) std::this_thread::sleep_for(1s);
+  }
+  REQUIRE(inventory.count("VCPU") == 1);
+  REQUIRE(inventory.count("MEMORY_MB") == 1);
+  REQUIRE(inventory.count("DISK_GB") == 1);
+  CHECK(inventory["VCPU"]["total"] == std::thread::hardware_concurrency());
+  CHECK(inventory["VCPU"]["allocation_ratio"] == 16.0);
+  CHECK(inventory["MEMORY_MB"]["reserved"] == 512);
+  CHECK(inventory["MEMORY_MB"]["allocation_ratio"] == 1.5);
+  CHECK(inventory["DISK_GB"]["total"].get<int>() > 0);
+  std::set<std::string> traits;
+  for (const auto& row : openstackJson(fx, "resource provider trait list " + node_uuid))
+    traits.insert(row["name"].get<std::string>());
+  for (const char* trait : {"COMPUTE_NODE", "COMPUTE_IMAGE_TYPE_QCOW2", "COMPUTE_VOLUME_ATTACH",
+                            "COMPUTE_NET_ATTACH_INTERFACE", "COMPUTE_STORAGE_BUS_VIRTIO"}) {
+    INFO(trait);
+    CHECK(traits.count(trait) == 1);
+  }
+  CHECK(traits.count("COMPUTE_STATUS_DISABLED") == 0);
+
+  // discover_hosts maps the host into the cell; then the API shows the hypervisor, its uptime
+  // asked of kilnd over RPC.
+  discoverHosts(fx);
+  const json hypervisor = openstackJson(fx, "hypervisor show " + node_uuid);
+  INFO(hypervisor.dump());
+  CHECK(hypervisor["hypervisor_hostname"] == host);
+  CHECK(hypervisor["hypervisor_type"] == "QEMU");
+  CHECK(hypervisor["state"] == "up");
+  // The CLI splits `uptime`'s line into these.
+  CHECK_FALSE(hypervisor["uptime"].get<std::string>().empty());
+  CHECK_FALSE(hypervisor["load_average"].get<std::string>().empty());
+
+  // Disabling calls the host's set_host_enabled: answered at once, not after a 60 s timeout.
+  Cli disabled = openstack(
+      fx, "compute service set --disable --disable-reason kiln-test " + host + " nova-compute");
+  INFO(disabled.out.stderr_text);
+  REQUIRE(disabled.out.succeeded());
+  CHECK(disabled.seconds < 20);
+  CHECK(serviceOf(fx, host)["Status"] == "disabled");
+  CHECK(kilnd.logText().find("is disabled") != std::string::npos);
+  // The scheduler's prefilter skips the host from the moment the call is answered.
+  traits.clear();
+  for (const auto& row : openstackJson(fx, "resource provider trait list " + node_uuid))
+    traits.insert(row["name"].get<std::string>());
+  CHECK(traits.count("COMPUTE_STATUS_DISABLED") == 1);
+  CHECK(traits.count("COMPUTE_NODE") == 1);
+
+  // Stopped: no more heartbeats, and Nova calls it down after its service_down_time (20 s).
+  kilnd.stop();
+  const auto down_until = Clock::now() + 60s;
+  while (Clock::now() < down_until && serviceOf(fx, host)["State"] != "down")
+    std::this_thread::sleep_for(2s);
+  service = serviceOf(fx, host);
+  CHECK(service["State"] == "down");
+  // Deleting the service takes its compute node and resource provider with it.
+  Cli deleted = openstack(fx, "compute service delete " + service["ID"].get<std::string>());
+  INFO(deleted.out.stderr_text);
+  CHECK(deleted.out.succeeded());
+  CHECK(openstackJson(fx, "resource provider list --uuid " + node_uuid).empty());
 }
 
 }  // namespace

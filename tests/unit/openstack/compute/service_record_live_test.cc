@@ -57,20 +57,33 @@ json openstack(const json& fx, const std::string& args, bool as_json = true) {
   return run(spec, args, as_json);
 }
 
+// nova-conductor of the fixture's control plane, through kiln's own transport.
+struct LiveConductor {
+  LiveConductor(const json& fx, const std::string& connection_name)
+      : rabbit(rabbitOptions(fx, connection_name)), rpc(rabbit, handlers), conductor(rpc, 30s) {
+    rpc.start();
+    REQUIRE(rpc.waitConnected(10s));
+  }
+  static messaging::RabbitOptions rabbitOptions(const json& fx, const std::string& name) {
+    auto url = messaging::parseTransportUrl(fx["transport_url"].get<std::string>());
+    REQUIRE(url.ok());
+    messaging::RabbitOptions options;
+    options.url = *url;
+    options.connection_name = name;
+    return options;
+  }
+  messaging::RabbitOptions rabbit;
+  kiln::WorkQueue handlers{1};
+  messaging::RpcTransport rpc;
+  nova::Conductor conductor;
+};
+
 TEST_CASE("service record: kiln registers with Nova through the conductor and shows up",
           "[openstack-live]") {
   if (!fixtureDir()) return;
   const json fx = fixture();
-  auto url = messaging::parseTransportUrl(fx["transport_url"].get<std::string>());
-  REQUIRE(url.ok());
-  messaging::RabbitOptions rabbit;
-  rabbit.url = *url;
-  rabbit.connection_name = "kiln-service-record-test";
-  kiln::WorkQueue handlers(1);
-  messaging::RpcTransport rpc(rabbit, handlers);
-  rpc.start();
-  REQUIRE(rpc.waitConnected(10s));
-  nova::Conductor conductor(rpc, 30s);
+  LiveConductor live(fx, "kiln-service-record-test");
+  nova::Conductor& conductor = live.conductor;
   const std::string host = "kiln-live-" + messaging::newMessageId().substr(0, 8);
   compute::ServiceRecord record(conductor, host);
   REQUIRE(record.ensure().ok());
@@ -127,16 +140,8 @@ TEST_CASE("compute node record: kiln's compute node is the hypervisor Nova lists
           "[openstack-live]") {
   if (!fixtureDir()) return;
   const json fx = fixture();
-  auto url = messaging::parseTransportUrl(fx["transport_url"].get<std::string>());
-  REQUIRE(url.ok());
-  messaging::RabbitOptions rabbit;
-  rabbit.url = *url;
-  rabbit.connection_name = "kiln-compute-node-test";
-  kiln::WorkQueue handlers(1);
-  messaging::RpcTransport rpc(rabbit, handlers);
-  rpc.start();
-  REQUIRE(rpc.waitConnected(10s));
-  nova::Conductor conductor(rpc, 30s);
+  LiveConductor live(fx, "kiln-compute-node-test");
+  nova::Conductor& conductor = live.conductor;
   const std::string host = "kiln-node-" + messaging::newMessageId().substr(0, 8);
   compute::ServiceRecord service(conductor, host);
   REQUIRE(service.ensure().ok());
