@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "tests/integration/kilnd_harness.h"
+#include "tests/integration/libvirtd_control.h"
 #include "tests/integration/orphans.h"
 #include "tests/integration/test_network.h"
 #include "tests/integration/tgt_volume.h"
@@ -342,26 +343,6 @@ TEST_CASE("crash matrix: snapshot", "[integration][volumes][crash]") {
   matrix.run({"snapshot.after_export", Op::kSnapshot, "error"});
 }
 
-namespace {
-
-// Restarts the system libvirtd by its pid file (not by name: other daemons are not ours).
-void restartLibvirtd() {
-  std::string pid_text = kiln::testing::readAll("/run/libvirtd.pid");
-  pid_t pid = static_cast<pid_t>(std::atoi(pid_text.c_str()));
-  REQUIRE(pid > 1);
-  REQUIRE(::kill(pid, SIGTERM) == 0);
-  for (int i = 0; i < 300 && ::kill(pid, 0) == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  REQUIRE(::kill(pid, 0) != 0);
-  REQUIRE(std::system("libvirtd -d") == 0);
-  for (int i = 0; i < 200 && !kiln::testing::virsh({"version"}); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-}
-
-}  // namespace
-
 TEST_CASE("libvirtd restarted in the middle of a launch: active or error, no orphans",
           "[integration][crash][libvirtd-restart]") {
   std::vector<Row> rows;
@@ -384,7 +365,7 @@ TEST_CASE("libvirtd restarted in the middle of a launch: active or error, no orp
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     REQUIRE(kilnd.logText().find(hit) != std::string::npos);
-    restartLibvirtd();
+    kiln::testing::restartLibvirtd();
 
     json rec = settle(kilnd, uuid, std::chrono::seconds(90));
     REQUIRE_FALSE(rec.is_null());

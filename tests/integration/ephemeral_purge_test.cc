@@ -20,6 +20,7 @@
 
 #include "common/command_runner.h"
 #include "tests/integration/kilnd_harness.h"
+#include "tests/integration/libvirtd_control.h"
 #include "tests/support/local_images.h"
 #include "tests/support/temp_dir.h"
 
@@ -235,11 +236,7 @@ void runPurgeCase(const PurgeCase& c) {
     // sealed key and the guest reads its mark back through the LUKS layer.
     REQUIRE(kilnd.api("POST", "/v1/instances/" + uuid + "/action", R"({"stop":{}})").status == 202);
     kilnd.waitForState(uuid, "stopped");
-    REQUIRE(std::system("pkill -x libvirtd") == 0);
-    for (int i = 0; i < 100 && std::system("pgrep -x libvirtd >/dev/null") == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    REQUIRE(std::system("libvirtd -d") == 0);
+    kiln::testing::restartLibvirtd();
     bool back = false;
     for (int i = 0; i < 300 && !back; ++i) {
       back = kilnd.api("GET", "/healthz", "", false).status == 200;

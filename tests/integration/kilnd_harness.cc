@@ -1,5 +1,7 @@
 #include "tests/integration/kilnd_harness.h"
 
+#include "tests/integration/libvirtd_control.h"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -127,7 +129,10 @@ KilndHarness::~KilndHarness() {
 }
 
 void KilndHarness::start() {
-  if (!tryStart()) FAIL("kilnd did not start:\n" << logText());
+  if (tryStart()) return;
+  // Without libvirt every later test fails the same way: say first which daemon is missing.
+  if (!virsh({"version"})) FAIL("kilnd did not start: " << libvirtdDiagnosis() << logText());
+  FAIL("kilnd did not start:\n" << logText());
 }
 
 bool KilndHarness::tryStart() {

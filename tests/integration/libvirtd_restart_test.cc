@@ -4,12 +4,9 @@
 
 #include "common/command_runner.h"
 #include "tests/integration/kilnd_harness.h"
+#include "tests/integration/libvirtd_control.h"
 
 using kiln::testing::KilndHarness;
-
-namespace {
-int sh(const std::string& cmd) { return std::system(cmd.c_str()); }
-}  // namespace
 
 TEST_CASE("kilnd reconnects after libvirtd restarts", "[integration][libvirtd-restart]") {
   KilndHarness kilnd;
@@ -24,7 +21,7 @@ TEST_CASE("kilnd reconnects after libvirtd restarts", "[integration][libvirtd-re
   REQUIRE(r.status == 202);
   kilnd.waitForState(uuid, "active");
 
-  REQUIRE(sh("pkill -x libvirtd") == 0);
+  kiln::testing::stopLibvirtd();
   // healthz turns 503 while libvirtd is away...
   bool saw_down = false;
   for (int i = 0; i < 100 && !saw_down; ++i) {
@@ -32,7 +29,7 @@ TEST_CASE("kilnd reconnects after libvirtd restarts", "[integration][libvirtd-re
     if (!saw_down) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   CHECK(saw_down);
-  REQUIRE(sh("libvirtd -d") == 0);
+  kiln::testing::startLibvirtd();
   // ...and 200 again once kilnd has reconnected on its own.
   bool back = false;
   for (int i = 0; i < 300 && !back; ++i) {
