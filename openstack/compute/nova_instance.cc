@@ -62,6 +62,27 @@ Result<void> NovaInstance::eventFinish(const std::string& event, const std::stri
   return success();
 }
 
+void NovaInstance::recordStart(const std::string& event) {
+  if (auto started = eventStart(event); !started) {
+    log::warn("OpenStack: instance {}: recording the start of {} failed: {}", uuid_, event,
+              started.error().message);
+  }
+}
+
+void NovaInstance::recordFinish(const std::string& event, const std::string& failure) {
+  if (auto finished = eventFinish(event, failure); !finished) {
+    log::warn("OpenStack: instance {}: recording the end of {} failed: {}", uuid_, event,
+              finished.error().message);
+  }
+}
+
+void NovaInstance::recordFault(const std::string& message, int code) {
+  if (auto fault = addFault(message, "", code); !fault) {
+    log::error("OpenStack: instance {}: recording the fault failed: {}", uuid_,
+               fault.error().message);
+  }
+}
+
 Result<void> NovaInstance::addFault(const std::string& message, const std::string& details,
                                     int code) {
   nova::NovaObject fault =

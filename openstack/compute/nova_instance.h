@@ -45,6 +45,12 @@ class NovaInstance {
   Result<void> addFault(const std::string& message, const std::string& details = "",
                         int code = 500);
 
+  // The same three for the record only: a failure to record is logged, never allowed to stop
+  // the operation it describes (nova's EventReporter and fault decorators behave alike).
+  void recordStart(const std::string& event);
+  void recordFinish(const std::string& event, const std::string& failure = "");
+  void recordFault(const std::string& message, int code = 500);
+
   // Instance.destroy(): the last step of a delete.
   Result<void> destroy();
 

@@ -16,13 +16,9 @@ Result<PowerSyncReport> syncPowerStates(nova::Conductor& conductor, const std::s
   auto listed = conductor.classAction(context, "InstanceList", "get_by_host", json{host},
                                       json{{"expected_attrs", json::array()}});
   if (!listed) return listed.error();
-  const json objects =
-      listed->is_object()
-          ? listed->value("nova_object.data", json::object()).value("objects", json::array())
-          : json::array();
   const auto guests = instances.guests();
   PowerSyncReport report;
-  for (const auto& primitive : objects) {
+  for (const auto& primitive : nova::listItems(*listed)) {
     auto instance = nova::NovaObject::fromPrimitive(primitive);
     if (!instance) continue;
     ++report.instances;

@@ -17,20 +17,8 @@
 #include "openstack/nova/request_context.h"
 
 namespace kiln::openstack::compute {
-namespace {
 
 using nlohmann::json;
-
-std::vector<json> instancesOf(const json& list) {
-  std::vector<json> out;
-  if (!list.is_object()) return out;
-  for (const auto& item :
-       list.value("nova_object.data", json::object()).value("objects", json::array()))
-    out.push_back(item);
-  return out;
-}
-
-}  // namespace
 
 Result<RecoveryReport> recoverInstances(const InstanceOperations& ops) {
   const json context = nova::adminContext();
@@ -39,7 +27,7 @@ Result<RecoveryReport> recoverInstances(const InstanceOperations& ops) {
   if (!listed) return listed.error();
   RecoveryReport report;
   const auto guests = ops.instances.guests();
-  for (const auto& primitive : instancesOf(*listed)) {
+  for (const auto& primitive : nova::listItems(*listed)) {
     auto object = nova::NovaObject::fromPrimitive(primitive);
     if (!object) continue;
     NovaInstance instance(ops.conductor, context, std::move(object).value(), ops.host);
@@ -96,7 +84,7 @@ Result<RecoveryReport> recoverInstances(const InstanceOperations& ops) {
               deleted.error().message);
     return report;
   }
-  for (const auto& primitive : instancesOf(*deleted)) {
+  for (const auto& primitive : nova::listItems(*deleted)) {
     const std::string uuid =
         primitive.value("nova_object.data", json::object()).value("uuid", std::string());
     if (uuid.empty() || !guests.contains(uuid)) continue;

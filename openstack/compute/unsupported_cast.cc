@@ -26,22 +26,13 @@ RpcOutcome unsupportedInstanceCast(const InstanceOperations& ops, const RpcReque
   const std::string message =
       fmt::format("kiln does not support {} (instance {} is unchanged)", request.method, uuid);
   log::warn("OpenStack: {}", message);
-  if (auto started = instance.eventStart(event); !started) {
-    log::warn("OpenStack: instance {}: recording {} failed: {}", uuid, event,
-              started.error().message);
-  }
-  if (auto fault = instance.addFault(message, "", 501); !fault) {
-    log::error("OpenStack: instance {}: recording the fault failed: {}", uuid,
-               fault.error().message);
-  }
+  instance.recordStart(event);
+  instance.recordFault(message, 501);
   if (auto saved = instance.save({{"task_state", nullptr}}); !saved) {
     log::error("OpenStack: instance {}: clearing its task state failed: {}", uuid,
                saved.error().message);
   }
-  if (auto finished = instance.eventFinish(event, message); !finished) {
-    log::warn("OpenStack: instance {}: recording {} failed: {}", uuid, event,
-              finished.error().message);
-  }
+  instance.recordFinish(event, message);
   return RpcOutcome::ok();
 }
 

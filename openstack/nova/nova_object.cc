@@ -114,4 +114,17 @@ Result<void> NovaObject::applyUpdates(const json& updates) {
   return success();
 }
 
+std::vector<nlohmann::json> listItems(const nlohmann::json& list) {
+  std::vector<nlohmann::json> out;
+  if (!list.is_object()) return out;
+  const auto data = list.find("nova_object.data");
+  if (data == list.end() || !data->is_object()) return out;
+  const auto objects = data->find("objects");
+  if (objects == data->end() || !objects->is_array()) return out;
+  for (const auto& item : *objects) {
+    if (item.is_object()) out.push_back(item);
+  }
+  return out;
+}
+
 }  // namespace kiln::openstack::nova

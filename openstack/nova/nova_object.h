@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 
@@ -58,5 +59,9 @@ class NovaObject {
   nlohmann::json data_ = nlohmann::json::object();
   std::set<std::string> changes_;
 };
+
+// The items of an ObjectList primitive (InstanceList, BlockDeviceMappingList, ...): the
+// primitives in its data's "objects", those that are JSON objects. Nothing for anything else.
+std::vector<nlohmann::json> listItems(const nlohmann::json& list);
 
 }  // namespace kiln::openstack::nova
