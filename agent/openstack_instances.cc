@@ -136,6 +136,22 @@ Result<openstack::compute::PowerOutcome> OpenStackInstances::power(
   return outcome;
 }
 
+Result<openstack::compute::SnapshotOutcome> OpenStackInstances::snapshot(
+    const std::string& uuid, const std::string& image_id, std::chrono::milliseconds timeout) {
+  if (auto accepted = manager_.snapshotInto(uuid, image_id); !accepted) return accepted.error();
+  // The snapshot holds the task until its upload ended (or failed and discarded the image).
+  auto settled = manager_.waitFor(
+      uuid, [](const InstanceRecord& r) { return r.task_state == state::TaskState::kNone; },
+      timeout);
+  if (!settled) return settled.error();
+  if (!*settled) return Error::notFound(fmt::format("Instance '{}' is gone", uuid));
+  return openstack::compute::SnapshotOutcome{(*settled)->action_error};
+}
+
+void OpenStackInstances::stopWaiting() { manager_.stopWaiting(); }
+
+bool OpenStackInstances::stopping() const { return manager_.stoppedWaiting(); }
+
 Result<std::string> OpenStackInstances::consoleOutput(const std::string& uuid,
                                                       std::uint64_t max_bytes) {
   return manager_.consoleLog(uuid, max_bytes);

@@ -19,8 +19,13 @@ class OpenStackInstances final : public openstack::compute::InstanceHost {
   Result<openstack::compute::PowerOutcome> power(const std::string& uuid,
                                                  openstack::compute::PowerRequest request,
                                                  std::chrono::milliseconds timeout) override;
+  Result<openstack::compute::SnapshotOutcome> snapshot(const std::string& uuid,
+                                                       const std::string& image_id,
+                                                       std::chrono::milliseconds timeout) override;
   Result<std::string> consoleOutput(const std::string& uuid, std::uint64_t max_bytes) override;
   std::map<std::string, openstack::compute::GuestState> guests() override;
+  void stopWaiting() override;
+  bool stopping() const override;
 
  private:
   lifecycle::InstanceManager& manager_;

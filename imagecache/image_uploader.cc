@@ -447,6 +447,14 @@ Result<void> LocalDirUploader::discard(const std::string& image_id) {
   return fs::fsyncDirectory(dir_);
 }
 
+Result<void> LocalDirUploader::adopt(const std::string& image_id, const std::string&,
+                                     const std::string&) {
+  return Error::invalid(fmt::format(
+      "Image '{}' was created by another service, and kiln's images are in the local directory "
+      "'{}': an image service's snapshots need [glance] api_servers",
+      printable(image_id), dir_));
+}
+
 // ---------------------------------------------------------------------------------------------
 // GlanceUploader
 
@@ -623,6 +631,51 @@ Result<void> GlanceUploader::discard(const std::string& image_id) {
         fmt::format("Image id '{}' is not a valid image id", printable(image_id)));
   }
   return remove(image_id, 0);
+}
+
+Result<void> GlanceUploader::adopt(const std::string& image_id, const std::string& disk_format,
+                                   const std::string& container_format) {
+  if (!isSafeImageId(image_id)) {
+    return Error::invalid(
+        fmt::format("Image id '{}' is not a valid image id", printable(image_id)));
+  }
+  auto record = records_->getRecord(image_id);
+  if (!record) return record.error();
+  if (record->status != "queued") {
+    return Error::conflict(fmt::format("Image '{}' is {}, not queued: it cannot take a snapshot",
+                                       image_id, printable(record->status)));
+  }
+  nlohmann::json patch = nlohmann::json::array();
+  for (const auto& [field, value] :
+       {std::pair{"/disk_format", disk_format}, std::pair{"/container_format", container_format}}) {
+    patch.push_back({{"op", "replace"}, {"path", field}, {"value", value}});
+  }
+  const std::string body = patch.dump();
+  const std::string action = fmt::format("set the formats of image '{}'", image_id);
+  auto patched = endpoint_->withRetries<void>(
+      fmt::format("Setting the formats of image '{}'", image_id),
+      [&](const std::string& server) -> Attempt<void> {
+        auto spec = endpoint_->requestFor(server + "/v2/images/" + image_id);
+        if (!spec) return {spec.error(), false};
+        bool sent_token = sentToken(*spec);
+        spec->max_body_bytes = glance::kRecordMaxBytes;
+        spec->total_timeout =
+            endpoint_->options().connect_timeout + endpoint_->options().stall_timeout;
+        spec->headers.emplace_back("Content-Type", "application/openstack-images-v2.1-json-patch");
+        spec->headers.emplace_back("Accept", "application/json");
+        auto reply = http_.send(*spec, "PATCH", body);
+        // A replace is idempotent: repeating it after a lost answer does no harm.
+        if (!reply) return {reply.error(), reply.error().code == ErrorCode::kUnavailable};
+        if (reply->status == 200) return {success(), false};
+        Failure f =
+            failureForStatus(reply->status, reply->body, server, action, image_id, sent_token);
+        return {std::move(f.error), f.retryable};
+      });
+  if (patched) {
+    log::info("Image '{}' in Glance takes a {}/{} snapshot", image_id, disk_format,
+              container_format);
+  }
+  return patched;
 }
 
 Result<void> GlanceUploader::remove(const std::string& image_id, unsigned max_attempts) {

@@ -8,6 +8,12 @@
 //                                 the image is deleted, so no half image is ever left behind
 //   discard(id)                   the capture failed: the created image goes away
 //
+// or, when another service made the record (Nova's API creates a snapshot's image before it
+// asks the compute host for the bytes):
+//
+//   adopt(id, formats)            the queued image is checked and given its formats, then
+//   upload(id, file) as above
+//
 // Both implementations describe the image with Glance's field names, so LocalDirSource and
 // GlanceSource read back exactly what was written.
 
@@ -58,6 +64,11 @@ class ImageUploader {
   // Removes a created image that will not be uploaded (e.g. the capture failed). An image that
   // is already gone is not an error: discard may be repeated (after a crash, say).
   virtual Result<void> discard(const std::string& image_id) = 0;
+  // Takes over a queued image that someone else created, so that upload() can fill it: it must
+  // exist and be queued (kConflict otherwise, kNotFound when it is gone), and gets the formats
+  // of the file that will be uploaded. Nothing is deleted when it fails.
+  virtual Result<void> adopt(const std::string& image_id, const std::string& disk_format,
+                             const std::string& container_format) = 0;
 };
 
 // The local image directory that LocalDirSource reads. create() writes the request to
@@ -74,6 +85,9 @@ class LocalDirUploader final : public ImageUploader {
   Result<std::string> create(const NewImage& image) override;
   Result<void> upload(const std::string& image_id, const std::string& file_path) override;
   Result<void> discard(const std::string& image_id) override;
+  // Images made elsewhere are Glance's: the local directory has no one else who creates them.
+  Result<void> adopt(const std::string& image_id, const std::string& disk_format,
+                     const std::string& container_format) override;
 
  private:
   std::string dir_;
@@ -88,6 +102,8 @@ class LocalDirUploader final : public ImageUploader {
 //            sha512. A 409 (the image is no longer queued, e.g. "saving" after a partial upload)
 //            is final unless that record shows an earlier attempt already completed.
 //   discard  DELETE /v2/images/{id}; 404 counts as done. upload() calls it on every failure.
+//   adopt    GET /v2/images/{id} (must be queued), then PATCH its disk_format and
+//            container_format (a JSON patch, as glanceclient sends it for nova-compute)
 // Safe to use from several threads at once if the HttpClient is.
 class GlanceUploader final : public ImageUploader {
  public:
@@ -102,6 +118,8 @@ class GlanceUploader final : public ImageUploader {
   Result<std::string> create(const NewImage& image) override;
   Result<void> upload(const std::string& image_id, const std::string& file_path) override;
   Result<void> discard(const std::string& image_id) override;
+  Result<void> adopt(const std::string& image_id, const std::string& disk_format,
+                     const std::string& container_format) override;
 
  private:
   GlanceUploader(std::unique_ptr<GlanceEndpoint> endpoint, HttpClient& http,

@@ -38,6 +38,7 @@ InstanceManager::~InstanceManager() {
 
 void InstanceManager::shutdown() {
   shutting_down_ = true;
+  table_.stopWaiting();
   reconciler_.stop();
 }
 
@@ -59,6 +60,11 @@ Result<InstanceRecord> InstanceManager::powerAction(const std::string& uuid, Pow
 Result<std::string> InstanceManager::snapshot(const std::string& uuid, const std::string& name,
                                               const nlohmann::json& metadata) {
   return snapshots_.request(uuid, name, metadata);
+}
+
+Result<void> InstanceManager::snapshotInto(const std::string& uuid, const std::string& image_id) {
+  if (shutting_down_) return Error::unavailable("kilnd is shutting down");
+  return snapshots_.requestInto(uuid, image_id);
 }
 
 Result<InstanceRecord> InstanceManager::attachVolume(const std::string& uuid,
@@ -94,6 +100,10 @@ Result<std::optional<InstanceRecord>> InstanceManager::waitFor(
   if (!entry) return std::optional<InstanceRecord>();
   return table_.waitFor(*entry, done, timeout);
 }
+
+void InstanceManager::stopWaiting() { table_.stopWaiting(); }
+
+bool InstanceManager::stoppedWaiting() const { return table_.stoppedWaiting(); }
 
 std::vector<InstanceRecord> InstanceManager::list() const { return table_.records(); }
 

@@ -78,6 +78,9 @@ class InstanceManager {
   // inherits the base image's properties. Returns the new image's id; the upload runs on.
   Result<std::string> snapshot(const std::string& uuid, const std::string& name,
                                const nlohmann::json& metadata);
+  // The same capture into `image_id`, a queued image another service created (Nova's API):
+  // it gets its formats and the bytes; the properties are the creator's. 202-style.
+  Result<void> snapshotInto(const std::string& uuid, const std::string& image_id);
   // Hot-plug and unplug of volumes on an active or stopped instance; 202-style.
   Result<state::InstanceRecord> attachVolume(const std::string& uuid,
                                              api::BlockDeviceRequest request);
@@ -91,6 +94,9 @@ class InstanceManager {
   Result<std::optional<state::InstanceRecord>> waitFor(
       const std::string& uuid, const std::function<bool(const state::InstanceRecord&)>& done,
       std::chrono::milliseconds timeout) const;
+  // Ends every waitFor at once, now and later, with kUnavailable (kilnd is stopping).
+  void stopWaiting();
+  bool stoppedWaiting() const;
   std::vector<state::InstanceRecord> list() const;
   Result<std::string> consoleLog(const std::string& uuid, std::uint64_t max_bytes) const;
   Usage usage() const;

@@ -171,8 +171,12 @@ Result<std::optional<InstanceRecord>> InstanceTable::waitFor(
     Entry& entry, const std::function<bool(const InstanceRecord&)>& done,
     std::chrono::milliseconds timeout) const {
   std::unique_lock lock(entry.mu);
-  const bool held =
-      entry.changed.wait_for(lock, timeout, [&] { return entry.removed || done(entry.record); });
+  const bool held = entry.changed.wait_for(
+      lock, timeout, [&] { return stop_waiting_ || entry.removed || done(entry.record); });
+  if (stop_waiting_ && !entry.removed && !done(entry.record)) {
+    return Error::unavailable(
+        fmt::format("kilnd is stopping: no longer waiting for instance '{}'", entry.uuid()));
+  }
   if (!held) {
     return Error::unavailable(
         fmt::format("Instance '{}' did not settle within {} s", entry.uuid(),
@@ -180,6 +184,15 @@ Result<std::optional<InstanceRecord>> InstanceTable::waitFor(
   }
   if (entry.removed) return std::optional<InstanceRecord>();
   return std::optional<InstanceRecord>(entry.record);
+}
+
+void InstanceTable::stopWaiting() {
+  stop_waiting_ = true;
+  // Under each entry's lock, so that a waiter between its check and its wait is not missed.
+  for (const auto& entry : entries()) {
+    std::lock_guard lock(entry->mu);
+    entry->changed.notify_all();
+  }
 }
 
 Result<InstanceTable::Job> InstanceTable::beginJob(const EntryPtr& entry, JobKind kind,

@@ -10,6 +10,7 @@
 // returns ends its own when destroyed. No lock is held across a slow call (a download, qemu-img,
 // a libvirt start); only the job is.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -146,6 +147,10 @@ class InstanceTable {
   Result<std::optional<state::InstanceRecord>> waitFor(
       Entry& entry, const std::function<bool(const state::InstanceRecord&)>& done,
       std::chrono::milliseconds timeout) const;
+  // Ends every waitFor, those under way and those to come, with kUnavailable: kilnd is stopping
+  // and its callers must not hold the shutdown up for the length of a download.
+  void stopWaiting();
+  bool stoppedWaiting() const { return stop_waiting_; }
 
   state::InstanceStore& store() { return store_; }
 
@@ -156,6 +161,7 @@ class InstanceTable {
   const Clock& clock_;
   mutable std::mutex mutex_;
   std::map<std::string, EntryPtr> entries_;
+  std::atomic<bool> stop_waiting_{false};
 };
 
 using EntryPtr = InstanceTable::EntryPtr;

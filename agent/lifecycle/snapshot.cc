@@ -46,6 +46,13 @@ nlohmann::json inheritedProperties(const InstanceRecord& rec) {
   return out;
 }
 
+// Gives the instance back when a snapshot did not get as far as its job.
+void releaseTask(InstanceTable& table, InstanceTable::Entry& entry) {
+  table.settle(entry, [](InstanceRecord& rec) {
+    if (rec.task_state == TaskState::kImageUploading) rec.task_state = TaskState::kNone;
+  });
+}
+
 }  // namespace
 
 Snapshotter::Snapshotter(InstanceTable& table, Executor& jobs, drivers::ComputeDriver& driver,
@@ -89,33 +96,63 @@ Result<std::string> Snapshotter::request(const std::string& uuid, const std::str
     return success();
   });
   if (!taken) return taken.error();
-  auto giveBack = [&] {
-    table_.settle(*entry, [](InstanceRecord& rec) {
-      if (rec.task_state == TaskState::kImageUploading) rec.task_state = TaskState::kNone;
-    });
-  };
   // The image record exists before the answer, so the scheduler gets an id it can poll.
   auto image_id = uploader_.create(image);
   if (!image_id) {
-    giveBack();
+    releaseTask(table_, *entry);
     return image_id.error();
   }
+  if (auto started = start(entry, *image_id); !started) return started.error();
+  return *image_id;
+}
+
+Result<void> Snapshotter::requestInto(const std::string& uuid, const std::string& image_id) {
+  // As nova's @delete_image_on_error: a snapshot that cannot start takes its image with it, so
+  // no queued image outlives the request.
+  EntryPtr entry = table_.find(uuid);
+  if (!entry) {
+    (void)uploader_.discard(image_id);
+    return Error::notFound(fmt::format("Instance '{}' does not exist", uuid));
+  }
+  auto taken = table_.update(*entry, [&](InstanceRecord& rec) -> Result<void> {
+    if (auto r = admit(Operation::kSnapshot, rec); !r) return r;
+    if (rec.disks.empty() || rec.disks[0].device != "vda") {
+      return Error::conflict(fmt::format(
+          "Instance '{}' boots from a volume; snapshot the volume in the volume service", uuid));
+    }
+    rec.task_state = taskOf(Operation::kSnapshot);
+    rec.action_error.clear();
+    return success();
+  });
+  if (!taken) {
+    (void)uploader_.discard(image_id);
+    return taken.error();
+  }
+  if (auto adopted = uploader_.adopt(image_id, "qcow2", "bare"); !adopted) {
+    // An image that is not queued (kConflict) was never this snapshot's to fill or delete.
+    if (adopted.error().code != ErrorCode::kConflict) (void)uploader_.discard(image_id);
+    releaseTask(table_, *entry);
+    return adopted.error();
+  }
+  return start(entry, image_id);
+}
+
+Result<void> Snapshotter::start(const EntryPtr& entry, const std::string& image_id) {
   // The marker names the image until the snapshot ends: after a crash, the recovery discards the
   // image it names, so no image that never got its bytes is left behind.
-  const std::string marker = markerPath(*image_id);
+  const std::string marker = markerPath(image_id);
   Result<void> marked = fs::makeDirectories(options_.snapshots_dir, 0700);
-  if (marked) marked = fs::writeFileAtomically(marker, uuid, 0600);
+  if (marked) marked = fs::writeFileAtomically(marker, entry->uuid(), 0600);
   if (!marked) {
-    (void)uploader_.discard(*image_id);
-    giveBack();
+    (void)uploader_.discard(image_id);
+    releaseTask(table_, *entry);
     return marked.error();
   }
-  std::string id = *image_id;
-  if (!jobs_.post([this, entry, id] { run(entry, id); })) {
+  if (!jobs_.post([this, entry, image_id] { run(entry, image_id); })) {
     // The marker stays: the next start discards the image.
     return Error::unavailable("kilnd is shutting down");
   }
-  return id;
+  return success();
 }
 
 void Snapshotter::run(const EntryPtr& entry, const std::string& image_id) {

@@ -30,12 +30,19 @@ class Snapshotter {
   Result<std::string> request(const std::string& uuid, const std::string& name,
                               const nlohmann::json& metadata);
 
+  // The same capture into a queued image that another service created (Nova's API, which also
+  // set its properties): the image gets its formats and then the bytes. The image is deleted
+  // when the snapshot cannot start or fails, as nova-compute deletes it.
+  Result<void> requestInto(const std::string& uuid, const std::string& image_id);
+
   // The snapshot markers left by a restart, listed before any new snapshot can start.
   std::vector<std::string> interruptedMarkers() const;
   // Discards the images the markers name (a restart interrupted their snapshots).
   void discardInterrupted(const std::vector<std::string>& markers);
 
  private:
+  // Marks the image (for the recovery after a crash) and queues the capture and upload.
+  Result<void> start(const EntryPtr& entry, const std::string& image_id);
   void run(const EntryPtr& entry, const std::string& image_id);
   std::string markerPath(const std::string& image_id) const;
 

@@ -24,12 +24,11 @@ constexpr const char* kBuildEvent = "compute__do_build_and_run_instance";
 
 // The data of each object in a list object's primitive (NetworkRequestList,
 // BlockDeviceMappingList); an absent or null list is empty.
-std::vector<json> listObjects(const json& list) {
+// The data of each item of an ObjectList primitive.
+std::vector<json> listData(const json& list) {
   std::vector<json> out;
-  if (!list.is_object()) return out;
-  const json& data = list.value("nova_object.data", json::object());
-  for (const auto& item : data.value("objects", json::array())) {
-    if (item.is_object()) out.push_back(item.value("nova_object.data", json::object()));
+  for (const auto& item : nova::listItems(list)) {
+    out.push_back(item.value("nova_object.data", json::object()));
   }
   return out;
 }
@@ -47,7 +46,7 @@ bool truthy(const std::string& text) {
 
 Result<BuildRequest> buildRequestFrom(const nova::NovaObject& instance, const json& context,
                                       const json& args) {
-  for (const auto& network : listObjects(args.value("requested_networks", json()))) {
+  for (const auto& network : listData(args.value("requested_networks", json()))) {
     const std::string id = textOf(network, "network_id");
     if (id != "none") {
       return Error::invalid(fmt::format(
@@ -56,7 +55,7 @@ Result<BuildRequest> buildRequestFrom(const nova::NovaObject& instance, const js
           id.empty() ? "a port" : id));
     }
   }
-  for (const auto& bdm : listObjects(args.value("block_device_mapping", json()))) {
+  for (const auto& bdm : listData(args.value("block_device_mapping", json()))) {
     if (textOf(bdm, "destination_type") == "volume") {
       return Error::invalid(
           "kiln does not yet attach Cinder volumes through Nova (a block device mapping names "
@@ -109,15 +108,9 @@ RpcOutcome buildAndRunInstance(const InstanceOperations& ops, const RpcRequest& 
   const std::string& uuid = instance.uuid();
   const auto held = ops.locks.lock(uuid);
   const auto started = std::chrono::steady_clock::now();
-  if (auto event = instance.eventStart(kBuildEvent); !event) {
-    log::warn("OpenStack: instance {}: recording the build's start failed: {}", uuid,
-              event.error().message);
-  }
+  instance.recordStart(kBuildEvent);
   auto finish = [&](const std::string& failure) {
-    if (auto event = instance.eventFinish(kBuildEvent, failure); !event) {
-      log::warn("OpenStack: instance {}: recording the build's end failed: {}", uuid,
-                event.error().message);
-    }
+    instance.recordFinish(kBuildEvent, failure);
     return RpcOutcome::ok();
   };
   // Nova's BuildAbortException: nothing is left on the host, the instance ends ERROR.
@@ -134,10 +127,7 @@ RpcOutcome buildAndRunInstance(const InstanceOperations& ops, const RpcRequest& 
       }
     }
     const std::string message = fmt::format("Build of instance {} aborted: {}", uuid, reason);
-    if (auto fault = instance.addFault(message); !fault) {
-      log::error("OpenStack: instance {}: recording the fault failed: {}", uuid,
-                 fault.error().message);
-    }
+    instance.recordFault(message);
     for (const json& fields : {json{{"host", nullptr}, {"node", nullptr}},
                                json{{"vm_state", "error"}, {"task_state", nullptr}}}) {
       if (auto saved = instance.save(fields); !saved) {
@@ -184,6 +174,12 @@ RpcOutcome buildAndRunInstance(const InstanceOperations& ops, const RpcRequest& 
     return superseded(saved.error());
   }
   auto outcome = ops.instances.build(*build, ops.build_timeout);
+  if (!outcome && ops.instances.stopping()) {
+    // kilnd stops in the middle: the instance stays spawning in Nova, and the next start's
+    // recovery settles it, as nova-compute's init_host settles a build its restart cut short.
+    log::warn("OpenStack: instance {}: kilnd stops during its build; left to the recovery", uuid);
+    return RpcOutcome::ok();
+  }
   if (!outcome) return abort(outcome.error().message);
   if (!outcome->active) return abort(outcome->fault);
   json active = {{"power_state", static_cast<int>(outcome->power_state)},

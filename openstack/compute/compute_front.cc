@@ -93,6 +93,12 @@ Result<void> ComputeFront::start() {
     compute_rpc_.define("get_console_output", [this](const messaging::RpcRequest& request) {
       return afterRecovery(request, getConsoleOutput);
     });
+    compute_rpc_.define("snapshot_instance", [this](const messaging::RpcRequest& request) {
+      return afterRecovery(request, snapshotInstance);
+    });
+    compute_rpc_.define("external_instance_event", [this](const messaging::RpcRequest& request) {
+      return afterRecovery(request, externalInstanceEvent);
+    });
     compute_rpc_.setUnsupportedInstanceCast([this](const messaging::RpcRequest& request) {
       return afterRecovery(request, unsupportedInstanceCast);
     });
@@ -109,6 +115,9 @@ void ComputeFront::stop() {
     stopping_ = true;
   }
   wake_.notify_all();
+  // A handler may be waiting for a long download: it must let go now, or stopping kilnd would
+  // wait for the build. Nova's view of its instance stays as it is, for the next start.
+  if (options_.instances != nullptr) options_.instances->stopWaiting();
   if (reporter_.joinable()) reporter_.join();
   rpc_.stop();
   handlers_.shutdown();

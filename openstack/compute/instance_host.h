@@ -63,6 +63,12 @@ struct PowerOutcome {
   std::string fault;
 };
 
+struct SnapshotOutcome {
+  // Why the capture or the upload failed (the image is deleted then); empty when the image is
+  // active with the snapshot's bytes.
+  std::string fault;
+};
+
 // One guest as kiln's lifecycle holds it, for the power-state sync.
 struct GuestState {
   bool active = false;  // running (kiln's state active) rather than stopped or failed
@@ -85,10 +91,22 @@ class InstanceHost {
   // Runs a reboot, stop or start and waits, at most `timeout`, until it settled.
   virtual Result<PowerOutcome> power(const std::string& uuid, PowerRequest request,
                                      std::chrono::milliseconds timeout) = 0;
+  // Captures the root disk into `image_id`, a queued image that Nova's API created, and waits,
+  // at most `timeout`, until the upload ended. An error means the snapshot did not start (the
+  // instance is busy, say) or kiln stopped waiting; the image is then left to the caller.
+  virtual Result<SnapshotOutcome> snapshot(const std::string& uuid, const std::string& image_id,
+                                           std::chrono::milliseconds timeout) = 0;
   // Every guest kiln holds, by instance uuid.
   virtual std::map<std::string, GuestState> guests() = 0;
   // The end of the guest's serial console log, at most `max_bytes`.
   virtual Result<std::string> consoleOutput(const std::string& uuid, std::uint64_t max_bytes) = 0;
+
+  // kilnd is stopping: every wait above ends at once with an error, and stopping() holds from
+  // now on, so that a handler leaves its instance as Nova sees it (the next start's recovery
+  // settles it, as nova's init_host does) instead of failing it. The work itself goes on or
+  // is dropped as kiln's shutdown decides; it is not cancelled here.
+  virtual void stopWaiting() = 0;
+  virtual bool stopping() const = 0;
 };
 
 }  // namespace kiln::openstack::compute

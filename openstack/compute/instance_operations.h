@@ -1,9 +1,10 @@
 #pragma once
 // The compute RPC methods that act on an instance (nova/compute/manager.py's, Zed's argument
 // lists), one file each: build_instance.cc, terminate_instance.cc, power_instance.cc (reboot,
-// stop, start), console_output.cc, unsupported_cast.cc. Each saves the instance with
-// the vm_state / task_state sequence nova-compute uses, records its instance-action event and,
-// on failure, an instance fault; the lifecycle work itself is kiln's (InstanceHost).
+// stop, start), console_output.cc, snapshot_instance.cc, external_event.cc, unsupported_cast.cc.
+// Each saves the instance with the vm_state / task_state sequence nova-compute uses, records its
+// instance-action event and, on failure, an instance fault; the lifecycle work itself is kiln's
+// (InstanceHost).
 
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -68,6 +69,13 @@ messaging::RpcOutcome startInstance(const InstanceOperations& ops,
 // get_console_output (a call): the last tail_length lines of the serial console, or all of it.
 messaging::RpcOutcome getConsoleOutput(const InstanceOperations& ops,
                                        const messaging::RpcRequest& request);
+// snapshot_instance (a cast): the root disk captured into the queued image nova-api created.
+messaging::RpcOutcome snapshotInstance(const InstanceOperations& ops,
+                                       const messaging::RpcRequest& request);
+// external_instance_event (a cast): Neutron's and Cinder's events about instances on this host,
+// through nova-api. Each is logged and handed to what waits for it (nothing yet: no Neutron).
+messaging::RpcOutcome externalInstanceEvent(const InstanceOperations& ops,
+                                            const messaging::RpcRequest& request);
 // A cast kiln does not implement, for an instance (pause_instance, ...): answered, never left
 // hanging: the instance's task state cleared, a fault and an Error event saying kiln does not
 // support the operation.

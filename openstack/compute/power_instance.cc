@@ -54,25 +54,16 @@ RpcOutcome runPowerAction(const InstanceOperations& ops, const RpcRequest& reque
   NovaInstance instance(ops.conductor, request.context, std::move(object).value(), ops.host);
   const std::string& uuid = instance.uuid();
   const auto held = ops.locks.lock(uuid);
-  if (auto started = instance.eventStart(event); !started) {
-    log::warn("OpenStack: instance {}: recording the {}'s start failed: {}", uuid,
-              powerName(action), started.error().message);
-  }
+  instance.recordStart(event);
   auto finish = [&](const std::string& failure) {
-    if (auto finished = instance.eventFinish(event, failure); !finished) {
-      log::warn("OpenStack: instance {}: recording the {}'s end failed: {}", uuid,
-                powerName(action), finished.error().message);
-    }
+    instance.recordFinish(event, failure);
     return RpcOutcome::ok();
   };
   auto fail = [&](const std::string& reason, bool error_state) {
     const std::string message =
         fmt::format("The {} of instance {} failed: {}", powerName(action), uuid, reason);
     log::error("OpenStack: {}", message);
-    if (auto fault = instance.addFault(message); !fault) {
-      log::error("OpenStack: instance {}: recording the fault failed: {}", uuid,
-                 fault.error().message);
-    }
+    instance.recordFault(message);
     json fields = {{"task_state", nullptr}};
     if (error_state) fields["vm_state"] = "error";
     if (auto saved = instance.save(fields); !saved) {
@@ -90,6 +81,12 @@ RpcOutcome runPowerAction(const InstanceOperations& ops, const RpcRequest& reque
     }
   }
   auto outcome = ops.instances.power(uuid, action, ops.build_timeout);
+  if (!outcome && ops.instances.stopping()) {
+    // The task stays set in Nova; the next start's recovery clears it with kiln's state.
+    log::warn("OpenStack: instance {}: kilnd stops during its {}; left to the recovery", uuid,
+              powerName(action));
+    return RpcOutcome::ok();
+  }
   if (!outcome) return fail(outcome.error().message, false);
   if (!outcome->fault.empty()) return fail(outcome->fault, true);
   json after = {{"power_state", static_cast<int>(outcome->power_state)},

@@ -23,14 +23,17 @@ constexpr const char* kTerminateEvent = "compute_terminate_instance";
 
 Result<void> completeDelete(const InstanceOperations& ops, NovaInstance& instance) {
   const std::string& uuid = instance.uuid();
-  if (auto gone = ops.instances.destroy(uuid, ops.delete_timeout); !gone) {
+  auto gone = ops.instances.destroy(uuid, ops.delete_timeout);
+  if (!gone && ops.instances.stopping()) {
+    // The instance stays deleting in Nova; the next start's recovery completes the delete.
+    log::warn("OpenStack: instance {}: kilnd stops during its delete; left to the recovery", uuid);
+    return gone;
+  }
+  if (!gone) {
     const std::string message =
         fmt::format("Deleting instance {} failed: {}", uuid, gone.error().message);
     log::error("OpenStack: {}", message);
-    if (auto fault = instance.addFault(message); !fault) {
-      log::error("OpenStack: instance {}: recording the fault failed: {}", uuid,
-                 fault.error().message);
-    }
+    instance.recordFault(message);
     if (auto saved = instance.save({{"vm_state", "error"}, {"task_state", nullptr}}); !saved) {
       log::error("OpenStack: instance {}: saving the failed delete failed: {}", uuid,
                  saved.error().message);
@@ -68,16 +71,9 @@ RpcOutcome terminateInstance(const InstanceOperations& ops, const RpcRequest& re
   NovaInstance instance(ops.conductor, request.context, std::move(object).value(), ops.host);
   const std::string& uuid = instance.uuid();
   const auto held = ops.locks.lock(uuid);
-  if (auto event = instance.eventStart(kTerminateEvent); !event) {
-    log::warn("OpenStack: instance {}: recording the delete's start failed: {}", uuid,
-              event.error().message);
-  }
+  instance.recordStart(kTerminateEvent);
   auto deleted = completeDelete(ops, instance);
-  if (auto event = instance.eventFinish(kTerminateEvent, deleted ? "" : deleted.error().message);
-      !event) {
-    log::warn("OpenStack: instance {}: recording the delete's end failed: {}", uuid,
-              event.error().message);
-  }
+  instance.recordFinish(kTerminateEvent, deleted ? "" : deleted.error().message);
   return RpcOutcome::ok();
 }
 

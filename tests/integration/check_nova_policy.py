@@ -18,7 +18,8 @@ from nova import policies
 
 SERVED = ["os_compute_api:servers:create", "os_compute_api:servers:delete",
           "os_compute_api:servers:reboot", "os_compute_api:servers:start",
-          "os_compute_api:servers:stop", "os_compute_api:os-console-output"]
+          "os_compute_api:servers:stop", "os_compute_api:os-console-output",
+          "os_compute_api:servers:create_image"]
 
 
 def main(path):

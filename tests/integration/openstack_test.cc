@@ -8,6 +8,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -95,6 +97,13 @@ json serviceOf(const json& fx, const std::string& host) {
   return services.empty() ? json() : services[0];
 }
 
+// The end of a test's host: kilnd stopped and its service row deleted (Placement's provider goes
+// with it), so later tests see only their own hosts.
+void retireHost(const json& fx, KilndHarness& kilnd, const std::string& host) {
+  kilnd.stop();
+  openstack(fx, "compute service delete " + serviceOf(fx, host)["ID"].get<std::string>());
+}
+
 // kiln.conf's OpenStack front, from the fixture's control plane.
 std::string openstackConfig(const json& fx, const std::string& host) {
   const json& kiln = fx["users"]["kiln"];
@@ -123,6 +132,12 @@ struct ScratchFile {
   }
   ~ScratchFile() { std::filesystem::remove(path); }
 };
+
+// kiln.conf's [glance]: the fixture's Glance, with kiln's token in `token`.
+std::string glanceConfig(const json& fx, const ScratchFile& token) {
+  return fmt::format("[glance]\napi_servers = {}\ntoken_file = {}\n",
+                     fx["glance"]["url"].get<std::string>(), token.path);
+}
 
 // Waits until `done` holds for `openstack ARGS -f json`, at most `timeout`; returns the last.
 json pollJson(const json& fx, const std::string& args, const std::function<bool(const json&)>& done,
@@ -233,10 +248,8 @@ TEST_CASE("openstack: Nova builds and deletes a server on a kiln host", "[openst
   const json fx = fixture();
   REQUIRE(fx["image"].is_object());
   const std::string host = "kiln-" + kiln::randomUuid().substr(0, 8);
-  ScratchFile glance_token(fx["users"]["kiln"]["token"].get<std::string>() + "\n");
-  KilndHarness kilnd(openstackConfig(fx, host) +
-                     "[glance]\napi_servers = " + fx["glance"]["url"].get<std::string>() +
-                     "\ntoken_file = " + glance_token.path + "\n");
+  const ScratchFile glance_token(fx["users"]["kiln"]["token"].get<std::string>() + "\n");
+  KilndHarness kilnd(openstackConfig(fx, host) + glanceConfig(fx, glance_token));
   kilnd.start();
   const std::string node_uuid = waitSchedulable(fx, kilnd, host);
 
@@ -377,14 +390,144 @@ TEST_CASE("openstack: Nova builds and deletes a server on a kiln host", "[openst
   openstack(fx, "server delete --wait " + errored_id);
   openstack(fx, "image delete " + hostile_id);
 
-  kilnd.stop();
-  const json service = serviceOf(fx, host);
-  openstack(fx, "compute service delete " + service["ID"].get<std::string>());
+  retireHost(fx, kilnd, host);
 }
 
 }  // namespace
 
 namespace {
+
+// The word after `tag` on the server's console, once the guest printed it.
+std::string waitConsoleWord(const json& fx, const std::string& id, const std::string& tag) {
+  std::string console;
+  const auto until = Clock::now() + 120s;
+  while (Clock::now() < until) {
+    console = consoleOf(fx, id);
+    if (auto at = console.find(tag + " "); at != std::string::npos) {
+      std::istringstream words(console.substr(at + tag.size() + 1));
+      std::string word;
+      words >> word;
+      return word;
+    }
+    std::this_thread::sleep_for(1s);
+  }
+  FAIL("the guest did not print " << tag << ":\n" << console);
+  return "";
+}
+
+TEST_CASE("openstack: a server image made on a kiln host boots with the first guest's data",
+          "[openstack]") {
+  const json fx = fixture();
+  REQUIRE(fx["image"].is_object());
+  const std::string host = "kiln-" + kiln::randomUuid().substr(0, 8);
+  const ScratchFile glance_token(fx["users"]["kiln"]["token"].get<std::string>() + "\n");
+  KilndHarness kilnd(openstackConfig(fx, host) + glanceConfig(fx, glance_token));
+  kilnd.start();
+  waitSchedulable(fx, kilnd, host);
+  INFO(kilnd.logText());
+
+  const std::string first = createServer(fx, host, "kiln-snap-src", true);
+  const std::string mark = waitConsoleWord(fx, first, "KILN-ROOT-WROTE");
+  REQUIRE(mark.size() == 36);
+
+  // nova-api creates the queued image; kiln's host fills it while the guest runs on.
+  const std::string image_name = "kiln-snap-" + kiln::randomUuid().substr(0, 8);
+  const json image =
+      openstackJson(fx, "server image create --wait --name " + image_name + " " + first);
+  const std::string image_id = image["id"].get<std::string>();
+  const json shown_image = openstackJson(fx, "image show " + image_id);
+  CHECK(shown_image["status"] == "active");
+  CHECK(shown_image["disk_format"] == "qcow2");
+  CHECK(shown_image["container_format"] == "bare");
+  CHECK(shown_image["properties"]["instance_uuid"] == first);
+  CHECK(shown_image["properties"]["image_type"] == "snapshot");
+  const json source = settledServer(fx, first);
+  CHECK(source["status"] == "ACTIVE");
+  CHECK(source["OS-EXT-STS:power_state"] == 1);
+  const json snapshot_events = eventsOf(fx, first, "createImage");
+  REQUIRE(snapshot_events.size() == 1);
+  CHECK(snapshot_events[0]["event"] == "compute_snapshot_instance");
+  CHECK(snapshot_events[0]["result"] == "Success");
+
+  // A server booted from the snapshot finds the mark the first guest wrote on its root disk.
+  const json second =
+      openstackJson(fx, fmt::format("server create --image {} --flavor kiln.tiny --network none "
+                                    "--availability-zone nova:{} --wait kiln-snap-copy",
+                                    image_id, host));
+  const std::string copy = second["id"].get<std::string>();
+  CHECK(settledServer(fx, copy)["status"] == "ACTIVE");
+  CHECK(waitConsoleWord(fx, copy, "KILN-ROOT-FOUND") == mark);
+
+  for (const std::string& id : {first, copy}) {
+    Cli deleted = openstack(fx, "server delete --wait " + id);
+    INFO(deleted.out.stderr_text);
+    CHECK(deleted.out.succeeded());
+  }
+  openstack(fx, "image delete " + image_id);
+  retireHost(fx, kilnd, host);
+}
+
+// The fixture's own rabbitmqctl (scripts/start-openstack.sh), for its broker only.
+kiln::CommandOutput rabbitmqctl(const std::vector<std::string>& args) {
+  const char* env = std::getenv("KILN_TEST_OPENSTACK_DIR");
+  kiln::CommandSpec spec;
+  spec.argv = {std::string(env != nullptr ? env : KILN_OPENSTACK_DIR) + "/rabbitmqctl"};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.timeout = 120s;
+  auto out = kiln::PosixCommandRunner().run(spec);
+  REQUIRE(out.ok());
+  INFO("rabbitmqctl " << args.front() << ": " << out->stderr_text);
+  REQUIRE(out->succeeded());
+  return std::move(out).value();
+}
+
+TEST_CASE("openstack: RabbitMQ restarts under kilnd: kiln reconnects and the next server builds",
+          "[openstack]") {
+  const json fx = fixture();
+  REQUIRE(fx["image"].is_object());
+  const std::string host = "kiln-" + kiln::randomUuid().substr(0, 8);
+  const ScratchFile glance_token(fx["users"]["kiln"]["token"].get<std::string>() + "\n");
+  KilndHarness kilnd(openstackConfig(fx, host) + glanceConfig(fx, glance_token));
+  kilnd.start();
+  waitSchedulable(fx, kilnd, host);
+  INFO(kilnd.logText());
+
+  // The broker's application stops and starts again: every connection is closed and oslo's
+  // transient queues are gone, as after a restart of the node.
+  rabbitmqctl({"stop_app"});
+  rabbitmqctl({"start_app"});
+  rabbitmqctl({"await_startup"});
+  // kiln declares its queues again, and so do the control plane's services.
+  const std::vector<std::string> queues = {"compute." + host, "conductor", "scheduler"};
+  std::string listed;
+  bool all_back = false;
+  for (const auto until = Clock::now() + 90s; !all_back && Clock::now() < until;) {
+    listed = rabbitmqctl({"list_queues", "--quiet", "name"}).stdout_text;
+    std::set<std::string> names;
+    std::istringstream lines(listed);
+    for (std::string line; std::getline(lines, line);) names.insert(line);
+    all_back = std::all_of(queues.begin(), queues.end(),
+                           [&](const std::string& q) { return names.count(q) == 1; });
+    if (!all_back) std::this_thread::sleep_for(1s);
+  }
+  INFO("queues after the restart:\n" << listed);
+  REQUIRE(all_back);
+  CHECK(countOf(kilnd.logText(), "RPC: lost the connection to RabbitMQ") >= 1);
+  CHECK(countOf(kilnd.logText(), "RPC: connected to RabbitMQ") >= 2);
+
+  // The service is still up, and Nova's next build reaches kiln over the new connection.
+  pollJson(
+      fx, "compute service list --service nova-compute --host " + host,
+      [](const json& rows) { return !rows.empty() && rows[0]["State"] == "up"; }, 60s);
+  const std::string id = createServer(fx, host, "kiln-after-rabbit", true);
+  const json shown = settledServer(fx, id);
+  CHECK(shown["status"] == "ACTIVE");
+  CHECK(shown["OS-EXT-SRV-ATTR:host"] == host);
+  Cli deleted = openstack(fx, "server delete --wait " + id);
+  INFO(deleted.out.stderr_text);
+  CHECK(deleted.out.succeeded());
+  retireHost(fx, kilnd, host);
+}
 
 TEST_CASE(
     "openstack: kilnd killed during a build and during a delete leaves no server building "
@@ -393,10 +536,8 @@ TEST_CASE(
   const json fx = fixture();
   REQUIRE(fx["image"].is_object());
   const std::string host = "kiln-" + kiln::randomUuid().substr(0, 8);
-  ScratchFile glance_token(fx["users"]["kiln"]["token"].get<std::string>() + "\n");
-  KilndHarness kilnd(openstackConfig(fx, host) +
-                     "[glance]\napi_servers = " + fx["glance"]["url"].get<std::string>() +
-                     "\ntoken_file = " + glance_token.path + "\n");
+  const ScratchFile glance_token(fx["users"]["kiln"]["token"].get<std::string>() + "\n");
+  KilndHarness kilnd(openstackConfig(fx, host) + glanceConfig(fx, glance_token));
   kilnd.setBinary(KILND_FAILPOINTS_PATH);
   kilnd.setEnv("KILN_FAILPOINTS", "launch.after_root_disk=abort");
   kilnd.start();
@@ -452,8 +593,7 @@ TEST_CASE(
   Cli deleted = openstack(fx, "server delete --wait " + built);
   CHECK(deleted.out.succeeded());
   CHECK(allocationsOf(fx, built).empty());
-  kilnd.stop();
-  openstack(fx, "compute service delete " + serviceOf(fx, host)["ID"].get<std::string>());
+  retireHost(fx, kilnd, host);
 }
 
 }  // namespace

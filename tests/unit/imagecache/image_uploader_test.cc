@@ -498,6 +498,47 @@ TEST_CASE("GlanceUploader::discard DELETEs, an image already gone is fine", "[gl
   CHECK(f.http.requests().size() == 4);
 }
 
+TEST_CASE("GlanceUploader::adopt gives a queued image its formats with a JSON patch",
+          "[glance][upload]") {
+  GlanceFixture f;
+  auto uploader = f.uploader();
+  f.http.push(FakeReply::ok(activeRecord(kId, "", "queued")));
+  f.http.push(FakeReply::ok(k503Page, 503));
+  f.http.push(FakeReply::ok(activeRecord(kId, "", "queued")));
+  REQUIRE(uploader->adopt(kId, "qcow2", "bare").ok());
+  const auto sent = f.http.sent();  // copies: the fake hands out its lists by value
+  const auto specs = f.http.requests();
+  REQUIRE(sent.size() == 3);
+  CHECK(sent[0].method == "GET");
+  for (std::size_t i : {1u, 2u}) {
+    const auto& patch = sent[i];
+    const auto& spec = specs[i];
+    CHECK(patch.method == "PATCH");
+    CHECK(spec.url == "http://a:9292/v2/images/" + kId);
+    CHECK(sentHeader(spec, "Content-Type") == "application/openstack-images-v2.1-json-patch");
+    CHECK(nlohmann::json::parse(patch.body) ==
+          nlohmann::json::parse(R"([{"op":"replace","path":"/disk_format","value":"qcow2"},
+                                    {"op":"replace","path":"/container_format","value":"bare"}])"));
+  }
+}
+
+TEST_CASE("GlanceUploader::adopt takes only a queued image and deletes nothing",
+          "[glance][upload]") {
+  GlanceFixture f;
+  auto uploader = f.uploader();
+  f.http.push(FakeReply::ok(activeRecord(kId, "bytes")));
+  auto active = uploader->adopt(kId, "qcow2", "bare");
+  REQUIRE_FALSE(active.ok());
+  CHECK(active.error().code == ErrorCode::kConflict);
+  CHECK(active.error().message.find("is active, not queued") != std::string::npos);
+  f.http.push(FakeReply::ok("<html>404 Not Found</html>", 404));
+  CHECK(uploader->adopt(kId, "qcow2", "bare").error().code == ErrorCode::kNotFound);
+  CHECK(uploader->adopt("../etc", "qcow2", "bare").error().code == ErrorCode::kInvalidArgument);
+  const auto sent = f.http.sent();
+  REQUIRE(sent.size() == 2);
+  for (const auto& request : sent) CHECK(request.method == "GET");
+}
+
 // ---------------------------------------------------------------------------------------------
 // LocalDirUploader
 
@@ -671,6 +712,15 @@ TEST_CASE("LocalDirUploader: a failing copy leaves no file behind", "[upload][lo
     REQUIRE(uploader.discard(*id).ok());
     CHECK(filesIn(f.images) == std::set<std::string>{"other.img"});
   }
+}
+
+TEST_CASE("LocalDirUploader cannot adopt an image another service made", "[upload][local]") {
+  LocalFixture f;
+  LocalDirUploader uploader(f.images);
+  auto adopted = uploader.adopt("0b7c4b4c-7f4c-4a43-a2a5-2f8d1c5e9a11", "qcow2", "bare");
+  REQUIRE_FALSE(adopted.ok());
+  CHECK(adopted.error().message.find("[glance] api_servers") != std::string::npos);
+  CHECK(filesIn(f.images).empty());
 }
 
 TEST_CASE("LocalDirUploader refuses bad ids and bad images", "[upload][local]") {

@@ -118,4 +118,57 @@ TEST_CASE("table: a second insert of a uuid returns the instance already there",
 }
 
 }  // namespace
+TEST_CASE("table: waitFor returns when the record settles, or when the instance goes", "[table]") {
+  Table t;
+  auto entry = t.add("u1");
+  auto active = [](const InstanceRecord& r) { return r.state == InstanceState::kActive; };
+  std::thread settler([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    t.table.settle(*entry, [](InstanceRecord& r) { r.state = InstanceState::kActive; });
+  });
+  auto settled = t.table.waitFor(*entry, active, std::chrono::seconds(30));
+  settler.join();
+  REQUIRE(settled.ok());
+  REQUIRE(settled->has_value());
+  CHECK((*settled)->state == InstanceState::kActive);
+
+  auto never = [](const InstanceRecord& r) { return r.state == InstanceState::kError; };
+  auto timed_out = t.table.waitFor(*entry, never, std::chrono::milliseconds(10));
+  REQUIRE_FALSE(timed_out.ok());
+  CHECK(timed_out.error().message == "Instance 'u1' did not settle within 0 s");
+
+  std::thread remover([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE(t.table.remove(*entry).ok());
+  });
+  auto gone = t.table.waitFor(*entry, never, std::chrono::seconds(30));
+  remover.join();
+  REQUIRE(gone.ok());
+  CHECK_FALSE(gone->has_value());
+}
+
+TEST_CASE("table: stopWaiting ends the waits under way and those to come at once", "[table]") {
+  Table t;
+  auto entry = t.add("u1");
+  auto never = [](const InstanceRecord& r) { return r.state == InstanceState::kError; };
+  std::optional<Result<std::optional<InstanceRecord>>> waited;
+  std::thread waiter([&] { waited = t.table.waitFor(*entry, never, std::chrono::minutes(30)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const auto stopped_at = std::chrono::steady_clock::now();
+  t.table.stopWaiting();
+  waiter.join();
+  CHECK(std::chrono::steady_clock::now() - stopped_at < std::chrono::seconds(5));
+  REQUIRE(waited.has_value());
+  REQUIRE_FALSE(waited->ok());
+  CHECK(waited->error().code == ErrorCode::kUnavailable);
+  CHECK(waited->error().message == "kilnd is stopping: no longer waiting for instance 'u1'");
+  CHECK(t.table.stoppedWaiting());
+  CHECK_FALSE(t.table.waitFor(*entry, never, std::chrono::minutes(30)).ok());
+  // What already holds is still returned: the caller learns the outcome it waited for.
+  auto done = t.table.waitFor(
+      *entry, [](const InstanceRecord&) { return true; }, std::chrono::minutes(30));
+  REQUIRE(done.ok());
+  CHECK(done->has_value());
+}
+
 }  // namespace kiln::lifecycle
