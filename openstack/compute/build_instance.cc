@@ -1,7 +1,8 @@
 // build_and_run_instance, as nova-compute's _do_build_and_run_instance runs it: BUILDING with no
-// task (expected SCHEDULING or None), the claim (host, launched_on, node), NETWORKING (expected
-// None), BLOCK_DEVICE_MAPPING, SPAWNING (expected BLOCK_DEVICE_MAPPING), the guest launched by
-// kiln, then ACTIVE with its power state and launched_at (expected SPAWNING). A build that
+// task and the claim (host, launched_on, node) in one save (expected SCHEDULING or None),
+// SPAWNING (expected None; nova's NETWORKING and BLOCK_DEVICE_MAPPING steps have no work in
+// kiln's builds yet), the guest launched by kiln, then ACTIVE with its power state and
+// launched_at (expected SPAWNING). A build that
 // cannot go on is aborted as nova aborts one (BuildAbortException, no reschedule): its
 // allocations removed, a fault "Build of instance U aborted: REASON", host and node cleared, then
 // ERROR with no task. Every step runs inside the instance-action event
@@ -145,31 +146,25 @@ RpcOutcome buildAndRunInstance(const InstanceOperations& ops, const RpcRequest& 
     return finish(error.message);
   };
 
-  if (auto saved = instance.save({{"vm_state", "building"}, {"task_state", nullptr}},
+  // The resource tracker's claim puts the instance on this host and node; one save with the
+  // state nova-compute's first save sets, under the same expected task states.
+  if (auto saved = instance.save({{"vm_state", "building"},
+                                  {"task_state", nullptr},
+                                  {"host", ops.host},
+                                  {"launched_on", ops.host},
+                                  {"node", ops.host}},
                                  std::vector<json>{"scheduling", nullptr});
       !saved) {
     return superseded(saved.error());
   }
-  // The resource tracker's claim puts the instance on this host and node.
-  if (auto saved =
-          instance.save({{"host", ops.host}, {"launched_on", ops.host}, {"node", ops.host}});
-      !saved) {
-    return superseded(saved.error());
-  }
   auto build = buildRequestFrom(instance.object(), request.context, request.args);
-  if (auto saved = instance.save({{"vm_state", "building"}, {"task_state", "networking"}},
-                                 std::vector<json>{nullptr});
-      !saved) {
-    return superseded(saved.error());
-  }
   if (!build) return abort(build.error().message);
-  if (auto saved =
-          instance.save({{"vm_state", "building"}, {"task_state", "block_device_mapping"}});
-      !saved) {
-    return superseded(saved.error());
-  }
+  // nova-compute passes through "networking" and "block_device_mapping" while it allocates ports
+  // and attaches volumes. kiln's builds have neither step yet (networks other than none and
+  // volumes are refused just above), so the instance goes straight to spawning: each save is a
+  // round trip through nova-conductor, and these two would only add their latency.
   if (auto saved = instance.save({{"vm_state", "building"}, {"task_state", "spawning"}},
-                                 std::vector<json>{"block_device_mapping"});
+                                 std::vector<json>{nullptr});
       !saved) {
     return superseded(saved.error());
   }
