@@ -99,13 +99,9 @@ Result<BuildRequest> buildRequestFrom(const nova::NovaObject& instance, const js
 }
 
 RpcOutcome buildAndRunInstance(const InstanceOperations& ops, const RpcRequest& request) {
-  auto object = nova::NovaObject::fromPrimitive(request.args.value("instance", json()));
-  if (!object) {
-    log::error("OpenStack: build_and_run_instance without a valid instance: {}",
-               object.error().message);
-    return RpcOutcome::ok();
-  }
-  NovaInstance instance(ops.conductor, request.context, std::move(object).value(), ops.host);
+  auto parsed = NovaInstance::fromRequest(ops.conductor, request, ops.host);
+  if (!parsed) return RpcOutcome::ok();
+  NovaInstance& instance = *parsed;
   const std::string& uuid = instance.uuid();
   const auto held = ops.locks.lock(uuid);
   const auto started = std::chrono::steady_clock::now();

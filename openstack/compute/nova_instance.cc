@@ -62,6 +62,18 @@ Result<void> NovaInstance::eventFinish(const std::string& event, const std::stri
   return success();
 }
 
+std::optional<NovaInstance> NovaInstance::fromRequest(nova::Conductor& conductor,
+                                                      const messaging::RpcRequest& request,
+                                                      const std::string& host) {
+  auto object = nova::NovaObject::fromPrimitive(request.args.value("instance", nlohmann::json()));
+  if (!object) {
+    log::error("OpenStack: {} without a valid instance: {}", request.method,
+               object.error().message);
+    return std::nullopt;
+  }
+  return NovaInstance(conductor, request.context, std::move(object).value(), host);
+}
+
 void NovaInstance::recordStart(const std::string& event) {
   if (auto started = eventStart(event); !started) {
     log::warn("OpenStack: instance {}: recording the start of {} failed: {}", uuid_, event,

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "openstack/messaging/rpc_transport.h"
 #include "openstack/nova/conductor.h"
 #include "openstack/nova/nova_object.h"
 
@@ -22,6 +23,11 @@ class NovaInstance {
  public:
   NovaInstance(nova::Conductor& conductor, nlohmann::json context, nova::NovaObject instance,
                std::string host);
+  // The `instance` argument of a compute RPC request, in the request's context; nothing (and an
+  // error logged, naming the method) when the argument is not a versioned object's primitive.
+  static std::optional<NovaInstance> fromRequest(nova::Conductor& conductor,
+                                                 const messaging::RpcRequest& request,
+                                                 const std::string& host);
 
   const std::string& uuid() const { return uuid_; }
   const nova::NovaObject& object() const { return instance_; }

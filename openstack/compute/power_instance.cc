@@ -45,13 +45,9 @@ struct Step {
 RpcOutcome runPowerAction(const InstanceOperations& ops, const RpcRequest& request,
                           const std::string& event, PowerRequest action,
                           const std::vector<Step>& before, const json& expected_after) {
-  auto object = nova::NovaObject::fromPrimitive(request.args.value("instance", json()));
-  if (!object) {
-    log::error("OpenStack: {} without a valid instance: {}", request.method,
-               object.error().message);
-    return RpcOutcome::ok();
-  }
-  NovaInstance instance(ops.conductor, request.context, std::move(object).value(), ops.host);
+  auto parsed = NovaInstance::fromRequest(ops.conductor, request, ops.host);
+  if (!parsed) return RpcOutcome::ok();
+  NovaInstance& instance = *parsed;
   const std::string& uuid = instance.uuid();
   const auto held = ops.locks.lock(uuid);
   instance.recordStart(event);

@@ -26,13 +26,14 @@ constexpr const char* kSnapshotEvent = "compute_snapshot_instance";
 }  // namespace
 
 RpcOutcome snapshotInstance(const InstanceOperations& ops, const RpcRequest& request) {
-  auto object = nova::NovaObject::fromPrimitive(request.args.value("instance", json()));
   const json image_id = request.args.value("image_id", json());
-  if (!object || !image_id.is_string()) {
-    log::error("OpenStack: snapshot_instance without a valid instance and image id");
+  if (!image_id.is_string()) {
+    log::error("OpenStack: snapshot_instance without an image id");
     return RpcOutcome::ok();
   }
-  NovaInstance instance(ops.conductor, request.context, std::move(object).value(), ops.host);
+  auto parsed = NovaInstance::fromRequest(ops.conductor, request, ops.host);
+  if (!parsed) return RpcOutcome::ok();
+  NovaInstance& instance = *parsed;
   const std::string& uuid = instance.uuid();
   const std::string& image = image_id.get_ref<const std::string&>();
   const auto held = ops.locks.lock(uuid);

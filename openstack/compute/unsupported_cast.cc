@@ -17,9 +17,9 @@ using messaging::RpcRequest;
 using nlohmann::json;
 
 RpcOutcome unsupportedInstanceCast(const InstanceOperations& ops, const RpcRequest& request) {
-  auto object = nova::NovaObject::fromPrimitive(request.args.value("instance", json()));
-  if (!object) return RpcOutcome::ok();
-  NovaInstance instance(ops.conductor, request.context, std::move(object).value(), ops.host);
+  auto parsed = NovaInstance::fromRequest(ops.conductor, request, ops.host);
+  if (!parsed) return RpcOutcome::ok();
+  NovaInstance& instance = *parsed;
   const std::string& uuid = instance.uuid();
   const auto held = ops.locks.lock(uuid);
   const std::string event = "compute_" + request.method;
